@@ -1,0 +1,127 @@
+"""Settings of the server: one pydantic-settings model, read from ``CODERX_*`` variables.
+
+Nested fields use ``__``: ``CODERX_LIMITS__MEMORY=2g``. Every field says what it is for.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+_SIZE = re.compile(r"^(\d+)([kmg]?)$", re.IGNORECASE)
+
+Network = Literal["none", "bridge"]
+
+
+def parse_size(text: str) -> int:
+    """Turn ``512m``/``2g``/``65536`` into bytes.
+
+    Args:
+        text: A size with an optional k, m or g suffix (powers of 1024).
+
+    Returns:
+        The size in bytes.
+
+    Raises:
+        ValueError: If the text is not such a size.
+    """
+    m = _SIZE.match(text.strip())
+    if not m:
+        raise ValueError(f"{text!r} is not a size like 512m or 2g")
+    return int(m.group(1)) * {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}[m.group(2).lower()]
+
+
+class SandboxLimits(BaseModel):
+    """Resource limits of one sandbox container."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    memory: str = "1g"
+    """Memory limit; swap is limited to the same value, so no swap is used."""
+    cpus: float = Field(1.0, gt=0, le=64)
+    """CPU quota in cores (Docker ``NanoCpus``)."""
+    pids: int = Field(256, ge=16, le=65536)
+    """Maximum number of processes and threads (stops fork bombs)."""
+    nofile: int = Field(4096, ge=64, le=1048576)
+    """Open-file limit (soft and hard)."""
+    tmp_size: str = "256m"
+    """Size of the ``/tmp`` tmpfs (``noexec,nosuid``)."""
+    home_size: str = "64m"
+    """Size of the home-directory tmpfs."""
+    spool_size: str = "512m"
+    """Size of the tmpfs that holds the runner's state and spooled command output."""
+
+    @field_validator("memory", "tmp_size", "home_size", "spool_size")
+    @classmethod
+    def _size(cls, v: str) -> str:
+        parse_size(v)
+        return v
+
+
+class Settings(BaseSettings):
+    """All settings of a Coder-X MCP server."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="CODERX_", env_nested_delimiter="__", extra="forbid", frozen=True
+    )
+
+    backend: Literal["docker", "local"] = "docker"
+    """Sandbox backend. ``local`` runs commands on the host WITHOUT isolation (development only)."""
+    image: str = "coderx-sandbox:latest"
+    """Docker image of the sandbox (built by ``coderx-mcp image build``)."""
+    workspace: Path | None = None
+    """Workspace of sessions opened without one (the stdio default session). None: a fresh
+    scratch directory per session under ``workspaces_root``."""
+    workspaces_root: Path = Path.home() / ".local" / "share" / "coderx" / "workspaces"
+    """Where scratch workspaces are created."""
+    state_dir: Path = Path.home() / ".local" / "state" / "coderx"
+    """Server state (instance records)."""
+    network: Network = "none"
+    """Default network of a session: ``none`` (no interface but loopback) or ``bridge``."""
+    allow_network: bool = True
+    """Whether sessions may ask for ``bridge`` networking at all."""
+    limits: SandboxLimits = SandboxLimits()
+    """Default resource limits of a session's container."""
+    max_memory: str = "8g"
+    """Largest memory limit a session may ask for."""
+    max_cpus: float = 4.0
+    """Largest CPU quota a session may ask for."""
+    sandbox_uid: int = 1000
+    """Uid (and gid) the sandbox runs as when the workspace is owned by root."""
+    chown_root_workspace: bool = True
+    """When the server runs as root and a workspace is owned by root, hand the workspace to
+    ``sandbox_uid`` so the non-root sandbox can write it."""
+    max_sessions: int = Field(16, ge=1, le=1000)
+    """Maximum number of open sessions."""
+    idle_timeout_s: float = Field(1800.0, gt=0)
+    """Sessions unused this long are closed and their containers removed."""
+    reaper_interval_s: float = Field(30.0, gt=0)
+    """How often idle sessions are looked for."""
+    pool_size: int = Field(1, ge=0, le=32)
+    """Pre-started containers kept ready for the default workspace (0 disables the pool)."""
+    start_timeout_s: float = Field(30.0, gt=0)
+    """Longest wait for a container and its runner to come up."""
+    docker_timeout_s: float = Field(30.0, gt=0)
+    """Timeout of Docker API calls."""
+    command_timeout_s: float = Field(120.0, gt=0, le=600)
+    """Default timeout of ``run_command``."""
+    return_after_s: float = Field(50.0, gt=0, le=600)
+    """A ``run_command`` still running after this long becomes a background process."""
+    output_cap: int = Field(30000, ge=1000, le=1 << 20)
+    """Bytes of each output stream shown in a reply (head and tail kept)."""
+    max_file_bytes: int = Field(16 << 20, ge=1 << 16)
+    """Largest file read whole, edited or written through the file tools."""
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    """Log level (logs always go to stderr)."""
+    log_json: bool = False
+    """Emit logs as JSON lines."""
+
+    @field_validator("max_memory")
+    @classmethod
+    def _size(cls, v: str) -> str:
+        parse_size(v)
+        return v

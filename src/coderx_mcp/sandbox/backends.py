@@ -1,0 +1,140 @@
+"""Backends: make sandboxes of one kind and clean up after them, chosen by name."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Protocol
+
+import docker
+import docker.errors
+import structlog
+
+from coderx_mcp.config import Settings
+from coderx_mcp.errors import ConfigError, SandboxUnavailable
+from coderx_mcp.sandbox.base import Sandbox, SandboxSpec
+from coderx_mcp.sandbox.docker import DockerSandbox, remove_container
+from coderx_mcp.sandbox.instance import LABEL_INSTANCE, LABEL_MANAGED, Instance, owner_is_gone
+from coderx_mcp.sandbox.local import LocalSandbox
+
+_log = structlog.get_logger("coderx.backend")
+
+
+class Backend(Protocol):
+    """Makes sandboxes and removes what this (or a dead) server left behind."""
+
+    name: str
+    isolated: bool
+
+    async def check(self) -> None:
+        """Raise ``SandboxUnavailable`` with a clear reason if no sandbox can start."""
+
+    def make(self, spec: SandboxSpec, session_id: str) -> Sandbox:
+        """A sandbox object, not started yet."""
+
+    async def reap_orphans(self) -> int:
+        """Remove sandboxes whose owning server is gone; returns how many."""
+
+    def remove_all_of_instance(self) -> int:
+        """Synchronously remove every sandbox of this server (last-resort cleanup)."""
+
+
+class DockerBackend:
+    """Sandboxes as hardened Docker containers."""
+
+    name = "docker"
+    isolated = True
+
+    def __init__(self, settings: Settings, instance: Instance,
+                 client: docker.DockerClient | None = None) -> None:
+        self._settings = settings
+        self._instance = instance
+        self._client = client
+
+    @property
+    def client(self) -> docker.DockerClient:
+        """The Docker client, connected on first use."""
+        if self._client is None:
+            try:
+                self._client = docker.from_env(timeout=int(self._settings.docker_timeout_s))
+            except docker.errors.DockerException as exc:
+                raise SandboxUnavailable(
+                    f"sandbox unavailable: cannot reach the Docker engine ({exc}); start Docker "
+                    "(on Debian: `bash containers/ensure-docker.sh`) or use CODERX_BACKEND=local"
+                ) from None
+        return self._client
+
+    async def check(self) -> None:
+        from coderx_mcp.image import image_status, missing_image_message
+
+        def probe() -> None:
+            try:
+                self.client.ping()
+            except docker.errors.DockerException as exc:
+                raise SandboxUnavailable(
+                    f"sandbox unavailable: the Docker engine does not answer ({exc})") from None
+            status = image_status(self.client, self._settings.image)
+            if not status.exists:
+                raise SandboxUnavailable(missing_image_message(self._settings.image))
+            if not status.up_to_date:
+                _log.warning("sandbox image is older than this server's runner; rebuild it",
+                             image=self._settings.image, command="coderx-mcp image build")
+
+        await asyncio.wait_for(asyncio.to_thread(probe), self._settings.docker_timeout_s)
+
+    def make(self, spec: SandboxSpec, session_id: str) -> Sandbox:
+        return DockerSandbox(self.client, spec, self._settings.image, self._instance, session_id,
+                             self._settings.start_timeout_s)
+
+    async def reap_orphans(self) -> int:
+        def reap() -> int:
+            removed = 0
+            for c in self.client.containers.list(all=True, filters={"label": LABEL_MANAGED}):
+                if owner_is_gone(c.labels, self._instance):
+                    remove_container(self.client, c.id)
+                    removed += 1
+            return removed
+
+        n = await asyncio.to_thread(reap)
+        if n:
+            _log.info("removed containers of servers that are gone", count=n)
+        return n
+
+    def remove_all_of_instance(self) -> int:
+        if self._client is None:
+            return 0
+        found = self._client.containers.list(
+            all=True, filters={"label": f"{LABEL_INSTANCE}={self._instance.id}"})
+        for c in found:
+            remove_container(self._client, c.id)
+        return len(found)
+
+
+class LocalBackend:
+    """The runner as a host subprocess: NO isolation, for development without Docker."""
+
+    name = "local"
+    isolated = False
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+
+    async def check(self) -> None:
+        return None
+
+    def make(self, spec: SandboxSpec, session_id: str) -> Sandbox:
+        return LocalSandbox(spec, session_id, self._settings.start_timeout_s)
+
+    async def reap_orphans(self) -> int:
+        return 0  # local runners end with their parent's pipes
+
+    def remove_all_of_instance(self) -> int:
+        return 0
+
+
+def make_backend(settings: Settings, instance: Instance) -> Backend:
+    """The backend named by ``settings.backend``."""
+    if settings.backend == "docker":
+        return DockerBackend(settings, instance)
+    if settings.backend == "local":
+        return LocalBackend(settings)
+    raise ConfigError(f"unknown sandbox backend {settings.backend!r}: use docker or local")

@@ -1,0 +1,59 @@
+"""The ``Sandbox`` protocol and the description of a sandbox to start."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Protocol
+
+from pydantic import BaseModel, ConfigDict
+
+from coderx_mcp.config import Network, SandboxLimits
+
+
+class SandboxSpec(BaseModel):
+    """Everything needed to start one sandbox.
+
+    ``pool_key`` is equal for specs that a pre-started container can serve.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    workspace: Path
+    network: Network = "none"
+    limits: SandboxLimits = SandboxLimits()
+    uid: int = 1000
+    gid: int = 1000
+
+    @property
+    def pool_key(self) -> tuple[Any, ...]:
+        """Identity of the spec for the warm pool."""
+        return (str(self.workspace), self.network, self.limits, self.uid, self.gid)
+
+
+class Sandbox(Protocol):
+    """One running sandbox with its runner; every operation goes through :meth:`call`."""
+
+    backend: str
+    spec: SandboxSpec
+    session_id: str
+
+    @property
+    def alive(self) -> bool:
+        """False once the container or runner is known to be gone."""
+
+    @property
+    def ident(self) -> str:
+        """Container id (or a local label) for logs and ``session_info``."""
+
+    async def start(self) -> None:
+        """Create the container, start the runner, and wait for its hello."""
+
+    async def call(self, op: str, **args: Any) -> dict[str, Any]:
+        """Send one request to the runner and return its result.
+
+        Raises:
+            SandboxGone: The container or runner died; the message says why.
+        """
+
+    async def close(self) -> None:
+        """Stop the runner and remove the container. Safe to call twice."""

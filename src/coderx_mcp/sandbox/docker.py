@@ -1,0 +1,220 @@
+"""``DockerSandbox``: a hardened container per session with one persistent runner inside.
+
+The runner is started once with ``docker exec`` and kept: every later tool call is one
+JSON line on its stream (well under a millisecond) instead of a new ``docker exec``
+(tens of milliseconds). Docker SDK calls are blocking, so they run in worker threads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+from typing import Any
+
+import docker
+import docker.errors
+import structlog
+from docker.types import Mount, Ulimit
+
+from coderx_mcp.config import parse_size
+from coderx_mcp.errors import SandboxGone, SandboxUnavailable
+from coderx_mcp.sandbox.base import SandboxSpec
+from coderx_mcp.sandbox.instance import LABEL_SESSION, Instance
+from coderx_mcp.sandbox.protocol import RunnerClient
+
+WORKDIR = "/workspace"
+HOME = "/home/coder"
+STATE = "/run/coderx"
+RUNNER = "/opt/coderx/coderx_runner.py"
+_log = structlog.get_logger("coderx.docker")
+
+
+def container_kwargs(
+    spec: SandboxSpec, image: str, labels: dict[str, str]
+) -> dict[str, Any]:
+    """The ``containers.create`` arguments that make a sandbox container.
+
+    Hardening lives here, in one place: non-root user, no capabilities, no privilege
+    gain, read-only root with size-capped tmpfs, memory (no swap), CPU and pid limits,
+    no network unless asked, an init process that reaps zombies, no Docker socket.
+    """
+    uid, gid, lim = spec.uid, spec.gid, spec.limits
+    memory = parse_size(lim.memory)
+    mounts = [Mount(WORKDIR, str(spec.workspace), type="bind", read_only=False)]
+    # Hooks and git config run on the host later; the sandbox may read but not change them.
+    for rel in (".git/hooks", ".git/config"):
+        src = spec.workspace / rel
+        if src.exists() and not src.is_symlink():
+            mounts.append(Mount(f"{WORKDIR}/{rel}", str(src), type="bind", read_only=True))
+    owned = f"uid={uid},gid={gid},mode=0700"
+    return {
+        "image": image,
+        "command": ["sleep", "infinity"],
+        "user": f"{uid}:{gid}",
+        "working_dir": WORKDIR,
+        "environment": {"HOME": HOME, "USER": "coder"},
+        "labels": labels,
+        "hostname": "sandbox",
+        "init": True,
+        "cap_drop": ["ALL"],
+        "security_opt": ["no-new-privileges"],
+        "read_only": True,
+        "tmpfs": {
+            "/tmp": f"rw,noexec,nosuid,nodev,size={parse_size(lim.tmp_size)}",
+            HOME: f"rw,nosuid,nodev,size={parse_size(lim.home_size)},{owned}",
+            STATE: f"rw,noexec,nosuid,nodev,size={parse_size(lim.spool_size)},{owned}",
+        },
+        "mem_limit": memory,
+        "memswap_limit": memory,
+        "nano_cpus": int(lim.cpus * 1e9),
+        "pids_limit": lim.pids,
+        "ulimits": [Ulimit(name="nofile", soft=lim.nofile, hard=lim.nofile)],
+        "network_mode": spec.network,
+        "ipc_mode": "private",
+        "mounts": mounts,
+        "restart_policy": {"Name": "no"},
+        "detach": True,
+    }
+
+
+class DockerSandbox:
+    """A session's container and the runner inside it.
+
+    Args:
+        client: Docker SDK client (shared by the server).
+        spec: What to start.
+        image: Sandbox image name.
+        instance: This server process, stamped in the labels.
+        session_id: The session the container is for (a label too).
+        start_timeout: Seconds to wait for the runner's hello.
+    """
+
+    backend = "docker"
+
+    def __init__(self, client: docker.DockerClient, spec: SandboxSpec, image: str,
+                 instance: Instance, session_id: str, start_timeout: float = 30.0) -> None:
+        self.spec = spec
+        self.session_id = session_id
+        self._client = client
+        self._image = image
+        self._instance = instance
+        self._start_timeout = start_timeout
+        self._container_id: str | None = None
+        self._runner: RunnerClient | None = None
+        self._keep: list[Any] = []
+        self.lost_reason: str | None = None
+
+    @property
+    def ident(self) -> str:
+        return (self._container_id or "")[:12]
+
+    @property
+    def alive(self) -> bool:
+        return self._runner is not None and self._runner.alive
+
+    async def start(self) -> None:
+        labels = {**self._instance.labels(), LABEL_SESSION: self.session_id}
+        kwargs = container_kwargs(self.spec, self._image, labels)
+        try:
+            self._container_id = await asyncio.to_thread(self._create_and_start, kwargs)
+            reader, writer = await self._attach_runner()
+        except docker.errors.ImageNotFound:
+            from coderx_mcp.image import missing_image_message
+
+            raise SandboxUnavailable(missing_image_message(self._image)) from None
+        except docker.errors.DockerException as exc:
+            await self.close()
+            raise SandboxUnavailable(f"could not start the sandbox container: {exc}") from None
+        self._runner = RunnerClient(reader, writer, docker_framed=True, name=self.session_id)
+        self._runner.on_lost = self._on_lost
+        try:
+            await self._runner.start(self._start_timeout)
+        except BaseException:
+            await self.close()
+            raise
+        _log.info("sandbox started", session_id=self.session_id, container=self.ident,
+                  network=self.spec.network, uid=self.spec.uid)
+
+    def _create_and_start(self, kwargs: dict[str, Any]) -> str:
+        container = self._client.containers.run(**kwargs)
+        return str(container.id)
+
+    async def _attach_runner(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        def exec_socket() -> socket.socket:
+            api = self._client.api
+            eid = api.exec_create(
+                self._container_id, ["python3", "-u", RUNNER], stdin=True, stdout=True,
+                stderr=True, user=f"{self.spec.uid}:{self.spec.gid}", workdir=WORKDIR,
+                environment={"CODERX_ROOT": WORKDIR, "CODERX_STATE": STATE},
+            )["Id"]
+            raw = api.exec_start(eid, socket=True)
+            sock = getattr(raw, "_sock", raw)
+            self._keep.append(raw)  # the HTTP response owns the socket: keep it alive
+            dup = socket.socket(fileno=os.dup(sock.fileno()))
+            dup.setblocking(False)
+            return dup
+
+        sock = await asyncio.to_thread(exec_socket)
+        return await asyncio.open_unix_connection(sock=sock, limit=1 << 30)
+
+    async def call(self, op: str, **args: Any) -> dict[str, Any]:
+        if self._runner is None:
+            raise SandboxGone("the sandbox was not started or is closed")
+        try:
+            return await self._runner.call(op, **args)
+        except SandboxGone:
+            reason = self.lost_reason or await self._diagnose()
+            raise SandboxGone(f"the sandbox container stopped: {reason}", reason) from None
+
+    async def _on_lost(self) -> None:
+        self.lost_reason = await self._diagnose()
+        _log.warning("sandbox lost", session_id=self.session_id, container=self.ident,
+                     reason=self.lost_reason)
+
+    async def _diagnose(self) -> str:
+        """Say why the runner's stream ended, from the container's state."""
+        if self._container_id is None:
+            return "it was never created"
+
+        def inspect() -> str:
+            try:
+                state = self._client.api.inspect_container(self._container_id)["State"]
+            except docker.errors.NotFound:
+                return "the container was removed from outside"
+            except docker.errors.DockerException as exc:
+                return f"the Docker engine did not answer ({exc})"
+            if state.get("OOMKilled"):
+                return "killed: out of memory"
+            if not state.get("Running"):
+                code = state.get("ExitCode")
+                return f"the container exited with code {code} (killed from outside?)"
+            return "the runner process inside the container exited"
+
+        with contextlib.suppress(Exception):
+            return await asyncio.wait_for(asyncio.to_thread(inspect), 10)
+        return "the Docker engine did not answer"
+
+    async def close(self) -> None:
+        if self._runner is not None:
+            await self._runner.close()
+        for raw in self._keep:
+            with contextlib.suppress(Exception):
+                raw.close()
+        self._keep.clear()
+        cid, self._container_id = self._container_id, None
+        if cid is not None:
+            await asyncio.to_thread(remove_container, self._client, cid)
+            _log.info("sandbox removed", session_id=self.session_id, container=cid[:12])
+
+
+def remove_container(client: docker.DockerClient, cid: str) -> None:
+    """Force-remove a container, ignoring one that is already gone."""
+    try:
+        client.api.remove_container(cid, force=True, v=True)
+    except docker.errors.NotFound:
+        pass
+    except docker.errors.APIError as exc:
+        if exc.status_code != 409:  # 409: removal already in progress
+            raise

@@ -1,0 +1,100 @@
+"""``LocalSandbox``: the same runner as a host subprocess. NO ISOLATION.
+
+For development on a machine without Docker. Commands run as the server's user, with
+the server's privileges, on the host; only the file tools' workspace confinement
+applies. Never the default: the server logs a loud warning when it is chosen.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import shutil
+import sys
+import tempfile
+from typing import Any
+
+import structlog
+
+from coderx_mcp.errors import SandboxGone
+from coderx_mcp.sandbox.base import SandboxSpec
+from coderx_mcp.sandbox.protocol import RunnerClient
+
+_log = structlog.get_logger("coderx.local")
+WARNING = ("LOCAL BACKEND: commands run directly on this host with the server's privileges; "
+           "there is NO sandbox isolation. Use the docker backend for anything untrusted.")
+
+
+class LocalSandbox:
+    """The runner as a child process of the server, rooted at the workspace."""
+
+    backend = "local"
+
+    def __init__(self, spec: SandboxSpec, session_id: str, start_timeout: float = 30.0) -> None:
+        self.spec = spec
+        self.session_id = session_id
+        self._start_timeout = start_timeout
+        self._proc: asyncio.subprocess.Process | None = None
+        self._runner: RunnerClient | None = None
+        self._state_dir: str | None = None
+        self._stderr_task: asyncio.Task[None] | None = None
+
+    @property
+    def ident(self) -> str:
+        return f"local-pid-{self._proc.pid}" if self._proc else "local"
+
+    @property
+    def alive(self) -> bool:
+        return self._runner is not None and self._runner.alive
+
+    async def start(self) -> None:
+        from coderx_mcp.image import containers_dir
+
+        _log.warning(WARNING, session_id=self.session_id)
+        self._state_dir = tempfile.mkdtemp(prefix="coderx-local-")
+        runner = containers_dir() / "runner" / "coderx_runner.py"
+        self._proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-u", str(runner),
+            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE, cwd=str(self.spec.workspace),
+            env={"CODERX_ROOT": str(self.spec.workspace), "CODERX_STATE": self._state_dir,
+                 "PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": self._state_dir,
+                 "LANG": "C.UTF-8"},
+            limit=1 << 30,
+        )
+        assert self._proc.stdout is not None and self._proc.stdin is not None
+        self._runner = RunnerClient(self._proc.stdout, self._proc.stdin,  # type: ignore[arg-type]
+                                    docker_framed=False, name=self.session_id)
+        self._stderr_task = asyncio.create_task(self._pump_stderr())
+        try:
+            await self._runner.start(self._start_timeout)
+        except BaseException:
+            await self.close()
+            raise
+
+    async def _pump_stderr(self) -> None:
+        assert self._proc is not None and self._proc.stderr is not None
+        while line := await self._proc.stderr.readline():
+            if self._runner is not None:
+                self._runner.feed_stderr(line)
+
+    async def call(self, op: str, **args: Any) -> dict[str, Any]:
+        if self._runner is None:
+            raise SandboxGone("the sandbox was not started or is closed")
+        try:
+            return await self._runner.call(op, **args)
+        except SandboxGone as exc:
+            raise SandboxGone(f"the local runner stopped: {exc}", "runner exited") from None
+
+    async def close(self) -> None:
+        if self._runner is not None:
+            await self._runner.close()
+        if self._proc is not None and self._proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                self._proc.kill()
+            await self._proc.wait()
+        if self._stderr_task is not None:
+            self._stderr_task.cancel()
+        if self._state_dir is not None:
+            shutil.rmtree(self._state_dir, ignore_errors=True)
+            self._state_dir = None

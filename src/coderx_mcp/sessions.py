@@ -1,0 +1,326 @@
+"""Sessions: who owns which sandbox, for how long.
+
+A session is one sandbox (container + runner) with a workspace, owned by a principal
+(``owner``: the stdio client, or later an authenticated HTTP token). Ids are unguessable;
+a session of another owner is reported as not found. Each owner has a default session,
+opened lazily on first use. Idle sessions are closed by a reaper; a warm pool of
+pre-started sandboxes makes opening a default session near-instant.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import secrets
+import time
+from pathlib import Path
+from typing import Any
+
+import structlog
+from pydantic import BaseModel
+
+from coderx_mcp.config import Network, SandboxLimits, Settings, parse_size
+from coderx_mcp.errors import (
+    ConfigError,
+    SandboxGone,
+    SessionLimitReached,
+    SessionNotFound,
+)
+from coderx_mcp.pool import WarmPool
+from coderx_mcp.sandbox.backends import Backend
+from coderx_mcp.sandbox.base import Sandbox, SandboxSpec
+from coderx_mcp.workspaces import (
+    check_workspace,
+    is_scratch,
+    new_scratch,
+    remove_scratch,
+    sandbox_ids,
+)
+
+_log = structlog.get_logger("coderx.sessions")
+
+
+def new_session_id() -> str:
+    """An unguessable session id (128 random bits)."""
+    return "s-" + secrets.token_hex(16)
+
+
+class SessionInfo(BaseModel):
+    """What a client may know about a session."""
+
+    session: str
+    backend: str
+    isolated: bool
+    container: str
+    workspace: str
+    network: Network
+    limits: SandboxLimits
+    uid: int
+    alive: bool
+    idle_s: float
+    age_s: float
+
+
+class Session:
+    """One open session and its sandbox.
+
+    File tools keep per-session facts here: the whole-file hash last read or written per
+    path (stale-edit protection) and a lock per path (concurrent edits never lose a change).
+    """
+
+    def __init__(self, sid: str, owner: str, sandbox: Sandbox, backend: Backend) -> None:
+        self.id = sid
+        self.owner = owner
+        self.sandbox = sandbox
+        self._backend = backend
+        self.created = time.monotonic()
+        self.last_used = self.created
+        self.active = 0
+        self.known_hashes: dict[str, str] = {}
+        self._path_locks: dict[str, asyncio.Lock] = {}
+        self._restart_lock = asyncio.Lock()
+        self._loss_reported = False
+        self.closed = False
+
+    @property
+    def spec(self) -> SandboxSpec:
+        """The sandbox spec (workspace, network, limits, uid)."""
+        return self.sandbox.spec
+
+    def path_lock(self, path: str) -> asyncio.Lock:
+        """The lock that serialises read-modify-write of one file in this session."""
+        return self._path_locks.setdefault(path, asyncio.Lock())
+
+    async def call(self, op: str, **args: Any) -> dict[str, Any]:
+        """Run one runner operation in this session's sandbox.
+
+        A sandbox found dead is reported once with a clear error; the call after that
+        starts a fresh container on the same workspace.
+        """
+        if self.closed:
+            raise SessionNotFound(f"session {self.id} is closed")
+        self.last_used = time.monotonic()
+        self.active += 1
+        try:
+            if not self.sandbox.alive:
+                await self._recover()
+            try:
+                return await self.sandbox.call(op, **args)
+            except SandboxGone as exc:
+                self._loss_reported = True
+                raise SandboxGone(
+                    f"{exc} The next call in session {self.id} starts a fresh container on the "
+                    "same workspace (cwd, environment and background processes are lost).",
+                    exc.reason) from None
+        finally:
+            self.active -= 1
+            self.last_used = time.monotonic()
+
+    async def _recover(self) -> None:
+        async with self._restart_lock:
+            if self.sandbox.alive:
+                return
+            if not self._loss_reported:
+                self._loss_reported = True
+                reason = getattr(self.sandbox, "lost_reason", None) or "the runner stopped"
+                raise SandboxGone(
+                    f"the sandbox of session {self.id} stopped: {reason}. The next call starts a "
+                    "fresh container on the same workspace.", reason)
+            old = self.sandbox
+            await old.close()
+            fresh = self._backend.make(old.spec, self.id)
+            await fresh.start()
+            self.sandbox = fresh
+            self._loss_reported = False
+            self.known_hashes.clear()
+            _log.info("session restarted with a fresh sandbox", session_id=self.id)
+
+    def info(self) -> SessionInfo:
+        """A snapshot for ``session_info``/``session_list``."""
+        now = time.monotonic()
+        spec = self.sandbox.spec
+        return SessionInfo(
+            session=self.id, backend=self._backend.name, isolated=self._backend.isolated,
+            container=self.sandbox.ident, workspace=str(spec.workspace), network=spec.network,
+            limits=spec.limits, uid=spec.uid, alive=self.sandbox.alive,
+            idle_s=round(now - self.last_used, 1), age_s=round(now - self.created, 1))
+
+
+class SessionManager:
+    """Opens, finds, reaps and closes sessions.
+
+    Args:
+        settings: Server settings (limits, pool size, timeouts).
+        backend: Where sandboxes come from.
+    """
+
+    def __init__(self, settings: Settings, backend: Backend) -> None:
+        self.settings = settings
+        self.backend = backend
+        self._sessions: dict[str, Session] = {}
+        self._defaults: dict[str, str] = {}
+        self._default_lock = asyncio.Lock()
+        self._opening = 0
+        self._pool = WarmPool(settings.pool_size, self._default_spec, backend, new_session_id,
+                              discard=lambda spec: remove_scratch(spec.workspace, settings))
+        self._reaper: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        """Remove orphans of dead servers, then start the pool and the idle reaper."""
+        await self.backend.check()
+        await self.backend.reap_orphans()
+        self._pool.start()
+        self._reaper = asyncio.create_task(self._reap_idle(), name="coderx-idle-reaper")
+
+    async def shutdown(self) -> None:
+        """Close every session and pooled sandbox of this server."""
+        if self._reaper is not None:
+            self._reaper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reaper
+        await self._pool.close()
+        await asyncio.gather(*(self._close(s) for s in list(self._sessions.values())),
+                             return_exceptions=True)
+        with contextlib.suppress(Exception):
+            await asyncio.to_thread(self.backend.remove_all_of_instance)
+
+    @property
+    def pool(self) -> WarmPool:
+        """The warm pool (for health and tests)."""
+        return self._pool
+
+    def _default_spec(self) -> SandboxSpec:
+        ws = (check_workspace(self.settings.workspace, self.settings)
+              if self.settings.workspace else new_scratch(self.settings))
+        uid, gid = sandbox_ids(ws, self.settings)
+        return SandboxSpec(workspace=ws, network=self.settings.network,
+                           limits=self.settings.limits, uid=uid, gid=gid)
+
+    def _spec(self, workspace: str | None, network: Network | None, cpus: float | None,
+              memory: str | None) -> SandboxSpec | None:
+        """The spec a request asks for; None means the default (poolable) one."""
+        if workspace is None and network is None and cpus is None and memory is None:
+            return None
+        s = self.settings
+        if network == "bridge" and not s.allow_network:
+            raise ConfigError("this server does not allow network access for sessions")
+        if cpus is not None and not 0 < cpus <= s.max_cpus:
+            raise ConfigError(f"cpus must be above 0 and at most {s.max_cpus}")
+        if memory is not None:
+            try:
+                size = parse_size(memory)
+            except ValueError as exc:
+                raise ConfigError(str(exc)) from None
+            if not 64 << 20 <= size <= parse_size(s.max_memory):
+                raise ConfigError(f"memory must be between 64m and {s.max_memory}")
+        limits = s.limits.model_copy(update={k: v for k, v in
+                                             {"cpus": cpus, "memory": memory}.items()
+                                             if v is not None})
+        if workspace is not None:
+            ws = check_workspace(Path(workspace), s)
+        else:
+            ws = check_workspace(s.workspace, s) if s.workspace else new_scratch(s)
+        uid, gid = sandbox_ids(ws, s)
+        return SandboxSpec(workspace=ws, network=network or s.network, limits=limits,
+                           uid=uid, gid=gid)
+
+    async def open(self, owner: str, workspace: str | None = None, network: Network | None = None,
+                   cpus: float | None = None, memory: str | None = None) -> Session:
+        """Open a new session for ``owner``; served from the warm pool when possible.
+
+        Raises:
+            SessionLimitReached: ``max_sessions`` are open already.
+            ConfigError: A bad workspace or limit.
+            SandboxUnavailable: The sandbox could not start.
+        """
+        if len(self._sessions) + self._opening >= self.settings.max_sessions:
+            raise SessionLimitReached(
+                f"{self.settings.max_sessions} sessions are open, the maximum; close one "
+                "with session_close first")
+        self._opening += 1
+        try:
+            spec = self._spec(workspace, network, cpus, memory)
+            sandbox = self._pool.take() if spec is None else None
+            if sandbox is None:
+                spec = spec or self._default_spec()
+                sandbox = self.backend.make(spec, new_session_id())
+                try:
+                    await sandbox.start()
+                except BaseException:
+                    remove_scratch(spec.workspace, self.settings)
+                    raise
+            session = Session(sandbox.session_id, owner, sandbox, self.backend)
+            self._sessions[session.id] = session
+        finally:
+            self._opening -= 1
+        _log.info("session opened", session_id=session.id, owner=owner,
+                  workspace=str(session.spec.workspace), container=sandbox.ident)
+        return session
+
+    def get(self, session_id: str, owner: str) -> Session:
+        """The open session with that id, if ``owner`` owns it.
+
+        Raises:
+            SessionNotFound: No such session for this owner.
+        """
+        s = self._sessions.get(session_id)
+        if s is None or s.owner != owner:
+            raise SessionNotFound(
+                f"no open session {session_id!r}; open one with session_open or omit "
+                "`session` to use your default session")
+        return s
+
+    async def default(self, owner: str) -> Session:
+        """The owner's default session, opened on first use (exactly once under races)."""
+        sid = self._defaults.get(owner)
+        if sid is not None and sid in self._sessions:
+            return self._sessions[sid]
+        async with self._default_lock:
+            sid = self._defaults.get(owner)
+            if sid is not None and sid in self._sessions:
+                return self._sessions[sid]
+            session = await self.open(owner)
+            self._defaults[owner] = session.id
+            return session
+
+    async def resolve(self, session_id: str | None, owner: str) -> Session:
+        """The named session, or the owner's default one when no id is given."""
+        return self.get(session_id, owner) if session_id else await self.default(owner)
+
+    def list(self, owner: str) -> list[Session]:
+        """The owner's open sessions, oldest first."""
+        return [s for s in self._sessions.values() if s.owner == owner]
+
+    async def close(self, session_id: str, owner: str) -> None:
+        """Close one session of ``owner``: its container and scratch workspace go away."""
+        await self._close(self.get(session_id, owner))
+
+    async def _close(self, session: Session) -> None:
+        if session.closed:
+            return
+        session.closed = True
+        self._sessions.pop(session.id, None)
+        for owner, sid in list(self._defaults.items()):
+            if sid == session.id:
+                del self._defaults[owner]
+        try:
+            await session.sandbox.close()
+        finally:
+            if is_scratch(session.spec.workspace, self.settings):
+                remove_scratch(session.spec.workspace, self.settings)
+        _log.info("session closed", session_id=session.id)
+
+    async def _reap_idle(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.reaper_interval_s)
+            await self.reap_idle_once()
+
+    async def reap_idle_once(self) -> int:
+        """Close sessions idle longer than ``idle_timeout_s``; returns how many."""
+        cutoff = time.monotonic() - self.settings.idle_timeout_s
+        idle = [s for s in self._sessions.values() if s.active == 0 and s.last_used < cutoff]
+        for s in idle:
+            _log.info("closing idle session", session_id=s.id)
+            with contextlib.suppress(Exception):
+                await self._close(s)
+        return len(idle)
