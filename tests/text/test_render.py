@@ -1,0 +1,190 @@
+"""Tests for coderx_mcp.text.render: numbered windows and read-artifact detection."""
+
+from __future__ import annotations
+
+import random
+import timeit
+
+import pytest
+
+from coderx_mcp.text import TextError, count_lines, looks_like_read_artifact, render_numbered
+from coderx_mcp.text.render import TRUNCATION_MARKER
+
+
+def _reference(text: str, offset: int, limit: int, max_chars: int) -> str:
+    """Obviously-correct (slow) rendering to compare the fast path against."""
+    lines = text.split("\n")
+    if text.endswith("\n"):
+        lines.pop()
+    out = []
+    for n, line in enumerate(lines[offset - 1 : offset - 1 + limit], start=offset):
+        if line.endswith("\r"):
+            line = line[:-1]
+        if len(line) > max_chars:
+            line = line[:max_chars] + TRUNCATION_MARKER.format(length=len(line))
+        out.append(f"{n:>6}\t{line}")
+    return "\n".join(out)
+
+
+def test_cat_n_format() -> None:
+    rendered = render_numbered("alpha\n\tbeta\n\ngamma\n")
+    assert rendered.content == "     1\talpha\n     2\t\tbeta\n     3\t\n     4\tgamma"
+    assert (rendered.total_lines, rendered.first_line, rendered.last_line) == (4, 1, 4)
+    assert rendered.truncated is False
+    assert rendered.next_offset is None
+    assert rendered.cut_lines == 0
+
+
+@pytest.mark.parametrize(
+    ("text", "total"),
+    [("", 0), ("\n", 1), ("a", 1), ("a\nb\n", 2), ("a\nb", 2), ("a\n\n", 2), ("a\r\nb\r\n", 2)],
+)
+def test_total_lines(text: str, total: int) -> None:
+    assert count_lines(text) == total
+    assert render_numbered(text).total_lines == total
+
+
+def test_empty_text_renders_nothing() -> None:
+    rendered = render_numbered("")
+    assert (rendered.content, rendered.total_lines, rendered.next_offset) == ("", 0, None)
+    assert (rendered.first_line, rendered.last_line, rendered.truncated) == (0, 0, False)
+    with pytest.raises(TextError, match="total_lines=0"):
+        render_numbered("", offset=2)
+
+
+def test_offset_limit_and_next_offset() -> None:
+    text = "".join(f"line {i}\n" for i in range(1, 11))
+    window = render_numbered(text, offset=3, limit=4)
+    assert window.content.splitlines() == [f"{n:>6}\tline {n}" for n in range(3, 7)]
+    assert (window.first_line, window.last_line, window.truncated, window.next_offset) == (
+        3,
+        6,
+        True,
+        7,
+    )
+    tail = render_numbered(text, offset=window.next_offset or 0, limit=4)
+    assert (tail.first_line, tail.last_line, tail.truncated, tail.next_offset) == (
+        7,
+        10,
+        False,
+        None,
+    )
+    middle = render_numbered(text, offset=7, limit=3)
+    assert (middle.last_line, middle.truncated, middle.next_offset) == (9, True, 10)
+    end = render_numbered(text, offset=10, limit=4)
+    assert (end.first_line, end.last_line, end.truncated, end.next_offset) == (10, 10, False, None)
+    assert end.content == "    10\tline 10"
+
+
+def test_offset_beyond_end_names_total_lines() -> None:
+    with pytest.raises(TextError, match=r"offset 12 .*total_lines=10"):
+        render_numbered("x\n" * 10, offset=12)
+
+
+@pytest.mark.parametrize("kwargs", [{"offset": 0}, {"limit": 0}, {"max_line_chars": 0}])
+def test_non_positive_arguments_are_rejected(kwargs: dict[str, int]) -> None:
+    with pytest.raises(TextError, match="positive"):
+        render_numbered("x\n", **kwargs)
+
+
+def test_trailing_cr_hidden_lone_cr_kept() -> None:
+    text = "crlf line\r\nlone\rcr inside\nplain\ndouble\r\r\nlast\r"
+    assert render_numbered(text).content.split("\n") == [
+        "     1\tcrlf line",
+        "     2\tlone\rcr inside",
+        "     3\tplain",
+        "     4\tdouble\r",
+        "     5\tlast",
+    ]
+    pure_crlf = "a\r\nb\rc\r\n"
+    assert render_numbered(pure_crlf).content == "     1\ta\n     2\tb\rc"
+
+
+def test_long_lines_are_cut_with_marker() -> None:
+    text = "short\n" + "x" * 12345 + "\r\n" + "y" * 100 + "\n"
+    rendered = render_numbered(text, max_line_chars=100)
+    lines = rendered.content.split("\n")
+    assert lines[0] == "     1\tshort"
+    assert lines[1] == "     2\t" + "x" * 100 + "… [line truncated: 12345 chars]"
+    assert lines[2] == "     3\t" + "y" * 100  # exactly at the limit: not cut
+    assert rendered.cut_lines == 1
+
+
+def test_numbers_wider_than_six_digits() -> None:
+    text = "\n" * 1_000_001
+    rendered = render_numbered(text, offset=999_999, limit=3)
+    assert rendered.content == "999999\t\n1000000\t\n1000001\t"
+    assert rendered.next_offset is None
+
+
+def test_matches_reference_on_random_inputs() -> None:
+    rng = random.Random(7)
+    pieces = ["a", "bb", " ", "\t", "\n", "\n", "\r\n", "\r", "中", "z" * 30]
+    for _ in range(300):
+        text = "".join(rng.choice(pieces) for _ in range(rng.randrange(1, 200)))
+        total = count_lines(text)
+        if total == 0:
+            continue
+        offset = rng.randrange(1, total + 1)
+        limit = rng.randrange(1, total + 3)
+        max_chars = rng.choice([5, 20, 2000])
+        rendered = render_numbered(text, offset, limit, max_chars)
+        assert rendered.content == _reference(text, offset, limit, max_chars), repr(text)
+        expected_last = min(total, offset + limit - 1)
+        assert rendered.last_line == expected_last
+        assert rendered.next_offset == (expected_last + 1 if expected_last < total else None)
+
+
+def test_deep_offset_in_big_file_matches_reference() -> None:
+    text = "".join(f"row {i}\r\n" if i % 3 else f"row {i}\n" for i in range(1, 60_001))
+    rendered = render_numbered(text, offset=45_678, limit=50)
+    assert rendered.content == _reference(text, 45_678, 50, 2000)
+    assert rendered.content.startswith(" 45678\trow 45678\n")
+
+
+def test_render_is_fast_for_10kb_2000_lines() -> None:
+    text = "".join(f"ln{i % 100:02d}\n" for i in range(2000))  # 10,000 bytes
+    assert len(text) == 10_000
+    render_numbered(text)  # warm the prefix cache
+    best = min(timeit.repeat(lambda: render_numbered(text), number=20, repeat=10)) / 20
+    assert best < 0.0002, f"render_numbered took {best * 1e6:.0f} µs"
+
+
+def test_artifact_detected_in_rendered_output() -> None:
+    content = render_numbered("import os\n\nprint(os.getcwd())\n").content
+    assert looks_like_read_artifact(content)
+    assert looks_like_read_artifact(content + "\n")
+
+
+def test_artifact_detected_in_middle_of_content() -> None:
+    window = render_numbered("".join(f"x{i}\n" for i in range(1, 30)), offset=20, limit=3)
+    content = "def f():\n    pass\n" + window.content + "\nmore text\n"
+    assert looks_like_read_artifact(content)
+
+
+def test_artifact_short_content_fully_prefixed() -> None:
+    assert looks_like_read_artifact("     1\tonly line\n")
+    assert looks_like_read_artifact("    41\tfoo\n    42\tbar")
+
+
+def test_artifact_truncation_marker() -> None:
+    assert looks_like_read_artifact("x = '" + "a" * 50 + "… [line truncated: 4096 chars]\n")
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        "",
+        "def f():\n    return 1\n",
+        "1\t2\n2\t3\n3\t4\n4\t5\n",  # plain TSV with numbers
+        "id\tname\n1\talice\n2\tbob\n3\tcarol\n",
+        "     1\ta\n     5\tb\n     9\tc\n",  # right-aligned but not consecutive
+        "000001\ta\n000002\tb\n000003\tc\n",  # zero padded
+        "       1\ta\n       2\tb\n       3\tc\n",  # 8 wide, not cat -n
+        "     1\ta\nplain\n     2\tb\nplain\n     3\tc\n",  # not on consecutive lines
+        "     1\tfirst\n     2\tsecond\nthen normal text\nand more\n",  # 2 of 4 lines
+        "line truncated: 5 chars\n",
+    ],
+)
+def test_artifact_negative(content: str) -> None:
+    assert not looks_like_read_artifact(content)
