@@ -21,6 +21,7 @@ from pydantic import BaseModel
 
 from coderx_mcp.config import Network, SandboxLimits, Settings, parse_size
 from coderx_mcp.errors import (
+    CoderxError,
     ConfigError,
     SandboxGone,
     SessionLimitReached,
@@ -286,6 +287,24 @@ class SessionManager:
     async def resolve(self, session_id: str | None, owner: str) -> Session:
         """The named session, or the owner's default one when no id is given."""
         return self.get(session_id, owner) if session_id else await self.default(owner)
+
+    def default_id(self, owner: str) -> str | None:
+        """The id of the owner's default session, if it is open."""
+        sid = self._defaults.get(owner)
+        return sid if sid in self._sessions else None
+
+    @property
+    def count(self) -> int:
+        """How many sessions are open."""
+        return len(self._sessions)
+
+    async def problem(self) -> str | None:
+        """Why sandboxes cannot start right now, or None when they can."""
+        try:
+            await self.backend.check()
+        except CoderxError as exc:
+            return str(exc)
+        return None
 
     def list(self, owner: str) -> list[Session]:
         """The owner's open sessions, oldest first."""

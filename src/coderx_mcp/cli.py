@@ -1,0 +1,228 @@
+"""``coderx-mcp``: serve the tools, build the sandbox image, try a tool from the terminal."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import json
+import signal
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from pydantic import ValidationError
+from rich.console import Console
+
+from coderx_mcp import __version__
+from coderx_mcp.config import Settings
+from coderx_mcp.errors import CoderxError
+from coderx_mcp.logs import configure_logging
+
+app = typer.Typer(help="Coder-X MCP: container-isolated coding tools for AI agents.",
+                  no_args_is_help=True, add_completion=False)
+image_app = typer.Typer(help="Build and inspect the sandbox image.", no_args_is_help=True)
+app.add_typer(image_app, name="image")
+err = Console(stderr=True)
+
+
+def fail(message: str, code: int = 1) -> typer.Exit:
+    """Print one readable line on stderr and return the exit to raise."""
+    err.print(f"[bold red]error:[/] {message}", highlight=False)
+    return typer.Exit(code)
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Settings from ``CODERX_*`` variables plus command-line overrides."""
+    try:
+        return Settings(**{k: v for k, v in overrides.items() if v is not None})
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}"
+                             for e in exc.errors(include_input=False, include_url=False))
+        raise fail(f"invalid settings: {problems}") from None
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+async def _serve(settings: Settings, http: bool, host: str, port: int) -> None:
+    from coderx_mcp.server import build_server
+
+    mcp = build_server(settings, single_owner=not http)
+    loop = asyncio.get_running_loop()
+    main = asyncio.current_task()
+    assert main is not None
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        # Cancelling the main task unwinds the lifespan, which removes every container.
+        loop.add_signal_handler(sig, main.cancel)
+    with contextlib.suppress(asyncio.CancelledError):
+        if http:
+            await mcp.run_async("http", show_banner=False, host=host, port=port)
+        else:
+            await mcp.run_async("stdio", show_banner=False)
+
+
+@app.command()
+def serve(
+    http: Annotated[bool, typer.Option("--http", help="Serve streamable HTTP instead of stdio.")]
+    = False,
+    host: Annotated[str, typer.Option(help="HTTP bind address.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="HTTP port.")] = 8765,
+    workspace: Annotated[Path | None, typer.Option(
+        help="Workspace of the default session (default: a scratch directory).")] = None,
+    backend: Annotated[str | None, typer.Option(help="docker (default) or local.")] = None,
+    log_json: Annotated[bool, typer.Option("--log-json", help="Logs as JSON lines.")] = False,
+    insecure_no_auth: Annotated[bool, typer.Option(
+        "--insecure-no-auth", help="Allow a non-loopback HTTP bind without authentication.")]
+    = False,
+) -> None:
+    """Run the MCP server (stdio by default: what an MCP host launches)."""
+    settings = load_settings(workspace=workspace.resolve() if workspace else None,
+                             backend=backend, log_json=log_json or None)
+    configure_logging(settings.log_level, settings.log_json)
+    if http and not _is_loopback(host) and not insecure_no_auth:
+        raise fail(f"refusing to serve HTTP on {host} without authentication; bind 127.0.0.1 "
+                   "or pass --insecure-no-auth behind your own authenticating proxy")
+    asyncio.run(_serve(settings, http, host, port))
+
+
+@image_app.command("build")
+def image_build(
+    image: Annotated[str | None, typer.Option(help="Image name.")] = None,
+    base: Annotated[str | None, typer.Option(
+        help="Base image (default: python:3.12-slim when a registry answers, else an offline "
+             "Debian base made with debootstrap).")] = None,
+    if_stale: Annotated[bool, typer.Option(
+        "--if-stale", help="Do nothing when the image exists and matches this version.")]
+    = False,
+) -> None:
+    """Build the sandbox image, showing progress."""
+    import docker
+
+    from coderx_mcp.image import ImageBuildError, build_image, image_status
+
+    settings = load_settings(image=image)
+    configure_logging(settings.log_level, settings.log_json)
+    try:
+        client = docker.from_env(timeout=600)
+        if if_stale and image_status(client, settings.image).up_to_date:
+            err.print(f"{settings.image} is up to date")
+            return
+        with err.status(f"building {settings.image}…") as status:
+            def progress(line: str) -> None:
+                err.print(line, markup=False, highlight=False)
+                status.update(f"building {settings.image}: {line[:60]}")
+
+            image_id = build_image(client, settings.image, base_image=base, on_progress=progress)
+    except (ImageBuildError, docker.errors.DockerException) as exc:
+        raise fail(str(exc)) from None
+    err.print(f"[green]built[/] {settings.image} ({image_id[:19]})")
+
+
+@image_app.command("status")
+def image_status_cmd(image: Annotated[str | None, typer.Option(help="Image name.")] = None
+                     ) -> None:
+    """Say whether the sandbox image exists and matches this version."""
+    import docker
+
+    from coderx_mcp.image import image_status, missing_image_message
+
+    settings = load_settings(image=image)
+    try:
+        status = image_status(docker.from_env(), settings.image)
+    except docker.errors.DockerException as exc:
+        raise fail(f"cannot reach the Docker engine: {exc}") from None
+    if not status.up_to_date:
+        raise fail(missing_image_message(settings.image))
+    err.print(f"{settings.image} is up to date ({status.context_hash})")
+
+
+def _parse_args(pairs: list[str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key:
+            raise fail(f"--arg takes key=value, got {pair!r}")
+        try:
+            value = json.loads(raw)  # numbers, booleans, lists and objects; the rest is text
+        except ValueError:
+            value = raw
+        out[key] = value if isinstance(value, (bool, int, float, list, dict)) else raw
+    return out
+
+
+@app.command()
+def tools() -> None:
+    """List the tools this server publishes."""
+    from coderx_mcp.server import build_server
+
+    mcp = build_server(Settings(pool_size=0))
+
+    async def listing() -> list[Any]:
+        return list(await mcp.list_tools())
+
+    for t in asyncio.run(listing()):
+        ann = t.annotations
+        flag = "read-only" if ann and ann.readOnlyHint else "writes"
+        doc = (t.description or "").strip().splitlines()[0] if t.description else ""
+        sys.stdout.write(f"{t.name:<16} {flag:<9} {doc}\n")
+
+
+@app.command()
+def call(
+    tool: Annotated[str, typer.Argument(help="Tool name (see `coderx-mcp tools`).")],
+    arg: Annotated[list[str] | None, typer.Option(
+        "--arg", "-a", help="Tool argument as key=value (repeatable).")] = None,
+    workspace: Annotated[Path | None, typer.Option(
+        help="Host directory mounted at /workspace (default: a throwaway scratch dir).")] = None,
+    backend: Annotated[str | None, typer.Option(help="docker (default) or local.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the structured result.")]
+    = False,
+) -> None:
+    """Run one tool in a throwaway session and print its result."""
+    from fastmcp import Client
+
+    from coderx_mcp.server import build_server
+
+    settings = load_settings(workspace=workspace.resolve() if workspace else None,
+                             backend=backend, pool_size=0)
+    configure_logging("warning", settings.log_json)
+    arguments = _parse_args(arg or [])
+
+    async def run() -> Any:
+        async with Client(build_server(settings)) as client:
+            return await client.call_tool(tool, arguments, raise_on_error=False)
+
+    try:
+        res = asyncio.run(run())
+    except CoderxError as exc:
+        raise fail(str(exc)) from None
+    text = "\n".join(getattr(c, "text", "") for c in res.content)
+    if res.is_error:
+        raise fail(text.strip().splitlines()[0] if text.strip() else "the tool failed")
+    if as_json:
+        sys.stdout.write(json.dumps(res.structured_content, indent=2) + "\n")
+    else:
+        sys.stdout.write(text + ("\n" if not text.endswith("\n") else ""))
+
+
+@app.command()
+def version() -> None:
+    """Print the version."""
+    sys.stdout.write(f"coderx-mcp {__version__}\n")
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,73 @@
+"""The one place where errors become MCP tool errors.
+
+Our own errors (``CoderxError``) carry a user-facing sentence and pass through. Argument
+validation errors are rewritten to name the fields and the problem, never the rejected
+value (it may be a secret, or 10 MB). Anything else is an internal error: logged with
+its traceback on stderr and masked for the client.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import mcp.types as mt
+import structlog
+from fastmcp.exceptions import ToolError
+from fastmcp.exceptions import ValidationError as FastMCPValidationError
+from fastmcp.server.middleware import CallNext, Middleware, MiddlewareContext
+from fastmcp.tools.base import ToolResult
+from pydantic import ValidationError
+
+from coderx_mcp.errors import CoderxError
+from coderx_mcp.text.errors import TextError
+
+_log = structlog.get_logger("coderx.errors")
+_MAX = 2000
+
+
+def describe_validation(exc: ValidationError) -> str:
+    """Field-level summary of a pydantic error without the offending values."""
+    parts = []
+    for err in exc.errors(include_url=False, include_context=False, include_input=False):
+        loc = ".".join(str(x) for x in err.get("loc", ()) if x not in ("call",)) or "arguments"
+        kind = err.get("type", "")
+        if kind == "unexpected_keyword_argument":
+            msg = "is not an argument of this tool"
+        elif kind == "missing_argument":
+            msg = "is required"
+        else:
+            msg = str(err.get("msg", "is invalid"))
+        parts.append(f"{loc}: {msg}")
+    text = "invalid arguments: " + "; ".join(parts)
+    return text[:_MAX]
+
+
+def to_tool_error(exc: BaseException, tool: str) -> ToolError:
+    """Translate any exception raised by a tool into the error the client sees."""
+    if isinstance(exc, ToolError):
+        return exc
+    if isinstance(exc, (CoderxError, TextError)):
+        return ToolError(str(exc)[:_MAX])
+    if isinstance(exc, ValidationError):
+        return ToolError(describe_validation(exc))
+    _log.error("internal error in tool", tool=tool, error_type=type(exc).__name__,
+               exc_info=exc)
+    return ToolError(f"internal error in {tool} ({type(exc).__name__}); the server log has "
+                     "the details")
+
+
+class ErrorMapping(Middleware):
+    """Rewrites argument-validation errors; domain errors are mapped in the tool wrapper."""
+
+    async def on_call_tool(
+        self,
+        context: MiddlewareContext[mt.CallToolRequestParams],
+        call_next: CallNext[mt.CallToolRequestParams, ToolResult],
+    ) -> Any:
+        try:
+            return await call_next(context)
+        except FastMCPValidationError as exc:
+            cause = exc.__cause__
+            if isinstance(cause, ValidationError):
+                raise ToolError(describe_validation(cause)) from None
+            raise ToolError("invalid arguments") from None

@@ -1,0 +1,68 @@
+"""What every tool shares: the decorator that registers it, the session argument, results."""
+
+import functools
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any, TypeVar
+
+from fastmcp import FastMCP
+from fastmcp.tools.base import ToolResult
+from mcp.types import ToolAnnotations
+from pydantic import BaseModel, ConfigDict, Field
+
+from coderx_mcp.server.errors import to_tool_error
+
+F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
+
+SessionArg = Annotated[
+    str | None,
+    Field(description="Session id from session_open; omit to use your default session.",
+          max_length=100),
+]
+
+
+class Out(BaseModel):
+    """Base of every tool result: it names the session the call ran in."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    session: str = Field(description="The session this call ran in.")
+
+
+def result(model: BaseModel, text: str) -> ToolResult:
+    """A tool result with structured content and a readable text rendering."""
+    return ToolResult(content=text, structured_content=model.model_dump(mode="json"))
+
+
+def tool(
+    mcp: FastMCP,
+    *,
+    out: type[BaseModel],
+    read_only: bool,
+    destructive: bool = False,
+    idempotent: bool = False,
+    title: str | None = None,
+) -> Callable[[F], F]:
+    """Register an async function as a tool with truthful annotations and error mapping.
+
+    Errors raised by the function become MCP tool errors in
+    :func:`coderx_mcp.server.errors.to_tool_error`, the one translation point.
+    """
+
+    def deco(fn: F) -> F:
+        @functools.wraps(fn)
+        async def wrapper(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return await fn(*args, **kwargs)
+            except Exception as exc:
+                raise to_tool_error(exc, fn.__name__) from None
+
+        annotations = ToolAnnotations(
+            title=title, readOnlyHint=read_only,
+            destructiveHint=None if read_only else destructive,
+            idempotentHint=idempotent, openWorldHint=False,
+        )
+        mcp.tool(wrapper, name=fn.__name__, annotations=annotations,
+                 output_schema=out.model_json_schema())
+        return fn
+
+    return deco

@@ -1,0 +1,59 @@
+"""Fixtures for tool tests: a real server with real Docker sessions, reached in memory."""
+
+import os
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastmcp import Client, FastMCP
+
+from coderx_mcp.config import SandboxLimits, Settings
+from coderx_mcp.server import build_server
+
+
+@pytest.fixture
+def tool_workspace(tmp_path: Path) -> Path:
+    """An empty project directory owned by the sandbox uid (as a normal user's would be)."""
+    ws = tmp_path / "proj"
+    ws.mkdir()
+    os.chown(ws, 1000, 1000)
+    return ws
+
+
+@pytest.fixture
+def make_settings(tool_workspace: Path) -> Callable[..., Settings]:
+    """Settings for a test server; keyword arguments override the defaults."""
+
+    def make(**overrides: Any) -> Settings:
+        base: dict[str, Any] = {
+            "workspace": tool_workspace,
+            "pool_size": 0,
+            "limits": SandboxLimits(memory="512m", pids=256),
+        }
+        base.update(overrides)
+        return Settings(**base)
+
+    return make
+
+
+@pytest.fixture
+def server(make_settings: Callable[..., Settings]) -> FastMCP:
+    """A Coder-X server on the Docker backend whose default workspace is ``tool_workspace``."""
+    return build_server(make_settings())
+
+
+@pytest.fixture
+async def client(server: FastMCP) -> AsyncIterator[Client[Any]]:
+    """An in-memory MCP client connected to ``server`` (the lifespan runs inside)."""
+    async with Client(server) as c:
+        yield c
+
+
+def write_host_file(ws: Path, rel: str, data: bytes) -> Path:
+    """Create a workspace file from the host side, owned like the workspace."""
+    path = ws / rel
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    os.chown(path, 1000, 1000)
+    return path
