@@ -122,7 +122,8 @@ def open_regular(real: str, display: str) -> tuple[int, os.stat_result]:
     st = os.fstat(fd)
     if not stat.S_ISREG(st.st_mode):
         os.close(fd)
-        kind = "a directory" if stat.S_ISDIR(st.st_mode) else "a special file (FIFO, socket or device)"
+        kind = ("a directory" if stat.S_ISDIR(st.st_mode)
+                else "a special file (FIFO, socket or device)")
         raise NotRegularFile(f"{display!r} is {kind}, not a regular file")
     return fd, st
 
@@ -228,7 +229,8 @@ def _file_write(paths: Paths, req: dict[str, Any]) -> dict[str, Any]:
         if req.get("mode") is not None:
             mode = int(req["mode"])
         tmp = os.path.join(parent, f".coderx-tmp-{secrets.token_hex(6)}")
-        tfd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+        tfd = os.open(tmp, flags, 0o600)
         try:
             view = memoryview(data)
             while view:
@@ -322,12 +324,13 @@ class Proc:
         self.drained: asyncio.Event = asyncio.Event()
         self.open_streams = 0
         self.oom_before = 0
+        self.script: str | None = None
 
     async def wait(self, timeout: float | None = None) -> bool:
         """Wait for the exit without cancelling anything; True if it exited."""
         try:
             await asyncio.wait_for(asyncio.shield(self.exited), timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return False
         return True
 
@@ -358,6 +361,10 @@ class Runner:
         self.tasks: dict[int, asyncio.Task[None]] = {}
         self.out_lock = asyncio.Lock()
         self.base_env = self._base_env()
+        self._zygote: tuple[subprocess.Popen[bytes], int, str] | None = None
+        self.background: set[asyncio.Future[Any]] = set()
+        self._closing = False
+        self._write_initial_state()
 
     @staticmethod
     def _base_env() -> dict[str, str]:
@@ -437,8 +444,9 @@ class Runner:
         return await self._file_op(_file_list, req, True)
 
     # -- processes -----------------------------------------------------------
-    _oom_paths = [p for p in ("/sys/fs/cgroup/memory.events",
-                              "/sys/fs/cgroup/memory/memory.oom_control") if os.path.exists(p)]
+    _oom_paths: tuple[str, ...] = tuple(
+        p for p in ("/sys/fs/cgroup/memory.events", "/sys/fs/cgroup/memory/memory.oom_control")
+        if os.path.exists(p))
 
     def _oom_count(self) -> int:
         for path in self._oom_paths:
@@ -451,49 +459,109 @@ class Runner:
                 continue
         return 0
 
-    def _script(self, command: str, cwd: str | None, save: str, cwd_out: str) -> str:
-        restore = f"builtin source {shlex.quote(self.state_file)} 2>/dev/null\n" \
-            if os.path.exists(self.state_file) else ""
+    def _script(self, command: str, cwd: str | None, save: str, cwd_out: str,
+                hide: list[str]) -> str:
+        # Per-call variables (hide) are unset before the state is saved: never persisted.
+        unset = f"builtin unset {' '.join(map(shlex.quote, hide))}; " if hide else ""
         chdir = f"builtin cd -- {shlex.quote(cwd)} || exit 1\n" if cwd else ""
         return (
-            "__coderx_save() { { builtin declare -px; builtin printf 'builtin cd -- %q\\n' "
-            "\"$PWD\"; } > " + shlex.quote(save) + " 2>/dev/null; "
+            "__coderx_save() { " + unset + "{ builtin declare -px; builtin printf "
+            "'builtin cd -- %q\\n' \"$PWD\"; } > " + shlex.quote(save) + " 2>/dev/null; "
             "builtin printf '%s' \"$PWD\" > " + shlex.quote(cwd_out) + " 2>/dev/null; }\n"
-            "trap __coderx_save EXIT\n" + restore + chdir + command + "\n")
+            "trap __coderx_save EXIT\n"
+            f"builtin source {shlex.quote(self.state_file)} 2>/dev/null\n" + chdir + command
+            + "\n")
+
+    def _write_initial_state(self) -> None:
+        """The first command starts from the base environment, like every later one
+        starts from the state the previous one left."""
+        lines = [f"export {k}={shlex.quote(v)}" for k, v in sorted(self.base_env.items())]
+        lines.append(f"builtin cd -- {shlex.quote(self.paths.root)}")
+        with open(self.state_file, "w") as f:
+            f.write("\n".join(lines) + "\n")
+
+    def _spawn_zygote(self) -> None:
+        """Start the bash the next ``exec`` will use; it waits on a pipe for its script.
+
+        Starting bash costs about a millisecond; paying it between calls instead of
+        during one halves the latency of a short command.
+        """
+        if self._zygote is not None or self._closing:
+            return
+        rfd, wfd = os.pipe()
+        script = os.path.join(self.spool, f"z{secrets.token_hex(4)}.sh")
+        try:
+            popen = subprocess.Popen(
+                ["/bin/bash", "--noprofile", "--norc", "-c",
+                 f"IFS= builtin read -r _ <&{rfd} || exit 0; builtin exec {rfd}<&-; "
+                 f"builtin source {shlex.quote(script)}"],
+                cwd=self.paths.root, env={"PATH": self.base_env["PATH"]},
+                start_new_session=True, close_fds=True, pass_fds=(rfd,),
+                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        except OSError:
+            os.close(wfd)
+            return
+        finally:
+            os.close(rfd)
+        self._zygote = (popen, wfd, script)
+
+    def _take_zygote(self, script_text: str) -> tuple[subprocess.Popen[bytes], str] | None:
+        z, self._zygote = self._zygote, None
+        if z is None:
+            return None
+        popen, wfd, script = z
+        try:
+            if popen.poll() is not None:
+                raise OSError("zygote exited")
+            with open(script, "w") as f:
+                f.write(script_text)
+            os.write(wfd, b"\n")
+        except OSError:
+            with contextlib.suppress(OSError):
+                popen.kill()
+            popen.wait()
+            return None
+        finally:
+            os.close(wfd)
+        return popen, script
 
     def _prune(self, keep: int = 200) -> None:
         done = [p for p in self.procs.values() if not p.running and p.drained.is_set()]
         for p in done[: max(0, len(self.procs) - keep)]:
             del self.procs[p.id]
-            for stream in ("stdout", "stderr", "all", "state", "cwd"):
+            for path in [p.path(s) for s in ("stdout", "stderr", "all", "state", "cwd")] + (
+                    [p.script] if p.script else []):
                 with contextlib.suppress(OSError):
-                    os.unlink(p.path(stream))
+                    os.unlink(path)
 
     async def _start(self, kind: str, command: str, cwd: str | None, env: dict[str, str] | None,
                      stdin_pipe: bool, argv: list[str] | None = None) -> Proc:
         self._prune()
         proc = Proc(secrets.token_hex(4), kind, command, self.spool)
         save, cwd_out = proc.path("state"), proc.path("cwd")
+        proc.oom_before = self._oom_count()
+        popen = None
         if argv is None:
-            run_env = {} if os.path.exists(self.state_file) else dict(self.base_env)
-            if not run_env:
-                run_env["PATH"] = self.base_env["PATH"]
-            argv = ["/bin/bash", "--noprofile", "--norc", "-c",
-                    self._script(command, cwd, save, cwd_out)]
+            script = self._script(command, cwd, save, cwd_out, sorted(env or ()))
+            if kind == "exec" and not env and not stdin_pipe:
+                taken = self._take_zygote(script)
+                if taken is not None:
+                    popen, proc.script = taken
+            argv = ["/bin/bash", "--noprofile", "--norc", "-c", script]
+            run_env = {"PATH": self.base_env["PATH"], **(env or {})}
             start_dir = self.paths.root
         else:
-            run_env = dict(self.base_env)
+            run_env = {**self.base_env, **(env or {})}
             start_dir = self.paths.resolve(cwd or ".")
-        if env:
-            run_env.update(env)
-        proc.oom_before = self._oom_count()
-        # Popen + pidfd instead of asyncio subprocesses: asyncio's wait() also waits for
-        # the pipes to close, which a backgrounded child (`sleep 99 &`) keeps open.
-        proc.popen = subprocess.Popen(
-            argv, cwd=start_dir, env=run_env, start_new_session=True, close_fds=True,
-            stdin=subprocess.PIPE if stdin_pipe else subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT if kind == "spawn" else subprocess.PIPE)
+        if popen is None:
+            # Popen + pidfd instead of asyncio subprocesses: asyncio's wait() also waits
+            # for the pipes to close, which a backgrounded child (`sleep 99 &`) keeps open.
+            popen = subprocess.Popen(
+                argv, cwd=start_dir, env=run_env, start_new_session=True, close_fds=True,
+                stdin=subprocess.PIPE if stdin_pipe else subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT if kind == "spawn" else subprocess.PIPE)
+        proc.popen = popen
         self.procs[proc.id] = proc
         loop = asyncio.get_running_loop()
         for pipe, name in ((proc.popen.stdout, "stdout"), (proc.popen.stderr, "stderr")):
@@ -633,15 +701,22 @@ class Runner:
                 # Deadline-aware call: hand the still-running command over as a
                 # background process; its own timeout keeps running.
                 proc.kind = "spawn"
-                asyncio.ensure_future(self._deadline(proc, timeout - wait))
+                self._background(self._deadline(proc, timeout - wait))
                 return self._report(proc, cap, foreground=False)
             proc.timed_out = True
             await self._terminate(proc)
         else:
             self._kill_group(proc)  # background leftovers would otherwise outlive the call
+        # The next command's bash starts after this reply is written, not during the call.
+        asyncio.get_running_loop().call_soon(self._spawn_zygote)
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(proc.drained.wait(), 0.5)
         return self._report(proc, cap, foreground=req.get("argv") is None)
+
+    def _background(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self.background.add(task)
+        task.add_done_callback(self.background.discard)
 
     async def _deadline(self, proc: Proc, remaining: float) -> None:
         if not await proc.wait(remaining):
@@ -652,7 +727,7 @@ class Runner:
         proc = await self._start("spawn", req["command"], req.get("cwd"), req.get("env"), True)
         assert proc.popen is not None
         if req.get("timeout"):
-            asyncio.ensure_future(self._deadline(proc, float(req["timeout"])))
+            self._background(self._deadline(proc, float(req["timeout"])))
         return {"output_id": proc.id, "pid": proc.popen.pid}
 
     def _proc(self, req: dict[str, Any]) -> Proc:
@@ -715,7 +790,7 @@ class Runner:
 
         try:
             await asyncio.wait_for(asyncio.to_thread(write), 10)
-        except (BrokenPipeError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, BrokenPipeError) as exc:
             raise UnknownProcess(f"process {proc.id!r} does not take input: {exc}") from None
         return {"output_id": proc.id, "sent_bytes": len(req["text"].encode())}
 
@@ -765,6 +840,7 @@ async def main() -> None:
     state = os.environ.get("CODERX_STATE", "/run/coderx")
     os.makedirs(state, mode=0o700, exist_ok=True)
     runner = Runner(root, state)
+    runner._spawn_zygote()
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader(limit=1 << 30)
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
@@ -780,6 +856,9 @@ async def main() -> None:
             sys.stderr.write(f"coderx-runner: bad request line: {exc}\n")
             continue
         runner.tasks[req["id"]] = asyncio.ensure_future(runner.handle(req))
+    runner._closing = True
+    if runner._zygote is not None:
+        runner._zygote[0].kill()
     for proc in list(runner.procs.values()):
         if proc.running:
             runner._kill_group(proc)
