@@ -112,7 +112,7 @@ class RunnerClient:
                 await self._writer.drain()
             reply = await fut
         except asyncio.CancelledError:
-            if self.alive and not fut.done():
+            if self.alive and (fut.cancelled() or not fut.done()):
                 with contextlib.suppress(Exception):
                     self._writer.write(
                         json.dumps({"id": next(self._ids), "op": "cancel", "target": rid}).encode()
