@@ -33,6 +33,7 @@ import time
 from typing import Any
 
 PROTOCOL_VERSION = 1
+_ID_RX = re.compile(r"^[A-Za-z0-9]{4,32}\Z")
 CHUNK = 65536
 PROTECTED = (".git/hooks", ".git/config", ".coderx")
 SKIP_DIRS = {".git", "node_modules", "__pycache__", ".venv", "venv", ".mypy_cache",
@@ -535,9 +536,12 @@ class Runner:
                     os.unlink(path)
 
     async def _start(self, kind: str, command: str, cwd: str | None, env: dict[str, str] | None,
-                     stdin_pipe: bool, argv: list[str] | None = None) -> Proc:
+                     stdin_pipe: bool, argv: list[str] | None = None,
+                     pid: str | None = None) -> Proc:
         self._prune()
-        proc = Proc(secrets.token_hex(4), kind, command, self.spool)
+        if pid is not None and (not _ID_RX.match(pid) or pid in self.procs):
+            raise BadRequest(f"output_id {pid!r} is malformed or already in use")
+        proc = Proc(pid or secrets.token_hex(4), kind, command, self.spool)
         save, cwd_out = proc.path("state"), proc.path("cwd")
         proc.oom_before = self._oom_count()
         popen = None
@@ -686,8 +690,9 @@ class Runner:
         timeout = float(req.get("timeout", 120))
         return_after = req.get("return_after")
         cap = int(req.get("cap", 30000))
+        # The host may choose the output id, to follow the output while the call runs.
         proc = await self._start("exec", req["command"], req.get("cwd"), req.get("env"), False,
-                                 req.get("argv"))
+                                 req.get("argv"), req.get("output_id"))
         assert proc.popen is not None
         wait = timeout if return_after is None else min(timeout, float(return_after))
         try:
@@ -737,22 +742,53 @@ class Runner:
         return proc
 
     async def op_output(self, req: dict[str, Any]) -> dict[str, Any]:
-        """Bytes of a spool from an offset (text, decoded leniently) plus the run state."""
+        """Bytes of a spool from an offset (text, decoded leniently) plus the run state.
+
+        ``wait`` waits for the exit, or with ``until_output`` for bytes past ``offset``.
+        ``tail`` reads the last N bytes instead of from ``offset``; ``lines`` keeps at most
+        that many whole lines of what was read (the first ones, or the last with ``tail``).
+        """
         proc = self._proc(req)
         stream = req.get("stream", "all")
         if stream not in proc.sizes:
             raise BadRequest(f"stream must be stdout, stderr or all, not {stream!r}")
         wait = float(req.get("wait", 0))
-        if wait > 0 and proc.running:
-            await proc.wait(wait)
         offset = max(0, int(req.get("offset", 0)))
+        if wait > 0 and proc.running:
+            if req.get("until_output"):
+                end = time.monotonic() + wait
+                while proc.sizes[stream] <= offset and time.monotonic() < end:
+                    if await proc.wait(min(0.05, end - time.monotonic())):
+                        break
+            else:
+                await proc.wait(wait)
         limit = max(0, int(req.get("limit", 65536)))
         kept = min(proc.sizes[stream], self.spool_cap)
+        if req.get("tail") is not None:
+            limit = max(0, int(req["tail"]))
+            offset = max(0, kept - limit)
         data = b""
         if kept > offset:
             with open(proc.path(stream), "rb") as f:
                 f.seek(offset)
                 data = f.read(min(limit, kept - offset))
+        if req.get("lines") is not None and data:
+            keep = max(0, int(req["lines"]))
+            if req.get("tail") is None:
+                cut = 0
+                for _ in range(keep):
+                    nl = data.find(b"\n", cut)
+                    cut = len(data) if nl < 0 else nl + 1
+                data = data[:cut]
+            else:
+                cut = len(data) - 1  # a final newline ends the last line, not a new one
+                for _ in range(keep):
+                    cut = data.rfind(b"\n", 0, cut)
+                    if cut < 0:
+                        break
+                if cut >= 0:
+                    offset += cut + 1
+                    data = data[cut + 1:]
         return {"output_id": proc.id, "stream": stream, "offset": offset,
                 "next_offset": offset + len(data), "total_bytes": proc.sizes[stream],
                 "text": data.decode("utf-8", "replace"), "running": proc.running,
