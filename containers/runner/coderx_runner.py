@@ -326,6 +326,8 @@ class Proc:
         self.open_streams = 0
         self.oom_before = 0
         self.script: str | None = None
+        self.stdout_limit: int | None = None  # exec's ``stdout_limit``: stop the group past it
+        self.limited = False
 
     async def wait(self, timeout: float | None = None) -> bool:
         """Wait for the exit without cancelling anything; True if it exited."""
@@ -627,6 +629,10 @@ class Runner:
                         f = proc.files[key] = open(proc.path(key), "wb", buffering=0)  # noqa: SIM115
                     f.write(block[: cap - proc.sizes[key]])
                 proc.sizes[key] += len(block)
+            if (name == "stdout" and proc.stdout_limit is not None and not proc.limited
+                    and proc.sizes["stdout"] >= proc.stdout_limit):
+                proc.limited = proc.killed = True  # enough output: the caller reads no more
+                self._kill_group(proc)
 
     spool_cap = 256 << 20
 
@@ -680,13 +686,17 @@ class Runner:
                 cwd = f.read() or None
         end = proc.ended or time.monotonic()
         return {"output_id": proc.id, "running": proc.running, "timed_out": proc.timed_out,
-                "oom_killed": oom, **proc.exit_info(),
+                "oom_killed": oom, "stopped_at_limit": proc.limited, **proc.exit_info(),
                 "duration_ms": round((end - proc.started) * 1000, 3), "cwd": cwd,
                 "stdout": self._excerpt(proc, "stdout", cap),
                 "stderr": self._excerpt(proc, "stderr", cap)}
 
     async def op_exec(self, req: dict[str, Any]) -> dict[str, Any]:
-        """Run a shell command like one terminal: cwd and exports persist between calls."""
+        """Run a shell command like one terminal: cwd and exports persist between calls.
+
+        ``stdout_limit`` (optional, bytes) kills the process group once its stdout reaches
+        that size; the reply then says ``stopped_at_limit`` (a search that found enough).
+        """
         timeout = float(req.get("timeout", 120))
         return_after = req.get("return_after")
         cap = int(req.get("cap", 30000))
@@ -694,6 +704,8 @@ class Runner:
         proc = await self._start("exec", req["command"], req.get("cwd"), req.get("env"), False,
                                  req.get("argv"), req.get("output_id"))
         assert proc.popen is not None
+        if req.get("stdout_limit") is not None:  # set before any output is read
+            proc.stdout_limit = int(req["stdout_limit"])
         wait = timeout if return_after is None else min(timeout, float(return_after))
         try:
             finished = await proc.wait(wait)
