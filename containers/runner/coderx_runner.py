@@ -675,8 +675,9 @@ class Runner:
         return {"text": text, "total_bytes": total, "omitted_bytes": omitted + (total - kept)}
 
     def _report(self, proc: Proc, cap: int, foreground: bool) -> dict[str, Any]:
+        # The OOM killer picks the biggest process, usually a child: bash then exits 137.
         oom = (proc.popen is not None and proc.exited.done()
-               and proc.popen.returncode == -signal.SIGKILL
+               and proc.popen.returncode in (-signal.SIGKILL, 128 + signal.SIGKILL)
                and not proc.timed_out and not proc.killed and self._oom_count() > proc.oom_before)
         cwd = None
         if foreground:
