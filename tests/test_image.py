@@ -1,0 +1,151 @@
+"""Tests for the sandbox image builder (real Docker, no mocks)."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import docker
+import pytest
+
+from coderx_mcp import image
+from coderx_mcp.image import (
+    ImageBuildError,
+    build_image,
+    containers_dir,
+    context_hash,
+    image_status,
+    missing_image_message,
+)
+
+IMAGE = "coderx-sandbox:latest"
+
+
+@pytest.fixture
+def containers_copy(tmp_path: Path) -> Path:
+    """A private copy of containers/ that a test may edit."""
+    dest = tmp_path / "containers"
+    shutil.copytree(containers_dir(), dest)
+    return dest
+
+
+def test_containers_dir_has_build_inputs() -> None:
+    path = containers_dir()
+    assert (path / "Dockerfile").is_file()
+    assert (path / "make-offline-base.sh").is_file()
+    assert (path / "ensure-docker.sh").is_file()
+
+
+def test_context_hash_is_stable_and_short(containers_copy: Path) -> None:
+    first = context_hash(containers_copy)
+    assert first == context_hash(containers_copy)
+    assert first == context_hash(containers_dir())
+    assert len(first) == 16
+    int(first, 16)
+
+
+def test_context_hash_changes_with_runner_and_dockerfile(containers_copy: Path) -> None:
+    before = context_hash(containers_copy)
+    runner = containers_copy / "runner" / "coderx_runner.py"
+    runner.parent.mkdir(exist_ok=True)
+    runner.write_text(runner.read_text() + "\n# changed\n" if runner.exists() else "# new\n")
+    after_runner = context_hash(containers_copy)
+    assert after_runner != before
+    dockerfile = containers_copy / "Dockerfile"
+    dockerfile.write_text(dockerfile.read_text() + "\n# changed\n")
+    assert context_hash(containers_copy) not in (before, after_runner)
+
+
+def test_context_hash_ignores_unrelated_files(containers_copy: Path) -> None:
+    before = context_hash(containers_copy)
+    (containers_copy / "README.md").write_text("docs only\n")
+    assert context_hash(containers_copy) == before
+
+
+def test_missing_image_message_names_the_command() -> None:
+    message = missing_image_message(IMAGE)
+    assert "coderx-mcp image build" in message
+    assert IMAGE in message
+
+
+def test_python_version_follows_the_base() -> None:
+    assert image._python_version_for("python:3.12-slim") == "3.12"
+    assert image._python_version_for("docker.io/library/python:3.13") == "3.13"
+    assert image._python_version_for(image.OFFLINE_BASE_IMAGE) == "3.11"
+
+
+@pytest.mark.docker
+def test_built_image_is_up_to_date(docker_client: docker.DockerClient) -> None:
+    status = image_status(docker_client, IMAGE)
+    assert status.exists, missing_image_message(IMAGE)
+    assert status.up_to_date, missing_image_message(IMAGE)
+    assert status.context_hash == status.expected_hash == context_hash(containers_dir())
+    labels = docker_client.images.get(IMAGE).labels
+    assert labels["org.opencontainers.image.title"] == "coderx-sandbox"
+
+
+@pytest.mark.docker
+def test_image_status_detects_stale_and_missing(
+    docker_client: docker.DockerClient, containers_copy: Path
+) -> None:
+    runner = containers_copy / "runner" / "coderx_runner.py"
+    runner.write_text(runner.read_text() + "\n# a newer runner\n")
+    stale = image_status(docker_client, IMAGE, containers=containers_copy)
+    assert stale.exists
+    assert not stale.up_to_date
+    missing = image_status(docker_client, "coderx-sandbox:does-not-exist", containers_copy)
+    assert not missing.exists
+    assert missing.context_hash is None
+    assert not missing.up_to_date
+
+
+@pytest.mark.docker
+def test_image_runs_as_uid_1000_with_tools_on_read_only_root(
+    docker_client: docker.DockerClient,
+) -> None:
+    script = (
+        "id -u; id -g; echo $HOME; pwd; python3 --version; pytest --version; ruff --version; "
+        "rg --version >/dev/null; git --version >/dev/null; test -x /opt/coderx/coderx_runner.py; "
+        "if touch /opt/coderx/x 2>/dev/null; then echo WRITABLE; fi"
+    )
+    out = docker_client.containers.run(
+        IMAGE,
+        ["bash", "-c", script],
+        remove=True,
+        read_only=True,
+        tmpfs={"/tmp": "", "/home/coder": "uid=1000,gid=1000", "/run/coderx": "uid=1000,gid=1000"},
+        cap_drop=["ALL"],
+        security_opt=["no-new-privileges"],
+        network_mode="none",
+        init=True,
+    ).decode()
+    lines = out.splitlines()
+    assert lines[:4] == ["1000", "1000", "/home/coder", "/workspace"]
+    assert "pytest" in out
+    assert "ruff" in out
+    assert "WRITABLE" not in out
+
+
+@pytest.mark.docker
+def test_build_error_line_raises(docker_client: docker.DockerClient, containers_copy: Path) -> None:
+    (containers_copy / "Dockerfile").write_text(
+        "ARG BASE_IMAGE\nFROM ${BASE_IMAGE}\nUSER 0\nRUN echo boom >&2 && exit 3\n"
+    )
+    tag = "coderx-sandbox:test-broken"
+    lines: list[str] = []
+    with pytest.raises(ImageBuildError, match="docker build of"):
+        build_image(
+            docker_client,
+            tag,
+            base_image=IMAGE,
+            on_progress=lines.append,
+            containers=containers_copy,
+        )
+    assert any("boom" in line for line in lines)
+    assert not image_status(docker_client, tag, containers_copy).exists
+
+
+def test_build_without_runner_fails_clearly(containers_copy: Path) -> None:
+    (containers_copy / "runner" / "coderx_runner.py").unlink()
+    with pytest.raises(ImageBuildError, match=r"coderx_runner\.py"):
+        build_image(None, "unused:tag", base_image="unused", containers=containers_copy)  # type: ignore[arg-type]
