@@ -528,9 +528,17 @@ class Runner:
             os.close(wfd)
         return popen, script
 
+    spool_budget = 128 << 20
+
     def _prune(self, keep: int = 200) -> None:
+        """Forget the oldest finished processes beyond ``keep`` or the spool byte budget."""
         done = [p for p in self.procs.values() if not p.running and p.drained.is_set()]
-        for p in done[: max(0, len(self.procs) - keep)]:
+        excess = max(0, len(self.procs) - keep)
+        spooled = sum(min(p.sizes["all"], self.spool_cap) * 2 for p in done)
+        for i, p in enumerate(done):
+            if i >= excess and spooled <= self.spool_budget:
+                break
+            spooled -= min(p.sizes["all"], self.spool_cap) * 2
             del self.procs[p.id]
             for path in [p.path(s) for s in ("stdout", "stderr", "all", "state", "cwd")] + (
                     [p.script] if p.script else []):

@@ -88,7 +88,9 @@ class DockerBackend:
     async def reap_orphans(self) -> int:
         def reap() -> int:
             removed = 0
-            for c in self.client.containers.list(all=True, filters={"label": LABEL_MANAGED}):
+            # ignore_removed: another server may remove a container while we list.
+            for c in self.client.containers.list(all=True, filters={"label": LABEL_MANAGED},
+                                                 ignore_removed=True):
                 if owner_is_gone(c.labels, self._instance):
                     remove_container(self.client, c.id)
                     removed += 1
@@ -103,7 +105,8 @@ class DockerBackend:
         if self._client is None:
             return 0
         found = self._client.containers.list(
-            all=True, filters={"label": f"{LABEL_INSTANCE}={self._instance.id}"})
+            all=True, filters={"label": f"{LABEL_INSTANCE}={self._instance.id}"},
+            ignore_removed=True)
         for c in found:
             remove_container(self._client, c.id)
         return len(found)
