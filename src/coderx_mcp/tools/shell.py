@@ -1,0 +1,392 @@
+"""Shell tools: run commands like one terminal, follow background processes, page output.
+
+Every command's output is spooled in the sandbox under its ``output_id``; replies show a
+capped head and tail, and ``read_output`` pages through the rest without the server
+ever holding it whole.
+"""
+
+import asyncio
+import contextlib
+import re
+import secrets
+import time
+from typing import Annotated, Any, Literal
+
+import structlog
+from fastmcp import Context, FastMCP
+from fastmcp.tools.base import ToolResult
+from pydantic import BaseModel, Field
+
+from coderx_mcp.errors import CoderxError, ToolInputError, UnknownProcess
+from coderx_mcp.server.app import app_of
+from coderx_mcp.sessions import Session
+from coderx_mcp.tools import shell_core as core
+from coderx_mcp.tools.common import Out, SessionArg, result, tool
+
+_log = structlog.get_logger("coderx.shell")
+
+MAX_TIMEOUT_S = 600
+PROGRESS_EVERY_S = 1.0
+
+OutputId = Annotated[str, Field(
+    description="The output_id of an earlier run_command or process_start of this session.",
+    min_length=4, max_length=32, pattern=r"^[A-Za-z0-9]+$")]
+Stream = Literal["all", "stdout", "stderr"]
+
+
+class RunOut(Out):
+    """The outcome of one command."""
+
+    output_id: str = Field(description="Id of the full spooled output (read_output).")
+    exit_code: int | None = Field(description="Exit status; null if killed or still running.")
+    signal: str | None = Field(description="Signal that ended it, e.g. SIGKILL.")
+    timed_out: bool
+    oom_killed: bool
+    backgrounded: bool = Field(description="Still running: follow with process_output.")
+    stdout: str = Field(description="Standard output (head and tail if capped).")
+    stderr: str = Field(description="Standard error (head and tail if capped).")
+    stdout_bytes: int
+    stderr_bytes: int
+    truncated: bool = Field(description="Some output is only in read_output.")
+    duration_ms: float
+    cwd: str | None = Field(description="Working directory after the command.")
+    next_offset: int = Field(description="Bytes of combined output so far (since_offset).")
+
+
+class PageOut(Out):
+    """A page of spooled output, or grep hits in it."""
+
+    output_id: str
+    stream: Stream
+    text: str
+    offset: int
+    next_offset: int
+    total_bytes: int
+    eof: bool = Field(description="No more output after next_offset (for now if running).")
+    running: bool
+    exit_code: int | None
+    matches: list[dict[str, Any]] | None = Field(
+        default=None, description="grep: [{line, text}] with 1-based line numbers.")
+    total_matches: int | None = None
+
+
+class ProcOutputOut(Out):
+    """New output of a process and its state."""
+
+    output_id: str
+    text: str
+    offset: int
+    next_offset: int
+    total_bytes: int
+    running: bool
+    exit_code: int | None
+    signal: str | None
+    timed_out: bool
+
+
+class ProcStartOut(Out):
+    """A started background process."""
+
+    output_id: str
+    pid: int
+
+
+class ProcSendOut(Out):
+    """Input written to a process."""
+
+    output_id: str
+    sent_bytes: int
+    eof: bool
+
+
+class ProcKillOut(Out):
+    """A stopped process."""
+
+    output_id: str
+    was_running: bool
+    exit_code: int | None
+    signal: str | None
+
+
+class ProcInfo(BaseModel):
+    """One process of the session."""
+
+    output_id: str
+    command: str
+    running: bool
+    kind: str = Field(description="'spawn' (background) or 'exec' (a finished run_command).")
+    exit_code: int | None
+    signal: str | None
+    runtime_s: float
+    output_bytes: int
+
+
+class ProcListOut(Out):
+    """The session's processes."""
+
+    processes: list[ProcInfo]
+
+
+async def _call(s: Session, op: str, **args: Any) -> dict[str, Any]:
+    """A runner call whose unknown-id error says where the valid ids are."""
+    try:
+        return await s.call(op, **args)
+    except UnknownProcess as exc:
+        raise UnknownProcess(f"{exc} in session {s.id}; process_list shows this session's "
+                             "processes (include_commands=true adds run_command outputs)") from None
+
+
+def _wants_progress(ctx: Context) -> bool:
+    """Whether the client asked for progress (sent a progress token) with this call."""
+    rc = ctx.request_context
+    return bool(rc is not None and rc.meta and rc.meta.get("progressToken") is not None)
+
+
+async def _progress(ctx: Context, s: Session, oid: str, total: float) -> None:
+    """Every second, tell the client how long the command ran and its last output lines.
+
+    Best effort: a failed look-up or notification skips one beat, never the command.
+    """
+    start = time.monotonic()
+    while True:
+        await asyncio.sleep(PROGRESS_EVERY_S)
+        elapsed = round(time.monotonic() - start, 1)
+        try:
+            r = await s.call("output", output_id=oid, stream="all", tail=4096, lines=3)
+        except CoderxError as exc:  # not started yet, or the sandbox is gone: the exec says
+            _log.debug("progress look-up failed", error=str(exc))
+            continue
+        msg = core.last_lines(r["text"]) or f"running for {elapsed:g} s, no output yet"
+        try:
+            await ctx.report_progress(progress=elapsed, total=total, message=msg)
+        except Exception as exc:  # a lost notification must not fail the command
+            _log.warning("progress notification failed", error=repr(exc))
+
+
+def register(mcp: FastMCP) -> None:
+    """Register the shell tools."""
+
+    @tool(mcp, out=RunOut, read_only=False, destructive=True, title="Run a shell command")
+    async def run_command(
+        ctx: Context,
+        command: Annotated[str, Field(description="Bash command line.", min_length=1,
+                                      max_length=100_000)],
+        timeout: Annotated[float | None, Field(
+            description="Seconds before the command's whole process group is killed "
+                        f"(default 120, at most {MAX_TIMEOUT_S}).", gt=0,
+            le=MAX_TIMEOUT_S)] = None,
+        cwd: Annotated[str | None, Field(
+            description="Directory to run in (absolute, or relative to the current one).",
+            max_length=4096)] = None,
+        return_after: Annotated[float | None, Field(
+            description="Seconds after which a still-running command is left running in the "
+                        "background and the call returns (default 50).", gt=0,
+            le=MAX_TIMEOUT_S)] = None,
+        session: SessionArg = None,
+    ) -> ToolResult:
+        """Run a bash command in the sandbox, like one terminal: `cd` and exported variables
+        persist between calls in a session.
+
+        - stdin is empty (prompts get EOF: pass -y etc.); PAGER=cat; no network unless the
+          session has it.
+        - Output is capped (head and tail kept); read_output(output_id) pages through all of it.
+        - At `timeout` the whole process group is killed. A command still running after
+          `return_after` seconds keeps running in the background; follow it with
+          process_output(output_id). Use process_start for servers and interactive programs.
+        """
+        app = app_of(ctx)
+        s = await app.session(ctx, session)
+        st = app.settings
+        limit = timeout or st.command_timeout_s
+        back = return_after or st.return_after_s
+        oid = secrets.token_hex(4)
+        args: dict[str, Any] = {"command": command, "timeout": limit, "cap": st.output_cap,
+                                "return_after": back, "output_id": oid}
+        if cwd:
+            args["cwd"] = cwd
+        ticker = (asyncio.create_task(_progress(ctx, s, oid, min(limit, back)))
+                  if _wants_progress(ctx) else None)
+        try:
+            r = await s.call("exec", **args)
+        finally:
+            if ticker is not None:
+                ticker.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await ticker
+        out, err = r["stdout"], r["stderr"]
+        next_offset = out["total_bytes"] + err["total_bytes"]
+        model = RunOut(
+            session=s.id, output_id=r["output_id"], exit_code=r["exit_code"],
+            signal=r["signal"], timed_out=r["timed_out"], oom_killed=r["oom_killed"],
+            backgrounded=r["running"], stdout=out["text"], stderr=err["text"],
+            stdout_bytes=out["total_bytes"], stderr_bytes=err["total_bytes"],
+            truncated=bool(out["omitted_bytes"] or err["omitted_bytes"]),
+            duration_ms=r["duration_ms"], cwd=r["cwd"], next_offset=next_offset)
+        return result(model, core.render_run(command, r, limit, next_offset))
+
+    @tool(mcp, out=PageOut, read_only=True, idempotent=True, title="Read command output")
+    async def read_output(
+        ctx: Context,
+        output_id: OutputId,
+        offset: Annotated[int, Field(description="Byte offset to read from.", ge=0)] = 0,
+        limit: Annotated[int, Field(description="Most bytes to return.", ge=1,
+                                    le=1 << 20)] = 65536,
+        head: Annotated[int | None, Field(
+            description="Only the first N lines from `offset` (within `limit` bytes).",
+            ge=1, le=100_000)] = None,
+        tail: Annotated[int | None, Field(
+            description="Only the last N lines (within the last `limit` bytes).",
+            ge=1, le=100_000)] = None,
+        grep: Annotated[str | None, Field(
+            description="Python regex: return matching lines with line numbers instead.",
+            min_length=1, max_length=1000)] = None,
+        stream: Annotated[Stream, Field(
+            description="'all' (stdout and stderr as they came), 'stdout' or 'stderr'.")]
+            = "all",
+        session: SessionArg = None,
+    ) -> ToolResult:
+        """Page through the full output of an earlier run_command or process of this session.
+
+        Returns `limit` bytes from `offset` and `next_offset` to continue; or only the first
+        (`head`) or last (`tail`) lines; or, with `grep`, the matching lines (at most 200).
+        """
+        if sum(x is not None for x in (head, tail, grep)) > 1:
+            raise ToolInputError("use at most one of head, tail and grep")
+        s = await app_of(ctx).session(ctx, session)
+        if grep is not None:
+            try:
+                re.compile(grep)
+            except re.error as exc:
+                raise ToolInputError(f"grep is not a valid regular expression: {exc}") from None
+            g = await _call(s, "grep_output", output_id=output_id, pattern=grep, stream=stream,
+                            max_matches=200)
+            text = core.render_matches(output_id, g["matches"], g["total_matches"],
+                                       g["truncated"])
+            r = await _call(s, "output", output_id=output_id, stream=stream, limit=0)
+            model = PageOut(session=s.id, output_id=output_id, stream=stream, text=text,
+                            offset=0, next_offset=r["total_bytes"],
+                            total_bytes=r["total_bytes"], eof=True, running=r["running"],
+                            exit_code=r["exit_code"], matches=g["matches"],
+                            total_matches=g["total_matches"])
+            return result(model, text)
+        args: dict[str, Any] = {"output_id": output_id, "stream": stream}
+        if tail is not None:
+            args.update(tail=limit, lines=tail)
+        else:
+            args.update(offset=offset, limit=limit)
+            if head is not None:
+                args["lines"] = head
+        r = await _call(s, "output", **args)
+        eof = r["next_offset"] >= r["total_bytes"] or (tail is None and head is None
+                                                       and r["next_offset"] == r["offset"])
+        model = PageOut(session=s.id, output_id=output_id, stream=stream, text=r["text"],
+                        offset=r["offset"], next_offset=r["next_offset"],
+                        total_bytes=r["total_bytes"], eof=eof, running=r["running"],
+                        exit_code=r["exit_code"])
+        return result(model, core.render_page(r, eof))
+
+    @tool(mcp, out=ProcStartOut, read_only=False, destructive=True,
+          title="Start a background process")
+    async def process_start(
+        ctx: Context,
+        command: Annotated[str, Field(description="Bash command line.", min_length=1,
+                                      max_length=100_000)],
+        cwd: Annotated[str | None, Field(
+            description="Directory to run in (absolute, or relative to the current one).",
+            max_length=4096)] = None,
+        timeout: Annotated[float | None, Field(
+            description="Seconds before it is killed; omit to let it run until the session "
+                        "ends.", gt=0, le=86_400)] = None,
+        session: SessionArg = None,
+    ) -> ToolResult:
+        """Start a long-running or interactive command in the background (servers, watchers,
+        REPLs) and return its output_id at once.
+
+        stderr is merged into stdout; stdin is a pipe fed by process_send. Read its output
+        with process_output, stop it with process_kill. It starts from the session's current
+        directory and exports, but its own `cd`/`export` do not persist.
+        """
+        s = await app_of(ctx).session(ctx, session)
+        args: dict[str, Any] = {"command": command}
+        if cwd:
+            args["cwd"] = cwd
+        if timeout:
+            args["timeout"] = timeout
+        r = await _call(s, "spawn", **args)
+        oid = r["output_id"]
+        return result(ProcStartOut(session=s.id, output_id=oid, pid=r["pid"]),
+                      f"started {oid} (pid {r['pid']}): $ {core.one_line(command)}\n"
+                      f'read its output with process_output("{oid}", wait=5)')
+
+    @tool(mcp, out=ProcOutputOut, read_only=True, idempotent=True,
+          title="Read a process's new output")
+    async def process_output(
+        ctx: Context,
+        output_id: OutputId,
+        since_offset: Annotated[int, Field(
+            description="Byte offset already seen (next_offset of the previous call).",
+            ge=0)] = 0,
+        wait: Annotated[float, Field(
+            description="Seconds to wait for new output or the exit (max 30).",
+            ge=0, le=30)] = 0,
+        limit: Annotated[int, Field(description="Most bytes to return.", ge=1,
+                                    le=1 << 20)] = 65536,
+        session: SessionArg = None,
+    ) -> ToolResult:
+        """Output of a background process since `since_offset`, whether it still runs, and
+        its exit code. With `wait`, waits up to that many seconds for new output or the exit.
+        Pass the returned next_offset as since_offset next time."""
+        s = await app_of(ctx).session(ctx, session)
+        r = await _call(s, "output", output_id=output_id, offset=since_offset, limit=limit,
+                        wait=wait, until_output=True)
+        model = ProcOutputOut(
+            session=s.id, output_id=output_id, text=r["text"], offset=r["offset"],
+            next_offset=r["next_offset"], total_bytes=r["total_bytes"], running=r["running"],
+            exit_code=r["exit_code"], signal=r["signal"], timed_out=r["timed_out"])
+        return result(model, core.render_process_output(r))
+
+    @tool(mcp, out=ProcSendOut, read_only=False, destructive=True, title="Send input")
+    async def process_send(
+        ctx: Context,
+        output_id: OutputId,
+        text: Annotated[str, Field(description="Text for its stdin; include \\n to end a line.",
+                                   max_length=1 << 20)],
+        eof: Annotated[bool, Field(description="Close stdin after the text.")] = False,
+        session: SessionArg = None,
+    ) -> ToolResult:
+        """Write text to a background process's stdin (and optionally close it)."""
+        s = await app_of(ctx).session(ctx, session)
+        r = await _call(s, "send", output_id=output_id, text=text, eof=eof)
+        model = ProcSendOut(session=s.id, output_id=output_id, sent_bytes=r["sent_bytes"],
+                            eof=eof)
+        return result(model, f"sent {r['sent_bytes']} bytes to {output_id}"
+                      + (" and closed its stdin" if eof else ""))
+
+    @tool(mcp, out=ProcKillOut, read_only=False, destructive=True, idempotent=True,
+          title="Stop a process")
+    async def process_kill(ctx: Context, output_id: OutputId,
+                           session: SessionArg = None) -> ToolResult:
+        """Stop a background process and its whole process group (SIGTERM, then SIGKILL).
+        Its output stays readable with read_output."""
+        s = await app_of(ctx).session(ctx, session)
+        r = await _call(s, "kill", output_id=output_id)
+        model = ProcKillOut(session=s.id, output_id=output_id, was_running=r["was_running"],
+                            exit_code=r["exit_code"], signal=r["signal"])
+        text = (f"stopped {output_id}" if r["was_running"]
+                else f"{output_id} had already ended ({core.exit_words(r)})")
+        return result(model, text)
+
+    @tool(mcp, out=ProcListOut, read_only=True, idempotent=True, title="List processes")
+    async def process_list(
+        ctx: Context,
+        include_commands: Annotated[bool, Field(
+            description="Also list finished run_command outputs (ids for read_output).")]
+            = False,
+        session: SessionArg = None,
+    ) -> ToolResult:
+        """List this session's background processes (running and ended) with their ids."""
+        s = await app_of(ctx).session(ctx, session)
+        r = await s.call("procs", all=include_commands)
+        procs = [ProcInfo(**p) for p in r["processes"]]
+        return result(ProcListOut(session=s.id, processes=procs),
+                      core.render_procs(r["processes"]))
