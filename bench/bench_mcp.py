@@ -329,25 +329,36 @@ def _self(name: str) -> list[str]:
     return [str(Path(__file__).resolve()), "--serve", name]
 
 
-def alternating(path_key: str, path: str, old_key: str, new_key: str
-                ) -> Callable[[int], dict[str, Any]]:
-    """Edit args that swap EDIT_A and EDIT_B back and forth (every call changes the file)."""
+def _swap(host_file: Path) -> tuple[str, str]:
+    """(old, new): whichever marker the file holds now becomes the other one, so every call
+    changes the file. Read on the host before the timer starts."""
+    return (EDIT_A, EDIT_B) if EDIT_A in host_file.read_text() else (EDIT_B, EDIT_A)
+
+
+def coderx_edit(ws: Path) -> Callable[[int], dict[str, Any]]:
     def args(i: int) -> dict[str, Any]:
-        old, new = (EDIT_A, EDIT_B) if i % 2 == 0 else (EDIT_B, EDIT_A)
-        return {path_key: path, old_key: old, new_key: new}
+        old, new = _swap(ws / "edit_coderx.py")
+        return {"path": "edit_coderx.py", "old_string": old, "new_string": new}
     return args
 
 
-def _edits(path: str) -> Callable[[int], dict[str, Any]]:
+def node_edit(ws: Path) -> Callable[[int], dict[str, Any]]:
     def args(i: int) -> dict[str, Any]:
-        old, new = (EDIT_A, EDIT_B) if i % 2 == 0 else (EDIT_B, EDIT_A)
-        return {"path": path, "edits": [{"oldText": old, "newText": new}]}
+        old, new = _swap(ws / "edit_node.py")
+        return {"path": str(ws / "edit_node.py"), "edits": [{"oldText": old, "newText": new}]}
     return args
 
 
-async def prepare_coderx(s: Any, schemas: dict[str, dict[str, Any]]) -> list[Op]:
+def prepare_coderx(ws: Path) -> Prepare:
     """Open the default session (the slow first call), read the edit target once, and wait
     for the warm pool to refill so no container starts during the timed calls."""
+    async def prepare(s: Any, schemas: dict[str, dict[str, Any]]) -> list[Op]:
+        await _ready_coderx(s, schemas)
+        return coderx_ops(ws, schemas)
+    return prepare
+
+
+async def _ready_coderx(s: Any, schemas: dict[str, dict[str, Any]]) -> None:
     from coderx_mcp.config import Settings
 
     res = await s.call_tool("read_file", {"path": "edit_coderx.py"}, read_timeout_seconds=120)
@@ -359,6 +370,9 @@ async def prepare_coderx(s: Any, schemas: dict[str, dict[str, Any]]) -> list[Op]
         if (health.structured_content or {}).get("warm_pool_ready", 0) >= want:
             break
         await asyncio.sleep(0.2)
+
+
+def coderx_ops(ws: Path, schemas: dict[str, dict[str, Any]]) -> list[Op]:
     grep_args = {"pattern": GREP_PATTERN, "output_mode": "files_with_matches"}
     if "path" in schemas.get("grep", {}).get("properties", {}):
         grep_args["path"] = "tree"
@@ -367,8 +381,7 @@ async def prepare_coderx(s: Any, schemas: dict[str, dict[str, Any]]) -> list[Op]
         Op("read_file 10 KB", "coderx", "read_file", lambda i: {"path": "read10k.txt"},
            expect=lambda r: _sc(r).get("size") == 10240),
         Op("edit_file", "coderx", "edit_file",
-           alternating("path", "edit_coderx.py", "old_string", "new_string"),
-           expect=lambda r: _sc(r).get("replacements") == 1),
+           coderx_edit(ws), expect=lambda r: _sc(r).get("replacements") == 1),
         Op("grep 300 files", "coderx", "grep", lambda i: grep_args,
            f"content regex {GREP_PATTERN!r}: 30 of 300 files match",
            expect=lambda r: len(_sc(r).get("files", [])) == 30),
@@ -384,7 +397,7 @@ def prepare_node(ws: Path) -> Prepare:
             Op("read_file 10 KB", "node-fs", read_tool,
                lambda i: {"path": str(ws / "read10k.txt")}, f"tool {read_tool}",
                expect=lambda r: len(_lines(r)) == 200),
-            Op("edit_file", "node-fs", "edit_file", _edits(str(ws / "edit_node.py")),
+            Op("edit_file", "node-fs", "edit_file", node_edit(ws),
                expect=lambda r: EDIT_B in "\n".join(_lines(r))),
             Op("grep 300 files", "node-fs", "search_files",
                lambda i: {"path": str(ws / "tree"), "pattern": "**/mod?0.py"},
@@ -536,7 +549,7 @@ async def breakdown(ws: Path, warmup: int, n: int, errlog: Any) -> dict[str, Any
         stack.push_async_exit(client)
         c = client
         await c.call_tool("read_file", {"path": "edit_coderx.py"})
-        edit = alternating("path", "edit_coderx.py", "old_string", "new_string")
+        edit = coderx_edit(ws)
         inproc = {
             "in-process noop": lambda i: c.call_tool("noop", {}),
             "in-process read_file": lambda i: c.call_tool("read_file", {"path": "read10k.txt"}),
@@ -547,38 +560,43 @@ async def breakdown(ws: Path, warmup: int, n: int, errlog: Any) -> dict[str, Any
         for label, fn in inproc.items():
             out[label] = await _timed(fn, warmup, n)
 
-    # 3. cProfile of the stdio server process over n read_file calls (warm-up not profiled).
+    # 3. cProfile of the stdio server process over n calls of read_file, then of edit_file.
     RESULTS.mkdir(parents=True, exist_ok=True)
-    prof_path = RESULTS / "profile_read_file.prof"
+    edit_op = Op("edit_file", "coderx", "edit_file", coderx_edit(ws))
+    read_op = Op("read_file", "coderx", "read_file", lambda i: {"path": "read10k.txt"})
+    for op in (read_op, edit_op):
+        out[f"stdio {op.tool} under cProfile"] = await _profiled(ws, op, warmup, n, errlog)
+    return out
+
+
+async def _profiled(ws: Path, op: Op, warmup: int, n: int, errlog: Any) -> Any:
+    """p50 of ``op`` over stdio with the server under cProfile (only the timed calls)."""
+    import io
+    import pstats
+
+    prof_path = RESULTS / f"profile_{op.tool}.prof"
     env = {**os.environ, "CODERX_WORKSPACE": str(ws), "CODERX_BACKEND": "docker",
            "BENCH_PROFILE": str(prof_path)}
-    read = Op("read_file 10 KB", "coderx", "read_file", lambda i: {"path": "read10k.txt"})
     start = Op("profile start", "coderx", "bench_profile", lambda i: {"action": "start"})
     stop = Op("profile stop", "coderx", "bench_profile", lambda i: {"action": "stop"})
 
     async def prepare(s: Any, schemas: dict[str, dict[str, Any]]) -> list[Op]:
-        await prepare_coderx(s, schemas)
+        await _ready_coderx(s, schemas)
         for i in range(warmup):
-            await _call(s, read, i)
+            await _call(s, op, i)
         await _call(s, start, 0)
-        return [read]
+        return [op]
 
     srv = Server("coderx", sys.executable, _self("coderx"), env, prepare)
     await measure([srv], 0, n, errlog, after=lambda s: _call(s, stop, 0))
-    if srv.error or read.error:
-        out["stdio read_file under cProfile"] = srv.error or read.error
-        return out
-    out["stdio read_file under cProfile"] = read.p50
-    import io
-    import pstats
-
+    if srv.error or op.error:
+        return srv.error or op.error
     buf = io.StringIO()
     st = pstats.Stats(str(prof_path), stream=buf)
     st.sort_stats("tottime").print_stats(40)
     st.sort_stats("cumulative").print_stats(80)
-    (RESULTS / "profile_read_file.txt").write_text(buf.getvalue())
-    out["cProfile listing"] = str(RESULTS / "profile_read_file.txt")
-    return out
+    (RESULTS / f"profile_{op.tool}.txt").write_text(buf.getvalue())
+    return f"{op.p50:.2f} (listing: bench/results/profile_{op.tool}.txt)"
 
 
 # --------------------------------------------------------------------------- main
@@ -644,7 +662,7 @@ def servers_for(ws: Path) -> list[Server]:
     py, env = sys.executable, dict(os.environ)
     ours_env = {**env, "CODERX_WORKSPACE": str(ws), "CODERX_BACKEND": "docker"}
     return [
-        Server("coderx", py, _self("coderx"), ours_env, prepare_coderx),
+        Server("coderx", py, _self("coderx"), ours_env, prepare_coderx(ws)),
         Server("fastmcp", py, _self("fastmcp"), env, prepare_fastmcp),
         Server("py-shell", py, _self("py-shell"), env, prepare_shell),
         Server("node-fs", "node", [str(NODE_ENTRY), str(ws)], env, prepare_node(ws)),
