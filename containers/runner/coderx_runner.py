@@ -480,14 +480,16 @@ class Runner:
                 hide: list[str]) -> str:
         # Per-call variables (hide) are unset before the state is saved: never persisted.
         unset = f"builtin unset {' '.join(map(shlex.quote, hide))}; " if hide else ""
-        chdir = f"builtin cd -- {shlex.quote(cwd)} || exit 1\n" if cwd else ""
+        chdir = f"builtin cd -- {shlex.quote(cwd)} || exit 1; " if cwd else ""
+        # One line, ending in eval: bash's messages then read as in a terminal
+        # ("bash: line 1: x: command not found"), without our preamble's lines.
         return (
             "__coderx_save() { " + unset + "{ builtin declare -px; builtin printf "
             "'builtin cd -- %q\\n' \"$PWD\"; } > " + shlex.quote(save) + " 2>/dev/null; "
-            "builtin printf '%s' \"$PWD\" > " + shlex.quote(cwd_out) + " 2>/dev/null; }\n"
-            "trap __coderx_save EXIT\n"
-            f"builtin source {shlex.quote(self.state_file)} 2>/dev/null\n" + chdir + command
-            + "\n")
+            "builtin printf '%s' \"$PWD\" > " + shlex.quote(cwd_out) + " 2>/dev/null; }; "
+            "trap __coderx_save EXIT; "
+            f"builtin source {shlex.quote(self.state_file)} 2>/dev/null; " + chdir
+            + "builtin eval " + shlex.quote(command) + "\n")
 
     def _write_initial_state(self) -> None:
         """The first command starts from the base environment, like every later one
@@ -511,7 +513,8 @@ class Runner:
             popen = subprocess.Popen(
                 ["/bin/bash", "--noprofile", "--norc", "-c",
                  f"IFS= builtin read -r _ <&{rfd} || exit 0; builtin exec {rfd}<&-; "
-                 f"builtin source {shlex.quote(script)}"],
+                 f"IFS= builtin read -r -d '' __coderx_s < {shlex.quote(script)}; "
+                 "builtin eval \"$__coderx_s\"", "bash"],
                 cwd=self.paths.root, env={"PATH": self.base_env["PATH"]},
                 start_new_session=True, close_fds=True, pass_fds=(rfd,),
                 stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -575,7 +578,7 @@ class Runner:
                 taken = self._take_zygote(script)
                 if taken is not None:
                     popen, proc.script = taken
-            argv = ["/bin/bash", "--noprofile", "--norc", "-c", script]
+            argv = ["/bin/bash", "--noprofile", "--norc", "-c", script, "bash"]
             run_env = {"PATH": self.base_env["PATH"], **(env or {})}
             start_dir = self.paths.root
         else:
