@@ -31,6 +31,27 @@ RUNNER = "/opt/coderx/coderx_runner.py"
 _log = structlog.get_logger("coderx.docker")
 
 
+def git_mounts(spec: SandboxSpec) -> list[Mount]:
+    """Mounts that keep the workspace's git hooks and config out of the sandbox's reach.
+
+    Hooks and config run on the host the next time the user runs git, so the sandbox may
+    read but not change them. ``.git`` itself is mounted onto itself too: a mount point
+    cannot be renamed, so the sandbox cannot move ``.git`` aside and plant a new one. A
+    ``.git`` *file* (a link to a git directory elsewhere) is mounted read-only.
+    """
+    git = spec.workspace / ".git"
+    if git.is_symlink() or not git.exists():
+        return []
+    if git.is_file():
+        return [Mount(f"{WORKDIR}/.git", str(git), type="bind", read_only=True)]
+    mounts = [Mount(f"{WORKDIR}/.git", str(git), type="bind", read_only=False)]
+    for rel in ("hooks", "config"):
+        src = git / rel
+        if src.exists() and not src.is_symlink():
+            mounts.append(Mount(f"{WORKDIR}/.git/{rel}", str(src), type="bind", read_only=True))
+    return mounts
+
+
 def container_kwargs(
     spec: SandboxSpec, image: str, labels: dict[str, str]
 ) -> dict[str, Any]:
@@ -42,12 +63,7 @@ def container_kwargs(
     """
     uid, gid, lim = spec.uid, spec.gid, spec.limits
     memory = parse_size(lim.memory)
-    mounts = [Mount(WORKDIR, str(spec.workspace), type="bind", read_only=False)]
-    # Hooks and git config run on the host later; the sandbox may read but not change them.
-    for rel in (".git/hooks", ".git/config"):
-        src = spec.workspace / rel
-        if src.exists() and not src.is_symlink():
-            mounts.append(Mount(f"{WORKDIR}/{rel}", str(src), type="bind", read_only=True))
+    mounts = [Mount(WORKDIR, str(spec.workspace), type="bind", read_only=False), *git_mounts(spec)]
     owned = f"uid={uid},gid={gid},mode=0700"
     return {
         "image": image,
