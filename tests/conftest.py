@@ -1,0 +1,168 @@
+"""Shared fixtures: settings, workspaces and started session managers (Docker and local).
+
+Tests marked ``docker`` need a running engine and an up-to-date sandbox image. When either is
+missing the run stops at collection with the reason (CI must fail, not skip: STYLE #12);
+locally, ``CODERX_TESTS_NO_DOCKER=1`` deselects those tests instead.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Any, Literal
+
+import docker
+import docker.errors
+import pytest
+
+from coderx_mcp.config import SandboxLimits, Settings
+from coderx_mcp.sandbox.backends import Backend, DockerBackend, LocalBackend
+from coderx_mcp.sandbox.docker import remove_container
+from coderx_mcp.sandbox.instance import LABEL_INSTANCE, Instance
+from coderx_mcp.sessions import SessionManager
+
+IMAGE = "coderx-sandbox:latest"
+NO_DOCKER_ENV = "CODERX_TESTS_NO_DOCKER"
+SANDBOX_UID = 1000
+BUILD_HINT = "build it with `coderx-mcp image build --if-stale`"
+
+BackendName = Literal["docker", "local"]
+MakeSettings = Callable[..., Settings]
+MakeManager = Callable[..., Awaitable[SessionManager]]
+
+
+def _docker_problem() -> str | None:
+    """Why the Docker tests cannot run here, or None."""
+    from coderx_mcp.image import image_status
+
+    try:
+        client = docker.from_env(timeout=10)
+        client.ping()
+    except docker.errors.DockerException as exc:
+        return f"the Docker engine does not answer (`docker info` fails: {exc})"
+    try:
+        status = image_status(client, IMAGE)
+    finally:
+        client.close()
+    if not status.exists:
+        return f"the sandbox image {IMAGE} is missing: {BUILD_HINT}"
+    if not status.up_to_date:
+        return (f"the sandbox image {IMAGE} is stale (built from context {status.context_hash}, "
+                f"the tree's runner and Dockerfile hash to {status.expected_hash}): {BUILD_HINT}")
+    return None
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    docker_items = [i for i in items if i.get_closest_marker("docker")]
+    if not docker_items:
+        return
+    if os.environ.get(NO_DOCKER_ENV) == "1":
+        config.hook.pytest_deselected(items=docker_items)
+        items[:] = [i for i in items if not i.get_closest_marker("docker")]
+        return
+    problem = _docker_problem()
+    if problem is not None:
+        pytest.exit(
+            f"{len(docker_items)} selected tests need Docker, but {problem}. "
+            f"Set {NO_DOCKER_ENV}=1 to deselect them on a machine without Docker.",
+            returncode=pytest.ExitCode.TESTS_FAILED)
+
+
+@pytest.fixture(scope="session")
+def docker_client() -> Iterator[docker.DockerClient]:
+    """A Docker SDK client for looking at containers from outside (inspect, kill, list)."""
+    client = docker.from_env(timeout=30)
+    try:
+        yield client
+    finally:
+        client.close()
+
+
+@pytest.fixture
+def workspace(tmp_path: Path) -> Path:
+    """An empty project directory owned by the sandbox uid (we may run as root)."""
+    ws = tmp_path / "workspace"
+    ws.mkdir()
+    if os.geteuid() == 0:
+        os.chown(ws, SANDBOX_UID, SANDBOX_UID)
+    return ws
+
+
+@pytest.fixture
+def make_settings(tmp_path: Path) -> MakeSettings:
+    """Settings for tests: no pool, small limits, state and scratch under ``tmp_path``.
+
+    Keyword arguments override fields; ``limits`` may be a dict of changed limits.
+    """
+
+    def make(**overrides: Any) -> Settings:
+        limits = {"memory": "512m", "pids": 128, **overrides.pop("limits", {})}
+        fields: dict[str, Any] = {
+            "image": IMAGE, "pool_size": 0, "limits": SandboxLimits(**limits),
+            "workspaces_root": tmp_path / "scratch", "state_dir": tmp_path / "state",
+            "start_timeout_s": 30.0, **overrides}
+        return Settings(**fields)
+
+    return make
+
+
+@pytest.fixture
+def settings(make_settings: MakeSettings) -> Settings:
+    """The default test settings."""
+    return make_settings()
+
+
+def _leftovers(backend: Backend, instance: Instance) -> list[str]:
+    """Remove and name the containers of ``instance`` that outlived its shutdown."""
+    if not isinstance(backend, DockerBackend):
+        return []
+    client = backend.client
+    found = client.containers.list(
+        all=True, filters={"label": f"{LABEL_INSTANCE}={instance.id}"}, ignore_removed=True)
+    for c in found:
+        remove_container(client, c.id)
+    client.close()
+    return [c.short_id for c in found]
+
+
+@pytest.fixture
+async def make_manager(make_settings: MakeSettings) -> AsyncIterator[MakeManager]:
+    """Start session managers; each is shut down (containers removed) after the test.
+
+    ``await make_manager("docker" | "local", **settings_overrides)``. Each has its own
+    instance identity. Teardown fails the test if a container survived the shutdown.
+    """
+    started: list[tuple[SessionManager, Instance]] = []
+
+    async def make(backend: BackendName = "docker", **overrides: Any) -> SessionManager:
+        s = make_settings(**overrides)
+        instance = Instance.current()
+        manager = SessionManager(
+            s, DockerBackend(s, instance) if backend == "docker" else LocalBackend(s))
+        started.append((manager, instance))
+        await manager.start()
+        return manager
+
+    try:
+        yield make
+    finally:
+        leaked: list[str] = []
+        for manager, instance in reversed(started):
+            try:
+                await manager.shutdown()
+            finally:
+                leaked += _leftovers(manager.backend, instance)
+        assert not leaked, f"containers outlived SessionManager.shutdown(): {leaked}"
+
+
+@pytest.fixture
+async def docker_manager(make_manager: MakeManager) -> SessionManager:
+    """A started manager on the Docker backend (pool off, small limits)."""
+    return await make_manager("docker")
+
+
+@pytest.fixture
+async def local_manager(make_manager: MakeManager) -> SessionManager:
+    """A started manager on the local (unisolated) backend."""
+    return await make_manager("local")
