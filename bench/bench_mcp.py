@@ -44,6 +44,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from fastmcp.server.middleware import Middleware
+
 BENCH = Path(__file__).resolve().parent
 RESULTS = BENCH / "results"
 NPM_PREFIX = BENCH / ".npm"
@@ -477,6 +479,22 @@ def print_table(servers: list[Server], checks: list[tuple[Op, str, bool | None]]
 
 # --------------------------------------------------------------------------- profile
 
+class _ServerClock(Middleware):
+    """Outermost middleware: (server ms, runner ms) of every tools/call."""
+
+    def __init__(self) -> None:
+        self.samples: list[tuple[float, float]] = []
+        self.runner_ns = 0
+
+    async def on_call_tool(self, context: Any, call_next: Any) -> Any:
+        self.runner_ns = 0
+        t0 = time.perf_counter_ns()
+        try:
+            return await call_next(context)
+        finally:
+            self.samples.append(((time.perf_counter_ns() - t0) / 1e6, self.runner_ns / 1e6))
+
+
 async def _retry(start: Callable[[], Awaitable[Any]], attempts: int = 3) -> None:
     """Start something that can fail on a transient Docker race (reaping while another
     process removes containers); try again a couple of times."""
@@ -511,7 +529,7 @@ async def breakdown(ws: Path, warmup: int, n: int, errlog: Any) -> dict[str, Any
     from coderx_mcp.sandbox.backends import make_backend
     from coderx_mcp.sandbox.instance import Instance
     from coderx_mcp.server import build_server
-    from coderx_mcp.sessions import SessionManager
+    from coderx_mcp.sessions import Session, SessionManager
     from coderx_mcp.tools.common import Out, result, tool
 
     settings = Settings(workspace=ws, backend="docker")
@@ -535,7 +553,9 @@ async def breakdown(ws: Path, warmup: int, n: int, errlog: Any) -> dict[str, Any
     finally:
         await manager.shutdown()
 
-    # 2. The same server in process: FastMCP's memory transport (no pipes, no JSON text).
+    # 2. The same server in process: FastMCP's memory transport (no pipes, no JSON text),
+    # with a timing middleware outermost and Session.call timed: server time and runner
+    # time of each call, exactly, without a profiler's distortion.
     mcp = build_server(settings)
 
     @tool(mcp, out=Out, read_only=True, idempotent=True)
@@ -543,33 +563,60 @@ async def breakdown(ws: Path, warmup: int, n: int, errlog: Any) -> dict[str, Any
         """Do nothing."""
         return result(Out(session="-"), "ok")
 
+    clock = _ServerClock()
+    mcp.middleware.insert(0, clock)
+    real_call = Session.call
+
+    async def timed_call(self: Session, op: str, **args: Any) -> dict[str, Any]:
+        t0 = time.perf_counter_ns()
+        try:
+            return await real_call(self, op, **args)
+        finally:
+            clock.runner_ns += time.perf_counter_ns() - t0
+
     client = Client(mcp)
     await _retry(client.__aenter__)
-    async with AsyncExitStack() as stack:
-        stack.push_async_exit(client)
-        c = client
-        await c.call_tool("read_file", {"path": "edit_coderx.py"})
-        edit = coderx_edit(ws)
-        inproc = {
-            "in-process noop": lambda i: c.call_tool("noop", {}),
-            "in-process read_file": lambda i: c.call_tool("read_file", {"path": "read10k.txt"}),
-            "in-process edit_file": lambda i: c.call_tool("edit_file", edit(i)),
-            "in-process run_command": lambda i: c.call_tool("run_command",
-                                                            {"command": "echo hi"}),
-        }
-        for label, fn in inproc.items():
-            out[label] = await _timed(fn, warmup, n)
+    Session.call = timed_call  # type: ignore[method-assign]
+    try:
+        async with AsyncExitStack() as stack:
+            stack.push_async_exit(client)
+            await client.call_tool("read_file", {"path": "edit_coderx.py"})
+            edit = coderx_edit(ws)
+            calls: dict[str, Callable[[int], dict[str, Any]]] = {
+                "noop": lambda i: {}, "read_file": lambda i: {"path": "read10k.txt"},
+                "edit_file": edit, "run_command": lambda i: {"command": "echo hi"},
+            }
+            for name, args in calls.items():
+                clock.samples.clear()
+                rt = await _timed(lambda i, name=name, args=args:  # type: ignore[misc]
+                                  client.call_tool(name, args(i)), warmup, n)
+                srv_ms = statistics.median(x for x, _ in clock.samples[warmup:])
+                run_ms = statistics.median(y for _, y in clock.samples[warmup:])
+                out[f"in-process {name}"] = {
+                    "round trip": rt, "server (outermost middleware)": srv_ms,
+                    "runner (Session.call)": run_ms, "server minus runner": srv_ms - run_ms,
+                }
+    finally:
+        Session.call = real_call  # type: ignore[method-assign]
 
     # 3. cProfile of the stdio server process over n calls of read_file, then of edit_file.
     RESULTS.mkdir(parents=True, exist_ok=True)
     edit_op = Op("edit_file", "coderx", "edit_file", coderx_edit(ws))
     read_op = Op("read_file", "coderx", "read_file", lambda i: {"path": "read10k.txt"})
     for op in (read_op, edit_op):
-        out[f"stdio {op.tool} under cProfile"] = await _profiled(ws, op, warmup, n, errlog)
+        out[f"stdio {op.tool} under cProfile"] = await _profiled(ws, op, warmup, n, errlog, out)
     return out
 
 
-async def _profiled(ws: Path, op: Op, warmup: int, n: int, errlog: Any) -> Any:
+async def _client_check_ms(s: Any, tool_name: str, args: dict[str, Any]) -> float:
+    """p50 of the client's own output-schema validation of one reply (jsonschema, cached
+    validator): a cost every SDK client pays per call, included in the round trips above."""
+    res = await s.call_tool(tool_name, args)
+    return await _timed(lambda i: s.validate_tool_result(tool_name, res), 20, 200)
+
+
+async def _profiled(ws: Path, op: Op, warmup: int, n: int, errlog: Any,
+                    out: dict[str, Any]) -> Any:
     """p50 of ``op`` over stdio with the server under cProfile (only the timed calls)."""
     import io
     import pstats
@@ -584,6 +631,8 @@ async def _profiled(ws: Path, op: Op, warmup: int, n: int, errlog: Any) -> Any:
         await _ready_coderx(s, schemas)
         for i in range(warmup):
             await _call(s, op, i)
+        for name, args in (("noop", {}), (op.tool, op.args(0))):
+            out[f"client schema check {name}"] = await _client_check_ms(s, name, args)
         await _call(s, start, 0)
         return [op]
 
@@ -597,6 +646,15 @@ async def _profiled(ws: Path, op: Op, warmup: int, n: int, errlog: Any) -> Any:
     st.sort_stats("cumulative").print_stats(80)
     (RESULTS / f"profile_{op.tool}.txt").write_text(buf.getvalue())
     return f"{op.p50:.2f} (listing: bench/results/profile_{op.tool}.txt)"
+
+
+def print_breakdown(prof: dict[str, Any]) -> None:
+    print("\nwhere our time goes (p50 ms; stdio rows above include the stdio transport):")
+    for k, v in prof.items():
+        if isinstance(v, dict):
+            print(f"  {k:<32} " + ", ".join(f"{a} {b:.2f}" for a, b in v.items()))
+        else:
+            print(f"  {k:<32} {v if isinstance(v, str) else f'{v:.2f}'}")
 
 
 # --------------------------------------------------------------------------- main
@@ -630,9 +688,7 @@ def main() -> None:
               f"Server logs: {errlog_path}")
         print_table(servers, checks)
         if prof:
-            print("\nbreakdown of our calls (p50 ms; compare with the stdio rows above):")
-            for k, v in prof.items():
-                print(f"  {k:<32} {v if isinstance(v, str) else f'{v:.2f}'}")
+            print_breakdown(prof)
         if a.json:
             RESULTS.mkdir(parents=True, exist_ok=True)
             doc = {
