@@ -6,11 +6,13 @@ import asyncio
 import contextlib
 import ipaddress
 import json
+import os
 import signal
 import sys
 from pathlib import Path
 from typing import Annotated, Any
 
+import structlog
 import typer
 from pydantic import ValidationError
 from rich.console import Console
@@ -54,19 +56,32 @@ def _is_loopback(host: str) -> bool:
 
 async def _serve(settings: Settings, http: bool, host: str, port: int) -> None:
     from coderx_mcp.server import build_server
+    from coderx_mcp.server.app import App
 
-    mcp = build_server(settings, single_owner=not http)
+    apps: list[App] = []
+    mcp = build_server(settings, http=http, on_ready=apps.append)
     loop = asyncio.get_running_loop()
-    main = asyncio.current_task()
-    assert main is not None
+
+    async def stop(sig: signal.Signals) -> None:
+        # The stdio reader blocks in a thread that cannot be cancelled, so unwinding the
+        # lifespan is not enough: remove every sandbox here, then leave.
+        log = structlog.get_logger("coderx.server")
+        log.info("shutting down", signal=sig.name)
+        for a in apps:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(a.sessions.shutdown(), 20)
+        sys.stdout.flush()
+        os._exit(0)
+
+    stopping: list[asyncio.Task[None]] = []
     for sig in (signal.SIGTERM, signal.SIGINT):
-        # Cancelling the main task unwinds the lifespan, which removes every container.
-        loop.add_signal_handler(sig, main.cancel)
-    with contextlib.suppress(asyncio.CancelledError):
-        if http:
-            await mcp.run_async("http", show_banner=False, host=host, port=port)
-        else:
-            await mcp.run_async("stdio", show_banner=False)
+        loop.add_signal_handler(sig, lambda s=sig: stopping.append(loop.create_task(stop(s))))
+    if http:
+        await mcp.run_async("http", show_banner=False, host=host, port=port,
+                            host_origin_protection=True,
+                            allowed_hosts=list(settings.allowed_hosts) or None)
+    else:
+        await mcp.run_async("stdio", show_banner=False)
 
 
 @app.command()
@@ -79,17 +94,21 @@ def serve(
         help="Workspace of the default session (default: a scratch directory).")] = None,
     backend: Annotated[str | None, typer.Option(help="docker (default) or local.")] = None,
     log_json: Annotated[bool, typer.Option("--log-json", help="Logs as JSON lines.")] = False,
+    allowed_host: Annotated[list[str] | None, typer.Option(
+        "--allowed-host", help="Extra Host header value HTTP accepts (repeatable).")] = None,
     insecure_no_auth: Annotated[bool, typer.Option(
         "--insecure-no-auth", help="Allow a non-loopback HTTP bind without authentication.")]
     = False,
 ) -> None:
     """Run the MCP server (stdio by default: what an MCP host launches)."""
     settings = load_settings(workspace=workspace.resolve() if workspace else None,
-                             backend=backend, log_json=log_json or None)
+                             backend=backend, log_json=log_json or None,
+                             allowed_hosts=allowed_host or None)
     configure_logging(settings.log_level, settings.log_json)
-    if http and not _is_loopback(host) and not insecure_no_auth:
-        raise fail(f"refusing to serve HTTP on {host} without authentication; bind 127.0.0.1 "
-                   "or pass --insecure-no-auth behind your own authenticating proxy")
+    if http and not _is_loopback(host) and not settings.http_tokens and not insecure_no_auth:
+        raise fail(f"refusing to serve HTTP on {host} without authentication; set "
+                   "CODERX_HTTP_TOKENS, bind 127.0.0.1, or pass --insecure-no-auth behind your "
+                   "own authenticating proxy")
     asyncio.run(_serve(settings, http, host, port))
 
 
@@ -170,7 +189,7 @@ def tools() -> None:
 
     for t in asyncio.run(listing()):
         ann = t.annotations
-        flag = "read-only" if ann and ann.readOnlyHint else "writes"
+        flag = "read-only" if ann and ann.read_only_hint else "writes"
         doc = (t.description or "").strip().splitlines()[0] if t.description else ""
         sys.stdout.write(f"{t.name:<16} {flag:<9} {doc}\n")
 
@@ -193,7 +212,7 @@ def call(
 
     settings = load_settings(workspace=workspace.resolve() if workspace else None,
                              backend=backend, pool_size=0)
-    configure_logging("warning", settings.log_json)
+    configure_logging("error", settings.log_json)
     arguments = _parse_args(arg or [])
 
     async def run() -> Any:

@@ -9,7 +9,7 @@ import re
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 _SIZE = re.compile(r"^(\d+)([kmg]?)$", re.IGNORECASE)
@@ -115,10 +115,25 @@ class Settings(BaseSettings):
     """Bytes of each output stream shown in a reply (head and tail kept)."""
     max_file_bytes: int = Field(16 << 20, ge=1 << 16)
     """Largest file read whole, edited or written through the file tools."""
+    http_tokens: dict[str, SecretStr] = {}
+    """HTTP bearer tokens: principal name → token (at least 24 characters), e.g.
+    ``CODERX_HTTP_TOKENS='{"alice": "…"}'``. Each principal owns its own sessions. Without
+    tokens every HTTP client is the same local owner, and only loopback binds are allowed."""
+    allowed_hosts: list[str] = []
+    """Extra Host header values the HTTP transport accepts (DNS-rebinding protection); the
+    loopback names and the bound address are always accepted."""
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     """Log level (logs always go to stderr)."""
     log_json: bool = False
     """Emit logs as JSON lines."""
+
+    @field_validator("http_tokens")
+    @classmethod
+    def _tokens(cls, v: dict[str, SecretStr]) -> dict[str, SecretStr]:
+        for principal, token in v.items():
+            if len(token.get_secret_value()) < 24:
+                raise ValueError(f"the HTTP token of {principal!r} is shorter than 24 characters")
+        return v
 
     @field_validator("max_memory")
     @classmethod

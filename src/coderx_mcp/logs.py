@@ -9,25 +9,37 @@ import structlog
 
 
 def configure_logging(level: str = "info", json: bool = False) -> None:
-    """Send structlog and stdlib logs to stderr, as JSON lines when asked.
+    """Send structlog and stdlib logs (FastMCP's included) to stderr, as JSON lines on request.
 
-    Every event carries the context bound per call (``request_id``, ``session_id``,
-    ``tool``) through ``structlog.contextvars``.
+    Every event carries the context bound per call (``request_id``, ``tool``,
+    ``session_id``) through ``structlog.contextvars``.
     """
     lvl = getattr(logging, level.upper(), logging.INFO)
     renderer: structlog.types.Processor = (
         structlog.processors.JSONRenderer() if json
         else structlog.dev.ConsoleRenderer(colors=False))
+    shared: list[structlog.types.Processor] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+    ]
     structlog.configure(
-        processors=[
-            structlog.contextvars.merge_contextvars,
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
-            structlog.processors.format_exc_info,
-            renderer,
-        ],
+        processors=[*shared, structlog.processors.format_exc_info, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(lvl),
         logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
         cache_logger_on_first_use=True,
     )
-    logging.basicConfig(stream=sys.stderr, level=max(lvl, logging.WARNING), force=True)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=[*shared, structlog.stdlib.add_logger_name],
+        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                    structlog.processors.format_exc_info, renderer]))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(max(lvl, logging.WARNING))
+    # FastMCP installs its own (rich) handler; route it through ours instead.
+    for name in ("fastmcp", "mcp", "uvicorn", "uvicorn.error", "docker"):
+        lib = logging.getLogger(name)
+        lib.handlers.clear()
+        lib.propagate = True
+        lib.setLevel(max(lvl, logging.WARNING))

@@ -89,6 +89,7 @@ def container_kwargs(
         "ulimits": [Ulimit(name="nofile", soft=lim.nofile, hard=lim.nofile)],
         "network_mode": spec.network,
         "ipc_mode": "private",
+        "cgroupns": "private",
         "mounts": mounts,
         "restart_policy": {"Name": "no"},
         "detach": True,

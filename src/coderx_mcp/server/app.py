@@ -9,6 +9,7 @@ from typing import Any
 
 import structlog
 from fastmcp import Context, FastMCP
+from fastmcp.server.dependencies import get_access_token
 
 from coderx_mcp.config import Settings
 from coderx_mcp.errors import SandboxUnavailable
@@ -27,21 +28,22 @@ class App:
     Attributes:
         settings: Server settings.
         sessions: The session manager.
-        single_owner: True on stdio (one client per process: one owner, ``local``); on
-            HTTP each MCP session is its own owner until token principals arrive.
     """
 
     settings: Settings
     sessions: SessionManager
-    single_owner: bool
 
     def owner(self, ctx: Context) -> str:
-        """The principal a request acts for."""
-        return LOCAL_OWNER if self.single_owner else f"mcp:{ctx.session_id}"
+        """The principal a request acts for: the HTTP bearer token's principal, else the
+        local user (stdio, or HTTP on loopback without tokens)."""
+        token = get_access_token()
+        return f"principal:{token.client_id}" if token is not None else LOCAL_OWNER
 
     async def session(self, ctx: Context, session_id: str | None) -> Session:
         """The session a tool call names, or the caller's default one."""
-        return await self.sessions.resolve(session_id, self.owner(ctx))
+        session = await self.sessions.resolve(session_id, self.owner(ctx))
+        structlog.contextvars.bind_contextvars(session_id=session.id)
+        return session
 
 
 def app_of(ctx: Context) -> App:
@@ -52,10 +54,14 @@ def app_of(ctx: Context) -> App:
 
 def make_lifespan(
     settings: Settings,
-    single_owner: bool,
     backend_factory: Callable[[Settings, Instance], Backend] = make_backend,
+    on_ready: Callable[[App], None] | None = None,
 ) -> Callable[[FastMCP], Any]:
-    """A lifespan that starts the session manager and removes every sandbox on exit."""
+    """A lifespan that starts the session manager and removes every sandbox on exit.
+
+    ``on_ready`` receives the :class:`App` once built (the CLI uses it to clean up on
+    SIGTERM even while the stdio reader is blocked).
+    """
 
     @asynccontextmanager
     async def lifespan(_server: FastMCP) -> AsyncIterator[dict[str, Any]]:
@@ -66,8 +72,11 @@ def make_lifespan(
         except SandboxUnavailable as exc:
             # Stay up: every tool call reports the same clear reason until it is fixed.
             _log.error("sandbox backend unavailable", reason=str(exc))
+        app = App(settings=settings, sessions=manager)
+        if on_ready is not None:
+            on_ready(app)
         try:
-            yield {"app": App(settings=settings, sessions=manager, single_owner=single_owner)}
+            yield {"app": app}
         finally:
             await manager.shutdown()
 

@@ -10,7 +10,8 @@ from coderx_mcp import __version__
 from coderx_mcp.config import Settings
 from coderx_mcp.sandbox.backends import Backend, make_backend
 from coderx_mcp.sandbox.instance import Instance
-from coderx_mcp.server.app import make_lifespan
+from coderx_mcp.server.app import App, make_lifespan
+from coderx_mcp.server.auth import BearerTokens
 from coderx_mcp.server.errors import ErrorMapping
 
 INSTRUCTIONS = """\
@@ -28,16 +29,18 @@ Coder-X runs every command and file operation inside an isolated sandbox contain
 def build_server(
     settings: Settings | None = None,
     *,
-    single_owner: bool = True,
+    http: bool = False,
     backend_factory: Callable[[Settings, Instance], Backend] = make_backend,
+    on_ready: Callable[[App], None] | None = None,
 ) -> FastMCP:
     """Create the Coder-X MCP server.
 
     Args:
         settings: Server settings; read from ``CODERX_*`` variables when omitted.
-        single_owner: True for stdio and in-process use (one client owns every session);
-            False for HTTP, where each MCP session is a separate owner.
+        http: True when served over HTTP: bearer tokens from the settings (if any) are
+            required, and each token's principal owns its own sessions.
         backend_factory: Makes the sandbox backend (tests may choose another).
+        on_ready: Called with the server-wide :class:`App` when the lifespan has built it.
 
     Returns:
         The FastMCP server; its lifespan starts and stops the sessions.
@@ -49,7 +52,9 @@ def build_server(
         "coderx",
         instructions=INSTRUCTIONS,
         version=__version__,
-        lifespan=make_lifespan(settings, single_owner, backend_factory),
+        lifespan=make_lifespan(settings, backend_factory, on_ready),
+        auth=BearerTokens({p: t.get_secret_value() for p, t in settings.http_tokens.items()})
+        if http and settings.http_tokens else None,
         middleware=[ErrorMapping()],
         mask_error_details=True,
         on_duplicate="error",

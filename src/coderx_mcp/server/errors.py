@@ -8,6 +8,7 @@ its traceback on stderr and masked for the client.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import mcp.types as mt
@@ -46,10 +47,11 @@ def to_tool_error(exc: BaseException, tool: str) -> ToolError:
     """Translate any exception raised by a tool into the error the client sees."""
     if isinstance(exc, ToolError):
         return exc
+    # Expected errors are answers, not faults: FastMCP logs them at INFO, not ERROR.
     if isinstance(exc, (CoderxError, TextError)):
-        return ToolError(str(exc)[:_MAX])
+        return ToolError(str(exc)[:_MAX], log_level=logging.INFO)
     if isinstance(exc, ValidationError):
-        return ToolError(describe_validation(exc))
+        return ToolError(describe_validation(exc), log_level=logging.INFO)
     _log.error("internal error in tool", tool=tool, error_type=type(exc).__name__,
                exc_info=exc)
     return ToolError(f"internal error in {tool} ({type(exc).__name__}); the server log has "
@@ -69,5 +71,5 @@ class ErrorMapping(Middleware):
         except FastMCPValidationError as exc:
             cause = exc.__cause__
             if isinstance(cause, ValidationError):
-                raise ToolError(describe_validation(cause)) from None
-            raise ToolError("invalid arguments") from None
+                raise ToolError(describe_validation(cause), log_level=logging.INFO) from None
+            raise ToolError("invalid arguments", log_level=logging.INFO) from None

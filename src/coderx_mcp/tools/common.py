@@ -4,6 +4,7 @@ import functools
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, TypeVar
 
+import structlog
 from fastmcp import FastMCP
 from fastmcp.tools.base import ToolResult
 from mcp.types import ToolAnnotations
@@ -49,17 +50,22 @@ def tool(
     """
 
     def deco(fn: F) -> F:
+        name = fn.__name__
+
         @functools.wraps(fn)
         async def wrapper(*args: Any, **kwargs: Any) -> Any:
-            try:
-                return await fn(*args, **kwargs)
-            except Exception as exc:
-                raise to_tool_error(exc, fn.__name__) from None
+            ctx = kwargs.get("ctx")
+            rid = ctx.request_id if ctx is not None and ctx.request_context else None
+            with structlog.contextvars.bound_contextvars(tool=name, request_id=rid):
+                try:
+                    return await fn(*args, **kwargs)
+                except Exception as exc:
+                    raise to_tool_error(exc, name) from None
 
         annotations = ToolAnnotations(
-            title=title, readOnlyHint=read_only,
-            destructiveHint=None if read_only else destructive,
-            idempotentHint=idempotent, openWorldHint=False,
+            title=title, read_only_hint=read_only,
+            destructive_hint=None if read_only else destructive,
+            idempotent_hint=idempotent, open_world_hint=False,
         )
         mcp.tool(wrapper, name=fn.__name__, annotations=annotations,
                  output_schema=out.model_json_schema())

@@ -1,0 +1,64 @@
+"""The `coderx-mcp` command line as a newcomer uses it."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+CLI = [sys.executable, "-m", "coderx_mcp"]
+
+
+def run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CODERX_")}
+    return subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=120, cwd=cwd,
+                          env=env, stdin=subprocess.DEVNULL)
+
+
+def test_tools_lists_every_tool_with_its_kind() -> None:
+    r = run("tools")
+    assert r.returncode == 0, r.stderr
+    names = {line.split()[0]: line.split()[1] for line in r.stdout.splitlines()}
+    assert names["read_file"] == "read-only"
+    assert names["run_command"] == "writes"
+    assert len(names) >= 19
+
+
+def test_serve_refuses_public_http_bind_without_auth() -> None:
+    r = run("serve", "--http", "--host", "0.0.0.0")
+    assert r.returncode != 0
+    assert "without authentication" in r.stderr
+    assert r.stdout == ""
+
+
+def test_bad_setting_is_one_readable_line() -> None:
+    r = run("serve", "--backend", "nope")
+    assert r.returncode != 0
+    assert "backend" in r.stderr and "Traceback" not in r.stderr
+
+
+@pytest.mark.docker
+def test_call_runs_a_tool_in_a_throwaway_session() -> None:
+    r = run("call", "run_command", "--arg", "command=id -u; echo hi")
+    assert r.returncode == 0, r.stderr
+    assert "1000\nhi\n" in r.stdout
+    assert "exit 0" in r.stdout
+
+
+@pytest.mark.docker
+def test_call_error_exits_nonzero_with_one_line(tmp_path: Path) -> None:
+    os.chown(tmp_path, 1000, 1000)
+    r = run("call", "--workspace", str(tmp_path), "read_file", "--arg", "path=missing.txt")
+    assert r.returncode == 1
+    assert "does not exist" in r.stderr
+    assert r.stderr.strip().count("\n") == 0
+    assert r.stdout == ""
+
+
+@pytest.mark.docker
+def test_call_json_prints_structured_result(tmp_path: Path) -> None:
+    (tmp_path / "a.txt").write_text("x\n")
+    r = run("call", "--workspace", str(tmp_path), "--json", "read_file", "--arg", "path=a.txt")
+    assert r.returncode == 0, r.stderr
+    assert '"total_lines": 1' in r.stdout

@@ -1,0 +1,252 @@
+"""The real transports: `coderx-mcp serve` as a subprocess over stdio and streamable HTTP."""
+
+import asyncio
+import http.client
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import docker
+import pytest
+from fastmcp import Client
+from fastmcp.client.transports import StdioTransport
+
+from coderx_mcp.sandbox.instance import LABEL_PID
+
+pytestmark = pytest.mark.docker
+
+SERVE = [sys.executable, "-m", "coderx_mcp", "serve"]
+
+
+def _env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CODERX_")}
+    env.update({"CODERX_POOL_SIZE": "0", **extra})
+    return env
+
+
+def _containers_of(pid: int) -> list[Any]:
+    client = docker.from_env()
+    try:
+        return list(client.containers.list(all=True, filters={"label": f"{LABEL_PID}={pid}"},
+                                           ignore_removed=True))
+    finally:
+        client.close()
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    ws = tmp_path / "proj"
+    ws.mkdir()
+    (ws / "hello.txt").write_text("hello\nworld\n")
+    for p in (ws, ws / "hello.txt"):
+        os.chown(p, 1000, 1000)
+    return ws
+
+
+class RawStdio:
+    """A JSON-RPC peer on the server's real stdin/stdout that checks every stdout line."""
+
+    def __init__(self, proc: subprocess.Popen[bytes]) -> None:
+        self.proc = proc
+        self.lines: list[dict[str, Any]] = []
+        self.next_id = 1
+
+    def send(self, method: str, params: dict[str, Any] | None = None,
+             notify: bool = False) -> int | None:
+        msg: dict[str, Any] = {"jsonrpc": "2.0", "method": method}
+        if params is not None:
+            msg["params"] = params
+        rid = None
+        if not notify:
+            rid = msg["id"] = self.next_id
+            self.next_id += 1
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(json.dumps(msg).encode() + b"\n")
+        self.proc.stdin.flush()
+        return rid
+
+    def reply(self, rid: int | None, timeout: float = 60) -> dict[str, Any]:
+        assert self.proc.stdout is not None
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            line = self.proc.stdout.readline()
+            if not line:
+                raise AssertionError("server closed stdout")
+            msg = json.loads(line)  # PR-10: every stdout line is a JSON-RPC message
+            self.lines.append(msg)
+            if msg.get("id") == rid:
+                return msg
+        raise AssertionError("no reply in time")
+
+    def call(self, name: str, arguments: dict[str, Any]) -> dict[str, Any]:
+        return self.reply(self.send("tools/call", {"name": name, "arguments": arguments}))
+
+
+@pytest.fixture
+def raw_server(project: Path) -> Iterator[RawStdio]:
+    proc = subprocess.Popen([*SERVE, "--workspace", str(project)], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=_env())
+    peer = RawStdio(proc)
+    try:
+        init = peer.reply(peer.send("initialize", {
+            "protocolVersion": "2025-06-18", "capabilities": {},
+            "clientInfo": {"name": "raw-test", "version": "0"}}))
+        assert init["result"]["serverInfo"]["name"] == "coderx"
+        peer.send("notifications/initialized", notify=True)
+        yield peer
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(10)
+
+
+def test_pr10_stdout_carries_only_json_rpc(raw_server: RawStdio) -> None:
+    r = raw_server.call("run_command", {
+        "command": "echo hi; python3 -c 'print(1)'; echo to-stderr >&2"})
+    result = r["result"]
+    assert not result.get("isError")
+    assert result["structuredContent"]["stdout"] == "hi\n1\n"
+    r = raw_server.call("read_file", {"path": "hello.txt"})
+    assert "     1\thello" in r["result"]["content"][0]["text"]
+    bad = raw_server.call("read_file", {"path": "hello.txt", "evil": 1})
+    assert bad["result"]["isError"] and "evil" in bad["result"]["content"][0]["text"]
+    assert len(raw_server.lines) >= 4  # each one parsed as JSON on the way in
+
+
+def test_cr02_eof_on_stdin_exits_cleanly_and_removes_containers(raw_server: RawStdio) -> None:
+    raw_server.call("run_command", {"command": "true"})
+    pid = raw_server.proc.pid
+    assert _containers_of(pid), "the default session should have a container"
+    assert raw_server.proc.stdin is not None
+    raw_server.proc.stdin.close()
+    assert raw_server.proc.wait(15) == 0
+    assert _containers_of(pid) == []
+
+
+def test_cr02_sigterm_exits_cleanly_and_removes_containers(raw_server: RawStdio) -> None:
+    raw_server.call("run_command", {"command": "true"})
+    pid = raw_server.proc.pid
+    raw_server.proc.send_signal(signal.SIGTERM)
+    assert raw_server.proc.wait(15) == 0
+    assert _containers_of(pid) == []
+
+
+async def test_stdio_client_end_to_end(project: Path) -> None:
+    transport = StdioTransport(command=sys.executable,
+                               args=["-m", "coderx_mcp", "serve", "--workspace", str(project)],
+                               env=_env())
+    async with Client(transport) as client:
+        tools = {t.name: t for t in await client.list_tools()}
+        assert {"read_file", "edit_file", "grep", "run_command", "session_open"} <= set(tools)
+        assert all(t.input_schema.get("additionalProperties") is False for t in tools.values())
+        read = await client.call_tool("read_file", {"path": "hello.txt"})
+        edit = await client.call_tool("edit_file", {
+            "path": "hello.txt", "old_string": "world", "new_string": "there"})
+        assert not edit.is_error and read.structured_content is not None
+        run = await client.call_tool("run_command", {"command": "cat hello.txt"})
+        assert run.structured_content is not None
+        assert run.structured_content["stdout"] == "hello\nthere\n"
+    assert (project / "hello.txt").read_text() == "hello\nthere\n"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+TOKENS = {"alice": "tok-alice-0123456789abcdefghij", "bob": "tok-bob-0123456789abcdefghijkl"}
+
+
+@pytest.fixture
+async def http_url(project: Path) -> AsyncIterator[str]:
+    port = _free_port()
+    proc = subprocess.Popen(  # noqa: ASYNC220 - a server process, not awaited
+        [*SERVE, "--http", "--port", str(port), "--workspace", str(project)],
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE,
+                            env=_env(CODERX_HTTP_TOKENS=json.dumps(TOKENS)))
+    url = f"http://127.0.0.1:{port}/mcp"
+    try:
+        for _ in range(200):
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                    break
+            except OSError:
+                await asyncio.sleep(0.05)
+        yield url
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(20) == 0
+        assert _containers_of(proc.pid) == []
+
+
+async def test_http_principals_have_separate_sessions(http_url: str) -> None:
+    async with Client(http_url, auth=TOKENS["alice"]) as a, \
+            Client(http_url, auth=TOKENS["bob"]) as b:
+        ra = await a.call_tool("run_command", {"command": "export WHO=a; echo $WHO"})
+        rb = await b.call_tool("run_command", {"command": "echo [$WHO]"})
+        assert ra.structured_content is not None and rb.structured_content is not None
+        sa, sb = ra.structured_content["session"], rb.structured_content["session"]
+        assert sa != sb
+        assert rb.structured_content["stdout"] == "[]\n"
+        stolen = await b.call_tool("run_command", {"command": "id", "session": sa},
+                                   raise_on_error=False)
+        assert stolen.is_error and "no open session" in stolen.content[0].text
+        listed = await b.call_tool("session_list", {})
+        assert listed.structured_content is not None
+        assert [s["session"] for s in listed.structured_content["sessions"]] == [sb]
+
+
+async def test_ta02_http_rejects_foreign_host_header(http_url: str) -> None:
+    body = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        "protocolVersion": "2025-06-18", "capabilities": {},
+        "clientInfo": {"name": "x", "version": "0"}}}
+    headers = {"Accept": "application/json, text/event-stream",
+               "Content-Type": "application/json"}
+    port = int(http_url.split(":")[2].split("/")[0])
+
+    def post(host: str) -> int:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        try:
+            conn.request("POST", "/mcp", json.dumps(body), {**headers, "Host": host})
+            return conn.getresponse().status
+        finally:
+            conn.close()
+
+    auth = {"Authorization": f"Bearer {TOKENS['alice']}"}
+    headers = {**headers, **auth}
+    evil = await asyncio.to_thread(post, "evil.example.com")
+    good = await asyncio.to_thread(post, f"127.0.0.1:{port}")
+    assert 400 <= evil < 500
+    assert good == 200
+
+
+@pytest.mark.parametrize("token", [None, "wrong-token-0123456789abcdef"])
+async def test_ta06_http_needs_a_valid_bearer_token(http_url: str, token: str | None) -> None:
+    port = int(http_url.split(":")[2].split("/")[0])
+    headers = {"Accept": "application/json, text/event-stream",
+               "Content-Type": "application/json"}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+
+    def post() -> tuple[int, str]:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        try:
+            conn.request("POST", "/mcp", json.dumps({"jsonrpc": "2.0", "id": 1,
+                                                     "method": "tools/list"}), headers)
+            resp = conn.getresponse()
+            return resp.status, resp.getheader("WWW-Authenticate") or ""
+        finally:
+            conn.close()
+
+    status, challenge = await asyncio.to_thread(post)
+    assert status == 401
+    assert challenge.startswith("Bearer")
