@@ -74,8 +74,12 @@ async def _serve(settings: Settings, http: bool, host: str, port: int) -> None:
         os._exit(0)
 
     stopping: list[asyncio.Task[None]] = []
+
+    def on_signal(sig: signal.Signals) -> None:
+        stopping.append(loop.create_task(stop(sig)))
+
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, lambda s=sig: stopping.append(loop.create_task(stop(s))))
+        loop.add_signal_handler(sig, on_signal, sig)
     if http:
         await mcp.run_async("http", show_banner=False, host=host, port=port,
                             host_origin_protection=True,

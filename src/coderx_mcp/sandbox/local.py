@@ -63,7 +63,7 @@ class LocalSandbox:
             limit=1 << 30,
         )
         assert self._proc.stdout is not None and self._proc.stdin is not None
-        self._runner = RunnerClient(self._proc.stdout, self._proc.stdin,  # type: ignore[arg-type]
+        self._runner = RunnerClient(self._proc.stdout, self._proc.stdin,
                                     docker_framed=False, name=self.session_id)
         self._stderr_task = asyncio.create_task(self._pump_stderr())
         try:

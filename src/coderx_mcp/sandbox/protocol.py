@@ -196,6 +196,7 @@ class RunnerClient:
         except ValueError:
             _log.warning("runner sent a non-JSON line", session_id=self._name, line=line[:200])
             return
-        fut = self._pending.get(msg.get("id")) if isinstance(msg, dict) else None
+        rid = msg.get("id") if isinstance(msg, dict) else None
+        fut = self._pending.get(rid) if isinstance(rid, int) else None
         if fut is not None and not fut.done():
             fut.set_result(msg)
