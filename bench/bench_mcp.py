@@ -85,7 +85,55 @@ def _serve_coderx() -> None:
     server_pkg.build_server = build_with_noop  # cli._serve imports it from here when called
     settings = cli.load_settings()
     cli.configure_logging(settings.log_level, settings.log_json)
+    if os.environ.get("BENCH_ASYNCIO_STDIO"):
+        _use_asyncio_stdio()
     asyncio.run(cli._serve(settings, http=False, host="127.0.0.1", port=0))
+
+
+def _use_asyncio_stdio() -> None:
+    """Experiment (``--profile``): serve stdio through asyncio pipes instead of the SDK's
+    ``anyio.wrap_file`` streams, which cost three worker-thread hops per call (readline,
+    write, flush). Not production-ready: it skips the SDK's fd 0/1 diversion."""
+    from contextlib import asynccontextmanager
+
+    import fastmcp.server.mixins.transport as transport
+    from mcp.server.stdio import stdio_server
+
+    class _In:
+        def __init__(self, reader: asyncio.StreamReader) -> None:
+            self.reader = reader
+
+        def __aiter__(self) -> "_In":
+            return self
+
+        async def __anext__(self) -> str:
+            line = await self.reader.readline()
+            if not line:
+                raise StopAsyncIteration
+            return line.decode("utf-8", "replace")
+
+    class _Out:
+        def __init__(self, writer: asyncio.StreamWriter) -> None:
+            self.writer = writer
+
+        async def write(self, text: str) -> None:
+            self.writer.write(text.encode())
+
+        async def flush(self) -> None:
+            await self.writer.drain()
+
+    @asynccontextmanager
+    async def pipes_stdio_server() -> Any:
+        loop = asyncio.get_running_loop()
+        reader = asyncio.StreamReader(limit=1 << 27)
+        await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+        w_transport, w_proto = await loop.connect_write_pipe(
+            asyncio.streams.FlowControlMixin, sys.stdout)
+        writer = asyncio.StreamWriter(w_transport, w_proto, None, loop)
+        async with stdio_server(_In(reader), _Out(writer)) as streams:  # type: ignore[arg-type]
+            yield streams
+
+    transport.stdio_server = pipes_stdio_server  # type: ignore[assignment]
 
 
 def _serve_fastmcp() -> None:
@@ -99,6 +147,8 @@ def _serve_fastmcp() -> None:
         """Do nothing."""
         return "ok"
 
+    if os.environ.get("BENCH_ASYNCIO_STDIO"):
+        _use_asyncio_stdio()
     asyncio.run(mcp.run_async("stdio", show_banner=False))
 
 
@@ -269,7 +319,8 @@ def _leaf(exc: BaseException) -> str:
 
 
 async def measure(servers: list[Server], warmup: int, n: int, errlog: Any,
-                  after: Callable[[Any], Awaitable[Any]] | None = None) -> None:
+                  after: Callable[[Any], Awaitable[Any]] | None = None,
+                  keep: Callable[[Op], bool] | None = None) -> None:
     """Start every server, warm each op up, then time N rounds of one call per op.
 
     Interleaving the ops round by round exposes each of them equally to background noise,
@@ -301,6 +352,8 @@ async def measure(servers: list[Server], warmup: int, n: int, errlog: Any,
             if srv.error:
                 continue
             stack.push_async_exit(sub)
+            if keep is not None:
+                srv.ops = [op for op in srv.ops if keep(op)]
             for op in srv.ops:
                 if op.tool not in schemas:
                     op.error = f"no tool {op.tool!r} (has: {', '.join(sorted(schemas))})"
@@ -581,6 +634,12 @@ async def breakdown(ws: Path, warmup: int, n: int, errlog: Any) -> dict[str, Any
         async with AsyncExitStack() as stack:
             stack.push_async_exit(client)
             await client.call_tool("read_file", {"path": "edit_coderx.py"})
+            deadline = time.monotonic() + 60  # no container start during the timed calls
+            while settings.pool_size and time.monotonic() < deadline:
+                health = await client.call_tool("health", {})
+                if (health.structured_content or {}).get("warm_pool_ready", 0) >= 1:
+                    break
+                await asyncio.sleep(0.2)
             edit = coderx_edit(ws)
             calls: dict[str, Callable[[int], dict[str, Any]]] = {
                 "noop": lambda i: {}, "read_file": lambda i: {"path": "read10k.txt"},
@@ -599,7 +658,26 @@ async def breakdown(ws: Path, warmup: int, n: int, errlog: Any) -> dict[str, Any
     finally:
         Session.call = real_call  # type: ignore[method-assign]
 
-    # 3. cProfile of the stdio server process over n calls of read_file, then of edit_file.
+    # 3. Experiment: the same stdio servers with asyncio pipes instead of worker threads.
+    pipes_env = {**os.environ, "BENCH_ASYNCIO_STDIO": "1"}
+    pipes = [
+        Server("fastmcp", sys.executable, _self("fastmcp"), dict(os.environ), prepare_fastmcp),
+        Server("fastmcp+pipes", sys.executable, _self("fastmcp"), pipes_env, prepare_fastmcp),
+        Server("coderx", sys.executable, _self("coderx"),
+               {**os.environ, "CODERX_WORKSPACE": str(ws), "CODERX_BACKEND": "docker"},
+               prepare_coderx(ws)),
+        Server("coderx+pipes", sys.executable, _self("coderx"),
+               {**pipes_env, "CODERX_WORKSPACE": str(ws), "CODERX_BACKEND": "docker"},
+               prepare_coderx(ws)),
+    ]
+    await measure(pipes, warmup, n, errlog,
+                  keep=lambda o: o.operation in ("noop", "read_file 10 KB"))
+    for srv in pipes:
+        for o in srv.ops:
+            if o.samples_ms:
+                out[f"stdio {o.operation} [{srv.name}]"] = o.p50
+
+    # 4. cProfile of the stdio server process over n calls of read_file, then of edit_file.
     RESULTS.mkdir(parents=True, exist_ok=True)
     edit_op = Op("edit_file", "coderx", "edit_file", coderx_edit(ws))
     read_op = Op("read_file", "coderx", "read_file", lambda i: {"path": "read10k.txt"})
