@@ -579,12 +579,14 @@ async def breakdown(ws: Path, warmup: int, n: int, errlog: Any) -> dict[str, Any
     from fastmcp import Client
 
     from coderx_mcp.config import Settings
+    from coderx_mcp.logs import configure_logging
     from coderx_mcp.sandbox.backends import make_backend
     from coderx_mcp.sandbox.instance import Instance
     from coderx_mcp.server import build_server
     from coderx_mcp.sessions import Session, SessionManager
     from coderx_mcp.tools.common import Out, result, tool
 
+    configure_logging("warning")  # this process hosts sessions now: keep the table clean
     settings = Settings(workspace=ws, backend="docker")
     out: dict[str, Any] = {}
 
