@@ -57,6 +57,7 @@ def _is_loopback(host: str) -> bool:
 async def _serve(settings: Settings, http: bool, host: str, port: int) -> None:
     from coderx_mcp.server import build_server
     from coderx_mcp.server.app import App
+    from coderx_mcp.server.stdio import run_stdio
 
     apps: list[App] = []
     mcp = build_server(settings, http=http, on_ready=apps.append)
@@ -85,7 +86,7 @@ async def _serve(settings: Settings, http: bool, host: str, port: int) -> None:
                             host_origin_protection=True,
                             allowed_hosts=list(settings.allowed_hosts) or None)
     else:
-        await mcp.run_async("stdio", show_banner=False)
+        await run_stdio(mcp)
 
 
 @app.command()

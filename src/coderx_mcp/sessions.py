@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import secrets
 import time
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +63,44 @@ class SessionInfo(BaseModel):
     age_s: float
 
 
+class TextCache:
+    """Recently read or written files of a session, bounded by total size.
+
+    Lets an edit skip re-reading a file this session has just seen: the write still
+    carries the expected hash, so the runner refuses it if the file changed meanwhile.
+    """
+
+    def __init__(self, max_bytes: int = 32 << 20) -> None:
+        self._max = max_bytes
+        self._items: OrderedDict[str, tuple[int, Any]] = OrderedDict()
+        self._size = 0
+
+    def get(self, key: str) -> Any:
+        """The cached value, or None."""
+        item = self._items.get(key)
+        if item is None:
+            return None
+        self._items.move_to_end(key)
+        return item[1]
+
+    def put(self, key: str, value: Any, size: int) -> None:
+        """Cache ``value`` (``size`` bytes); the oldest entries go when over the bound."""
+        self.drop(key)
+        if size > self._max:
+            return
+        self._items[key] = (size, value)
+        self._size += size
+        while self._size > self._max:
+            _, (old, _v) = self._items.popitem(last=False)
+            self._size -= old
+
+    def drop(self, key: str) -> None:
+        """Forget one entry."""
+        item = self._items.pop(key, None)
+        if item is not None:
+            self._size -= item[0]
+
+
 class Session:
     """One open session and its sandbox.
 
@@ -78,6 +117,7 @@ class Session:
         self.last_used = self.created
         self.active = 0
         self.known_hashes: dict[str, str] = {}
+        self.texts = TextCache()
         self._path_locks: dict[str, asyncio.Lock] = {}
         self._restart_lock = asyncio.Lock()
         self._loss_reported = False
@@ -134,6 +174,7 @@ class Session:
             self.sandbox = fresh
             self._loss_reported = False
             self.known_hashes.clear()
+            self.texts = TextCache()
             _log.info("session restarted with a fresh sandbox", session_id=self.id)
 
     def info(self) -> SessionInfo:

@@ -439,3 +439,24 @@ async def test_list_dir_caps_entries_with_note(client: Client[Any],
     assert "stopped at 10 entries" in r.content[0].text  # type: ignore[union-attr]
     assert "2000" in await err(client, "list_dir", max_entries=5000)
     assert "not a directory" in await err(client, "list_dir", path="f00.txt")
+
+
+async def test_di03_outside_change_that_removes_the_anchor_is_reported_stale(
+        client: Client[Any], tool_workspace: Path) -> None:
+    f = write_host_file(tool_workspace, "anchor.txt", b"alpha\nbeta\n")
+    await ok(client, "read_file", path="anchor.txt")
+    f.write_bytes(b"gamma\n")  # the edit's anchor is gone from the file now
+    msg = await err(client, "edit_file", path="anchor.txt", old_string="alpha",
+                    new_string="ALPHA")
+    assert "changed since" in msg
+    assert f.read_bytes() == b"gamma\n"
+
+
+async def test_edits_after_own_write_and_edit_need_no_reread(client: Client[Any],
+                                                            tool_workspace: Path) -> None:
+    await ok(client, "write_file", path="chain.txt", content="one\ntwo\n")
+    await ok(client, "edit_file", path="chain.txt", old_string="one", new_string="1")
+    await ok(client, "edit_file", path="chain.txt", old_string="two", new_string="2")
+    await ok(client, "multi_edit", path="chain.txt", edits=[
+        {"old_string": "1", "new_string": "uno"}, {"old_string": "2", "new_string": "dos"}])
+    assert (tool_workspace / "chain.txt").read_bytes() == b"uno\ndos\n"

@@ -8,7 +8,9 @@ names the expected hash.
 """
 
 import base64
+import contextlib
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Annotated, Any
 
 from fastmcp import Context, FastMCP
@@ -23,6 +25,7 @@ from coderx_mcp.text import (
     EditOutcome,
     EditSpec,
     ReadArtifactError,
+    TextError,
     apply_edit,
     apply_edits,
     encode,
@@ -99,6 +102,15 @@ class ListOut(Out):
     ignored: int = Field(description="Entries hidden because git ignores them.")
 
 
+@dataclass(frozen=True, slots=True)
+class _Seen:
+    """A file as this session last read or wrote it (for one-round-trip edits)."""
+
+    rel: str
+    sha256: str
+    decoded: Decoded
+
+
 def _check_size(max_bytes: int, **lengths: int) -> None:
     for name, n in lengths.items():
         if n > max_bytes:
@@ -119,25 +131,40 @@ async def _edit(ctx: Context, session: str | None, path: str, expected_hash: str
     app = app_of(ctx)
     s = await app.session(ctx, session)
     max_bytes = app.settings.max_file_bytes
-    async with s.path_lock(core.lock_key(core.check_path(path))):
-        r = await s.call("read", path=path, max_bytes=max_bytes, line_limit=1)
-        rel, current = r["path"], r["sha256"]
-        if not r["whole"]:
-            raise FileTooLarge(f"{rel} is {r['size']} bytes, above the {max_bytes}-byte limit "
-                               "for edits; change it with a shell command (sed, python)")
-        known = expected_hash.lower() if expected_hash else s.known_hashes.get(rel)
-        if known is None:
-            raise core.not_read_error(rel)
-        if known != current:
-            raise StaleFile(core.stale_message(rel, known, current), current=current)
-        d = core.decode_whole(rel, base64.b64decode(r["data"]))
-        core.edit_check(rel, d)
-        outcome = change(d)
+    key = core.lock_key(core.check_path(path))
+    async with s.path_lock(key):
+        # Fast path: this session saw the file last (read or write); the write below still
+        # carries that hash, so the runner refuses it if the file changed meanwhile.
+        seen: _Seen | None = s.texts.get(key)
+        outcome = None
+        if seen is not None and s.known_hashes.get(seen.rel) == seen.sha256 and (
+                expected_hash is None or expected_hash.lower() == seen.sha256):
+            rel, current, d = seen.rel, seen.sha256, seen.decoded
+            with contextlib.suppress(TextError):  # judged again on fresh content below
+                outcome = change(d)
+        if outcome is None:
+            r = await s.call("read", path=path, max_bytes=max_bytes, line_limit=1)
+            rel, current = r["path"], r["sha256"]
+            if not r["whole"]:
+                raise FileTooLarge(f"{rel} is {r['size']} bytes, above the {max_bytes}-byte "
+                                   "limit for edits; change it with a shell command (sed, python)")
+            known = expected_hash.lower() if expected_hash else s.known_hashes.get(rel)
+            if known is None:
+                raise core.not_read_error(rel)
+            if known != current:
+                raise StaleFile(core.stale_message(rel, known, current), current=current)
+            d = core.decode_whole(rel, base64.b64decode(r["data"]))
+            core.edit_check(rel, d)
+            outcome = change(d)
         data = encode(outcome.new_text, d)
         if len(data) > max_bytes:
             raise FileTooLarge(f"the edit would make {rel} {len(data)} bytes, above the "
                                f"{max_bytes}-byte limit; nothing was written")
-        w = await _write(s, rel, path, data, expect_sha256=current)
+        try:
+            w = await _write(s, rel, path, data, expect_sha256=current)
+        finally:
+            s.texts.drop(key)
+        s.texts.put(key, _Seen(w["path"], w["sha256"], core.decode_whole(rel, data)), len(data))
     n = outcome.replacements
     out = EditOut(session=s.id, path=rel, sha256=w["sha256"], size=w["size"], replacements=n,
                   first_line=outcome.first_line, snippet=outcome.snippet, note=_note(w))
@@ -190,6 +217,8 @@ def register(mcp: FastMCP) -> None:
         v = (core.view_whole(r, offset, limit) if r["whole"]
              else core.view_window(r, offset, limit, max_bytes))
         s.known_hashes[v.path] = v.sha256
+        if v.decoded is not None and v.decoded.editable:
+            s.texts.put(core.lock_key(path), _Seen(v.path, v.sha256, v.decoded), v.size)
         out = ReadOut(session=s.id, path=v.path, sha256=v.sha256, size=v.size,
                       total_lines=v.total_lines, first_line=v.first_line, last_line=v.last_line,
                       truncated=v.truncated, next_offset=v.next_offset, encoding=v.encoding,
@@ -245,6 +274,7 @@ def register(mcp: FastMCP) -> None:
             if len(data) > max_bytes:
                 raise FileTooLarge(f"content is {len(data)} bytes encoded, above this server's "
                                    f"{max_bytes}-byte file limit; nothing was written")
+            s.texts.drop(core.lock_key(path))
             w = await _write(s, rel, path, data, **expect)
         out = WriteOut(session=s.id, path=w["path"], sha256=w["sha256"], size=w["size"],
                        created=w["created"], note=_note(w))

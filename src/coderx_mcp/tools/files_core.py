@@ -109,6 +109,7 @@ class ReadView:
     content: str
     cut_lines: int
     whole: bool
+    decoded: Decoded | None = None  # the whole file, when it was read whole
 
 
 def view_whole(reply: dict[str, Any], offset: int, limit: int) -> ReadView:
@@ -123,7 +124,7 @@ def view_whole(reply: dict[str, Any], offset: int, limit: int) -> ReadView:
     r = render_numbered(d.text, 1 if not d.text else offset, limit, MAX_LINE_CHARS)
     return ReadView(path, reply["sha256"], reply["size"], r.total_lines, r.first_line,
                     r.last_line, r.truncated, r.next_offset, d.encoding, d.bom, d.newline,
-                    d.mixed_newlines, r.content, r.cut_lines, True)
+                    d.mixed_newlines, r.content, r.cut_lines, True, d)
 
 
 def _window_text(window: bytes, cut: bool) -> tuple[str, str]:
