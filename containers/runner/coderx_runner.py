@@ -374,8 +374,10 @@ class Runner:
         self.tasks: dict[int, asyncio.Task[None]] = {}
         self.out_lock = asyncio.Lock()
         self.base_env = self._base_env()
-        self._zygote: tuple[subprocess.Popen[bytes], int, str] | None = None
+        self._zygote: tuple[subprocess.Popen[bytes], int, str, int] | None = None
+        self.state_version = 0
         self.background: set[asyncio.Future[Any]] = set()
+        self.spooled = 0  # bytes that reached the spools (capped ones counted in full)
         self._closing = False
         self._write_initial_state()
 
@@ -477,7 +479,7 @@ class Runner:
         return 0
 
     def _script(self, command: str, cwd: str | None, save: str, cwd_out: str,
-                hide: list[str]) -> str:
+                hide: list[str], restore: bool = True) -> str:
         # Per-call variables (hide) are unset before the state is saved: never persisted.
         unset = f"builtin unset {' '.join(map(shlex.quote, hide))}; " if hide else ""
         chdir = f"builtin cd -- {shlex.quote(cwd)} || exit 1; " if cwd else ""
@@ -488,7 +490,8 @@ class Runner:
             "'builtin cd -- %q\\n' \"$PWD\"; } > " + shlex.quote(save) + " 2>/dev/null; "
             "builtin printf '%s' \"$PWD\" > " + shlex.quote(cwd_out) + " 2>/dev/null; }; "
             "trap __coderx_save EXIT; "
-            f"builtin source {shlex.quote(self.state_file)} 2>/dev/null; " + chdir
+            + (f"builtin source {shlex.quote(self.state_file)} 2>/dev/null; " if restore else "")
+            + chdir
             + "builtin eval " + shlex.quote(command) + "\n")
 
     def _write_initial_state(self) -> None:
@@ -502,8 +505,9 @@ class Runner:
     def _spawn_zygote(self) -> None:
         """Start the bash the next ``exec`` will use; it waits on a pipe for its script.
 
-        Starting bash costs about a millisecond; paying it between calls instead of
-        during one halves the latency of a short command.
+        Starting bash costs about a millisecond and restoring the shell state a quarter of
+        one; paying both between calls instead of during one halves the latency of a short
+        command. The state version it restored is kept: a newer state is restored at use.
         """
         if self._zygote is not None or self._closing:
             return
@@ -512,6 +516,7 @@ class Runner:
         try:
             popen = subprocess.Popen(
                 ["/bin/bash", "--noprofile", "--norc", "-c",
+                 f"builtin source {shlex.quote(self.state_file)} 2>/dev/null; "
                  f"IFS= builtin read -r _ <&{rfd} || exit 0; builtin exec {rfd}<&-; "
                  f"IFS= builtin read -r -d '' __coderx_s < {shlex.quote(script)}; "
                  "builtin eval \"$__coderx_s\"", "bash"],
@@ -523,13 +528,15 @@ class Runner:
             return
         finally:
             os.close(rfd)
-        self._zygote = (popen, wfd, script)
+        self._zygote = (popen, wfd, script, self.state_version)
 
-    def _take_zygote(self, script_text: str) -> tuple[subprocess.Popen[bytes], str] | None:
+    def _take_zygote(self, build: Any) -> tuple[subprocess.Popen[bytes], str, str] | None:
+        """Hand the waiting bash its script, built by ``build(restore)``."""
         z, self._zygote = self._zygote, None
         if z is None:
             return None
-        popen, wfd, script = z
+        popen, wfd, script, version = z
+        script_text = build(version != self.state_version)
         try:
             if popen.poll() is not None:
                 raise OSError("zygote exited")
@@ -543,19 +550,24 @@ class Runner:
             return None
         finally:
             os.close(wfd)
-        return popen, script
+        return popen, script, script_text
 
     spool_budget = 128 << 20
+    keep_outputs = 200
 
-    def _prune(self, keep: int = 200) -> None:
-        """Forget the oldest finished processes beyond ``keep`` or the spool byte budget."""
-        done = [p for p in self.procs.values() if not p.running and p.drained.is_set()]
-        excess = max(0, len(self.procs) - keep)
-        spooled = sum(min(p.sizes["all"], self.spool_cap) * 2 for p in done)
-        for i, p in enumerate(done):
-            if i >= excess and spooled <= self.spool_budget:
+    def _prune(self) -> None:
+        """Forget the oldest finished processes beyond ``keep_outputs`` or the spool budget.
+
+        O(1) until a bound is crossed; then it frees a batch, so the scan is amortised.
+        """
+        if len(self.procs) <= self.keep_outputs and self.spooled <= self.spool_budget:
+            return
+        target = max(0, len(self.procs) - self.keep_outputs) + 20
+        for p in [p for p in self.procs.values() if not p.running and p.drained.is_set()]:
+            if target <= 0 and self.spooled <= self.spool_budget:
                 break
-            spooled -= min(p.sizes["all"], self.spool_cap) * 2
+            target -= 1
+            self.spooled -= sum(p.sizes.values())
             del self.procs[p.id]
             for path in [p.path(s) for s in ("stdout", "stderr", "all", "state", "cwd")] + (
                     [p.script] if p.script else []):
@@ -573,11 +585,15 @@ class Runner:
         proc.oom_before = self._oom_count()
         popen = None
         if argv is None:
-            script = self._script(command, cwd, save, cwd_out, sorted(env or ()))
+            hide = sorted(env or ())
+            script = ""
             if kind == "exec" and not env and not stdin_pipe:
-                taken = self._take_zygote(script)
+                taken = self._take_zygote(
+                    lambda restore: self._script(command, cwd, save, cwd_out, hide, restore))
                 if taken is not None:
-                    popen, proc.script = taken
+                    popen, proc.script, script = taken
+            if popen is None:
+                script = self._script(command, cwd, save, cwd_out, hide)
             argv = ["/bin/bash", "--noprofile", "--norc", "-c", script, "bash"]
             run_env = {"PATH": self.base_env["PATH"], **(env or {})}
             start_dir = self.paths.root
@@ -647,6 +663,7 @@ class Runner:
                         f.close()
                     proc.drained.set()
                 return
+            self.spooled += 2 * len(block)
             for key in (name, "all"):
                 if proc.sizes[key] < cap:
                     f = proc.files.get(key)
@@ -708,6 +725,7 @@ class Runner:
         if foreground:
             with contextlib.suppress(OSError):
                 os.replace(proc.path("state"), self.state_file)
+                self.state_version += 1
             with contextlib.suppress(OSError), open(proc.path("cwd")) as f:
                 cwd = f.read() or None
         end = proc.ended or time.monotonic()
@@ -750,11 +768,13 @@ class Runner:
             await self._terminate(proc)
         else:
             self._kill_group(proc)  # background leftovers would otherwise outlive the call
-        # The next command's bash starts after this reply is written, not during the call.
-        asyncio.get_running_loop().call_soon(self._spawn_zygote)
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(proc.drained.wait(), 0.5)
-        return self._report(proc, cap, foreground=req.get("argv") is None)
+        report = self._report(proc, cap, foreground=req.get("argv") is None)
+        # The next command's bash starts (from the state just saved) after this reply is
+        # written, not during the call.
+        asyncio.get_running_loop().call_soon(self._spawn_zygote)
+        return report
 
     def _background(self, coro: Any) -> None:
         task = asyncio.ensure_future(coro)
