@@ -62,3 +62,23 @@ def test_call_json_prints_structured_result(tmp_path: Path) -> None:
     r = run("call", "--workspace", str(tmp_path), "--json", "read_file", "--arg", "path=a.txt")
     assert r.returncode == 0, r.stderr
     assert '"total_lines": 1' in r.stdout
+
+
+@pytest.mark.docker
+def test_call_types_arguments_by_the_tool_schema() -> None:
+    r = run("call", "run_command", "--arg", "command=true", "--arg", "timeout=5")
+    assert r.returncode == 0, r.stderr  # "true" stays a command, "5" becomes a number
+    assert "exit 0" in r.stdout
+    bad = run("call", "run_command", "--arg", "command=true", "--arg", "timeout=soon")
+    assert bad.returncode != 0 and "timeout" in bad.stderr
+
+
+@pytest.mark.docker
+def test_cr10_missing_image_names_the_build_command() -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CODERX_")}
+    env["CODERX_IMAGE"] = "coderx-no-such-image:latest"
+    r = subprocess.run([*CLI, "call", "run_command", "--arg", "command=true"], env=env,
+                       capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
+    assert r.returncode == 1
+    last = r.stderr.strip().splitlines()[-1]
+    assert last.startswith("error:") and "coderx-mcp image build" in last

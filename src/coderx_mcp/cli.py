@@ -26,7 +26,7 @@ app = typer.Typer(help="Coder-X MCP: container-isolated coding tools for AI agen
                   no_args_is_help=True, add_completion=False)
 image_app = typer.Typer(help="Build and inspect the sandbox image.", no_args_is_help=True)
 app.add_typer(image_app, name="image")
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)  # one error, one line, whatever the width
 
 
 def fail(message: str, code: int = 1) -> typer.Exit:
@@ -168,17 +168,28 @@ def image_status_cmd(image: Annotated[str | None, typer.Option(help="Image name.
     err.print(f"{settings.image} is up to date ({status.context_hash})")
 
 
-def _parse_args(pairs: list[str]) -> dict[str, Any]:
+def _accepts_string(prop: dict[str, Any]) -> bool:
+    types = [prop.get("type")] + [alt.get("type") for alt in prop.get("anyOf", [])]
+    return "string" in types
+
+
+def _parse_args(pairs: list[str], schema: dict[str, Any]) -> dict[str, Any]:
+    """``key=value`` pairs typed by the tool's input schema: text stays text where the
+    parameter takes a string, anything else is read as JSON (numbers, booleans, lists)."""
+    props: dict[str, Any] = schema.get("properties", {})
     out: dict[str, Any] = {}
     for pair in pairs:
         key, sep, raw = pair.partition("=")
         if not sep or not key:
             raise fail(f"--arg takes key=value, got {pair!r}")
+        if _accepts_string(props.get(key, {"type": "string"})):
+            out[key] = raw
+            continue
         try:
-            value = json.loads(raw)  # numbers, booleans, lists and objects; the rest is text
+            out[key] = json.loads(raw)
         except ValueError:
-            value = raw
-        out[key] = value if isinstance(value, (bool, int, float, list, dict)) else raw
+            raise fail(f"--arg {key}= needs a JSON value (a number, true/false, a list…), "
+                       f"got {raw!r}") from None
     return out
 
 
@@ -218,10 +229,13 @@ def call(
     settings = load_settings(workspace=workspace.resolve() if workspace else None,
                              backend=backend, pool_size=0)
     configure_logging("error", settings.log_json)
-    arguments = _parse_args(arg or [])
 
     async def run() -> Any:
         async with Client(build_server(settings)) as client:
+            known = {t.name: t for t in await client.list_tools()}
+            if tool not in known:
+                raise fail(f"no tool named {tool!r}; `coderx-mcp tools` lists them")
+            arguments = _parse_args(arg or [], known[tool].input_schema)
             return await client.call_tool(tool, arguments, raise_on_error=False)
 
     try:

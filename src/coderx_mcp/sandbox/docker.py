@@ -92,7 +92,6 @@ def container_kwargs(
         "cgroupns": "private",
         "mounts": mounts,
         "restart_policy": {"Name": "no"},
-        "detach": True,
     }
 
 
@@ -155,8 +154,11 @@ class DockerSandbox:
                   network=self.spec.network, uid=self.spec.uid)
 
     def _create_and_start(self, kwargs: dict[str, Any]) -> str:
-        container = self._client.containers.run(**kwargs)
-        return str(container.id)
+        # create + start, not run: run would try to pull a missing image from a registry.
+        container = self._client.containers.create(**kwargs)
+        self._container_id = str(container.id)
+        container.start()
+        return self._container_id
 
     async def _attach_runner(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         def exec_socket() -> socket.socket:
