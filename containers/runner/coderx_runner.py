@@ -30,6 +30,7 @@ import stat
 import subprocess
 import sys
 import time
+from collections import deque
 from typing import Any
 
 PROTOCOL_VERSION = 1
@@ -374,7 +375,8 @@ class Runner:
         self.tasks: dict[int, asyncio.Task[None]] = {}
         self.out_lock = asyncio.Lock()
         self.base_env = self._base_env()
-        self._zygote: tuple[subprocess.Popen[bytes], int, str, int] | None = None
+        # Waiting bashes, oldest first: two, so back-to-back calls find one already up.
+        self._zygotes: deque[tuple[subprocess.Popen[bytes], int, str, int]] = deque()
         self.state_version = 0
         self.background: set[asyncio.Future[Any]] = set()
         self.spooled = 0  # bytes that reached the spools (capped ones counted in full)
@@ -509,8 +511,12 @@ class Runner:
         one; paying both between calls instead of during one halves the latency of a short
         command. The state version it restored is kept: a newer state is restored at use.
         """
-        if self._zygote is not None or self._closing:
-            return
+        while len(self._zygotes) < self.zygotes and not self._closing:
+            self._spawn_one_zygote()
+
+    zygotes = 2
+
+    def _spawn_one_zygote(self) -> None:
         rfd, wfd = os.pipe()
         script = os.path.join(self.spool, f"z{secrets.token_hex(4)}.sh")
         try:
@@ -528,14 +534,13 @@ class Runner:
             return
         finally:
             os.close(rfd)
-        self._zygote = (popen, wfd, script, self.state_version)
+        self._zygotes.append((popen, wfd, script, self.state_version))
 
     def _take_zygote(self, build: Any) -> tuple[subprocess.Popen[bytes], str, str] | None:
         """Hand the waiting bash its script, built by ``build(restore)``."""
-        z, self._zygote = self._zygote, None
-        if z is None:
+        if not self._zygotes:
             return None
-        popen, wfd, script, version = z
+        popen, wfd, script, version = self._zygotes.popleft()
         script_text = build(version != self.state_version)
         try:
             if popen.poll() is not None:
@@ -723,9 +728,6 @@ class Runner:
                and not proc.timed_out and not proc.killed and self._oom_count() > proc.oom_before)
         cwd = None
         if foreground:
-            with contextlib.suppress(OSError):
-                os.replace(proc.path("state"), self.state_file)
-                self.state_version += 1
             with contextlib.suppress(OSError), open(proc.path("cwd")) as f:
                 cwd = f.read() or None
         end = proc.ended or time.monotonic()
@@ -768,13 +770,34 @@ class Runner:
             await self._terminate(proc)
         else:
             self._kill_group(proc)  # background leftovers would otherwise outlive the call
+        foreground = req.get("argv") is None
+        if foreground:
+            self._adopt_state(proc)
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(proc.drained.wait(), 0.5)
-        report = self._report(proc, cap, foreground=req.get("argv") is None)
-        # The next command's bash starts (from the state just saved) after this reply is
-        # written, not during the call.
-        asyncio.get_running_loop().call_soon(self._spawn_zygote)
+        report = self._report(proc, cap, foreground=foreground)
+        # Replacement bashes start a moment after this reply (Popen holds the runner for a
+        # few hundred microseconds, which a request arriving right away would wait for); the
+        # second waiting bash serves back-to-back calls meanwhile.
+        asyncio.get_running_loop().call_later(0.002, self._spawn_zygote)
         return report
+
+    def _adopt_state(self, proc: Proc) -> None:
+        """The shell state the command's EXIT trap saved becomes the session's.
+
+        Most commands change neither cwd nor exports: then the version stays, and the
+        waiting bashes, which restored it already, remain good.
+        """
+        new = proc.path("state")
+        try:
+            with open(new, "rb") as f, open(self.state_file, "rb") as g:
+                same = f.read() == g.read()
+        except OSError:
+            same = False
+        with contextlib.suppress(OSError):
+            os.replace(new, self.state_file)
+            if not same:
+                self.state_version += 1
 
     def _background(self, coro: Any) -> None:
         task = asyncio.ensure_future(coro)
@@ -951,8 +974,8 @@ async def main() -> None:
             continue
         runner.tasks[req["id"]] = asyncio.ensure_future(runner.handle(req))
     runner._closing = True
-    if runner._zygote is not None:
-        runner._zygote[0].kill()
+    for z in runner._zygotes:
+        z[0].kill()
     for proc in list(runner.procs.values()):
         if proc.running:
             runner._kill_group(proc)
