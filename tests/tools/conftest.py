@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 from fastmcp import Client, FastMCP
+from mcp.types import CallToolResult
 
 from coderx_mcp.config import SandboxLimits, Settings
 from coderx_mcp.server import build_server
@@ -57,3 +58,23 @@ def write_host_file(ws: Path, rel: str, data: bytes) -> Path:
     path.write_bytes(data)
     os.chown(path, 1000, 1000)
     return path
+
+
+async def call(c: Client[Any], tool: str, **args: Any) -> CallToolResult:
+    """Call a tool and return the raw result (errors included)."""
+    return await c.call_tool(tool, args, raise_on_error=False)
+
+
+async def ok(c: Client[Any], tool: str, **args: Any) -> dict[str, Any]:
+    """Call a tool that must succeed; its structured result."""
+    r = await call(c, tool, **args)
+    assert not r.is_error, r.content[0].text  # type: ignore[union-attr]
+    assert r.structured_content is not None
+    return dict(r.structured_content)
+
+
+async def err(c: Client[Any], tool: str, **args: Any) -> str:
+    """Call a tool that must fail; its error text."""
+    r = await call(c, tool, **args)
+    assert r.is_error, r.content[0].text  # type: ignore[union-attr]
+    return r.content[0].text  # type: ignore[union-attr]

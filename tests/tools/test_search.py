@@ -8,27 +8,15 @@ from typing import Any
 
 import pytest
 from fastmcp import Client
-from mcp.types import CallToolResult
-from tests.tools.conftest import write_host_file
+from tests.tools.conftest import call, err, ok, write_host_file
 
 pytestmark = pytest.mark.docker
 
 
-async def call(c: Client[Any], tool: str, **args: Any) -> CallToolResult:
-    return await c.call_tool(tool, args, raise_on_error=False)
 
 
-async def ok(c: Client[Any], tool: str, **args: Any) -> dict[str, Any]:
-    r = await call(c, tool, **args)
-    assert not r.is_error, r.content[0].text  # type: ignore[union-attr]
-    assert r.structured_content is not None
-    return r.structured_content
 
 
-async def err(c: Client[Any], tool: str, **args: Any) -> str:
-    r = await call(c, tool, **args)
-    assert r.is_error, r.content[0].text  # type: ignore[union-attr]
-    return r.content[0].text  # type: ignore[union-attr]
 
 
 def files(ws: Path, spec: dict[str, bytes | str]) -> None:

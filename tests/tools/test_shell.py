@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from fastmcp import Client
 from fastmcp.client.client import CallToolResult
+from tests.tools.conftest import call, err, ok
 
 from coderx_mcp.config import Settings
 from coderx_mcp.server import build_server
@@ -18,21 +19,10 @@ pytestmark = pytest.mark.docker
 CAP = 30000  # Settings.output_cap default
 
 
-async def call(c: Client[Any], tool: str, **args: Any) -> CallToolResult:
-    return await c.call_tool(tool, args, raise_on_error=False)
 
 
-async def ok(c: Client[Any], tool: str, **args: Any) -> dict[str, Any]:
-    r = await call(c, tool, **args)
-    assert not r.is_error, r.content[0].text  # type: ignore[union-attr]
-    assert r.structured_content is not None
-    return dict(r.structured_content)
 
 
-async def err(c: Client[Any], tool: str, **args: Any) -> str:
-    r = await call(c, tool, **args)
-    assert r.is_error, r.content[0].text  # type: ignore[union-attr]
-    return r.content[0].text  # type: ignore[union-attr]
 
 
 def text_of(r: CallToolResult) -> str:
