@@ -22,7 +22,8 @@ if ! command -v dockerd >/dev/null 2>&1 || ! command -v docker >/dev/null 2>&1; 
     printf 'ensure-docker: installing docker.io with apt-get\n' >&2
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq >/dev/null
-    apt-get install -y -qq --no-install-recommends docker.io >/dev/null \
+    # apparmor: on kernels with AppArmor, dockerd needs apparmor_parser to start containers.
+    apt-get install -y -qq --no-install-recommends docker.io apparmor ca-certificates >/dev/null \
         || die "apt-get install docker.io failed"
 fi
 
