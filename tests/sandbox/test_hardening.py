@@ -199,3 +199,23 @@ async def test_ce09_fork_bomb_contained(docker_manager: SessionManager,
     assert lines[0] == "again"
     if not recreated:  # the pid limit did the stopping
         assert lines[1].startswith("max ") and int(lines[1].split()[1]) > 0
+
+
+@pytest.mark.docker
+async def test_is03_bridge_sessions_cannot_reach_each_other(
+        docker_manager: SessionManager, docker_client: docker.DockerClient) -> None:
+    a = await docker_manager.open("tester", network="bridge")
+    b = await docker_manager.open("tester", network="bridge")
+    nets = {n: docker_client.api.inspect_container(s.sandbox.ident)["NetworkSettings"]["Networks"]
+            for n, s in (("a", a), ("b", b))}
+    assert list(nets["a"]) == [f"coderx-{a.id}"] and list(nets["b"]) == [f"coderx-{b.id}"]
+    ip_a = nets["a"][f"coderx-{a.id}"]["IPAddress"]
+    await a.call("spawn", command="python3 -c \"import socket; s=socket.socket(); "
+                 "s.bind(('0.0.0.0', 8099)); s.listen(); s.accept()\"")
+    await asyncio.sleep(0.5)
+    own = await sh(a, "timeout 3 bash -c 'echo > /dev/tcp/127.0.0.1/8099' && echo reached")
+    assert out(own) == "reached\n"  # the listener is up
+    r = await sh(b, f"timeout 3 bash -c 'echo > /dev/tcp/{ip_a}/8099' && echo reached")
+    assert "reached" not in out(r) and r["exit_code"] != 0
+    await docker_manager.close(a.id, "tester")
+    assert not docker_client.networks.list(names=[f"coderx-{a.id}"])

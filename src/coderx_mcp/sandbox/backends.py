@@ -12,7 +12,7 @@ import structlog
 from coderx_mcp.config import Settings
 from coderx_mcp.errors import ConfigError, SandboxUnavailable
 from coderx_mcp.sandbox.base import Sandbox, SandboxSpec
-from coderx_mcp.sandbox.docker import DockerSandbox, remove_container
+from coderx_mcp.sandbox.docker import DockerSandbox, remove_container, remove_network
 from coderx_mcp.sandbox.instance import LABEL_INSTANCE, LABEL_MANAGED, Instance, owner_is_gone
 from coderx_mcp.sandbox.local import LocalSandbox
 
@@ -94,6 +94,10 @@ class DockerBackend:
                 if owner_is_gone(c.labels, self._instance):
                     remove_container(self.client, c.id)
                     removed += 1
+            # Session networks go after their containers (a network in use cannot go).
+            for n in self.client.networks.list(filters={"label": LABEL_MANAGED}):
+                if owner_is_gone(n.attrs.get("Labels") or {}, self._instance):
+                    remove_network(self.client, n.name)
             return removed
 
         n = await asyncio.to_thread(reap)
@@ -109,6 +113,9 @@ class DockerBackend:
             ignore_removed=True)
         for c in found:
             remove_container(self._client, c.id)
+        for n in self._client.networks.list(
+                filters={"label": f"{LABEL_INSTANCE}={self._instance.id}"}):
+            remove_network(self._client, n.name)
         return len(found)
 
 

@@ -52,8 +52,13 @@ def git_mounts(spec: SandboxSpec) -> list[Mount]:
     return mounts
 
 
+def network_name(session_id: str) -> str:
+    """The private bridge network of a session that asked for network access."""
+    return f"coderx-{session_id}"
+
+
 def container_kwargs(
-    spec: SandboxSpec, image: str, labels: dict[str, str]
+    spec: SandboxSpec, image: str, labels: dict[str, str], network: str | None = None
 ) -> dict[str, Any]:
     """The ``containers.create`` arguments that make a sandbox container.
 
@@ -87,7 +92,9 @@ def container_kwargs(
         "nano_cpus": int(lim.cpus * 1e9),
         "pids_limit": lim.pids,
         "ulimits": [Ulimit(name="nofile", soft=lim.nofile, hard=lim.nofile)],
-        "network_mode": spec.network,
+        # A bridge session gets a network of its own, so sessions cannot reach each other.
+        **({"network": network} if spec.network == "bridge" and network
+           else {"network_mode": "none"}),
         "ipc_mode": "private",
         "cgroupns": "private",
         "mounts": mounts,
@@ -118,6 +125,8 @@ class DockerSandbox:
         self._instance = instance
         self._start_timeout = start_timeout
         self._container_id: str | None = None
+        self._network: str | None = None
+        self._labels: dict[str, str] = {}
         self._runner: RunnerClient | None = None
         self._keep: list[Any] = []
         self.lost_reason: str | None = None
@@ -132,7 +141,10 @@ class DockerSandbox:
 
     async def start(self) -> None:
         labels = {**self._instance.labels(), LABEL_SESSION: self.session_id}
-        kwargs = container_kwargs(self.spec, self._image, labels)
+        if self.spec.network == "bridge":
+            self._network = network_name(self.session_id)
+        kwargs = container_kwargs(self.spec, self._image, labels, self._network)
+        self._labels = labels
         try:
             self._container_id = await asyncio.to_thread(self._create_and_start, kwargs)
             reader, writer = await self._attach_runner()
@@ -154,6 +166,9 @@ class DockerSandbox:
                   network=self.spec.network, uid=self.spec.uid)
 
     def _create_and_start(self, kwargs: dict[str, Any]) -> str:
+        if self._network is not None:
+            self._client.networks.create(self._network, driver="bridge", labels=self._labels,
+                                         check_duplicate=True)
         # create + start, not run: run would try to pull a missing image from a registry.
         container = self._client.containers.create(**kwargs)
         self._container_id = str(container.id)
@@ -226,6 +241,15 @@ class DockerSandbox:
         if cid is not None:
             await asyncio.to_thread(remove_container, self._client, cid)
             _log.info("sandbox removed", session_id=self.session_id, container=cid[:12])
+        net, self._network = self._network, None
+        if net is not None:
+            await asyncio.to_thread(remove_network, self._client, net)
+
+
+def remove_network(client: docker.DockerClient, name: str) -> None:
+    """Remove a session network, ignoring one that is already gone."""
+    with contextlib.suppress(docker.errors.NotFound):
+        client.api.remove_network(name)
 
 
 def remove_container(client: docker.DockerClient, cid: str) -> None:
