@@ -250,3 +250,41 @@ async def test_ta06_http_needs_a_valid_bearer_token(http_url: str, token: str | 
     status, challenge = await asyncio.to_thread(post)
     assert status == 401
     assert challenge.startswith("Bearer")
+
+
+def _raw_line(peer: RawStdio, data: bytes) -> None:
+    assert peer.proc.stdin is not None
+    peer.proc.stdin.write(data)
+    peer.proc.stdin.flush()
+
+
+@pytest.mark.parametrize(("line", "code"), [
+    (b"this is not json\n", -32700),
+    (b'{"jsonrpc":"2.0","id":5,"method":"tools/list"\n', -32700),
+    (b"[" * 100_000 + b"]" * 100_000 + b"\n", -32700),
+    (b'{"jsonrpc":"2.0","id":null,"method":"ping"}\n', -32600),
+])
+def test_pr01_pr02_pr08_bad_lines_get_an_error_and_the_server_goes_on(
+        raw_server: RawStdio, line: bytes, code: int) -> None:
+    _raw_line(raw_server, line)
+    err = raw_server.reply(None, timeout=10)
+    assert err["error"]["code"] == code
+    assert raw_server.reply(raw_server.send("ping"))["result"] == {}
+
+
+def test_pr08_lone_surrogate_request_is_answered_with_its_id(raw_server: RawStdio) -> None:
+    _raw_line(raw_server, b'{"jsonrpc":"2.0","id":77,"method":"tools/call","params":'
+                          b'{"name":"read_file","arguments":{"path":"\\ud800"}}}\n')
+    err = raw_server.reply(77, timeout=10)
+    assert err["error"]["code"] == -32600
+
+
+def test_pr11_ping_answers_while_a_command_runs(raw_server: RawStdio) -> None:
+    rid = raw_server.send("tools/call", {"name": "run_command",
+                                         "arguments": {"command": "sleep 2; echo done"}})
+    time.sleep(0.3)
+    started = time.monotonic()
+    assert raw_server.reply(raw_server.send("ping"))["result"] == {}
+    assert time.monotonic() - started < 0.5
+    done = raw_server.reply(rid, timeout=30)
+    assert done["result"]["structuredContent"]["stdout"] == "done\n"

@@ -13,30 +13,80 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import stat
 import sys
 from collections.abc import Iterator
 
+import mcp_types as types
 from fastmcp import FastMCP
 
 _LINE_LIMIT = 256 << 20  # one JSON-RPC message; tools bound their own arguments lower
 
 
-class _Lines:
-    """Async iterator of text lines from a stream reader (what the SDK reads stdin as)."""
+def _problem(line: str) -> tuple[bool, int | str | None, int, str] | None:
+    """Why a line is not a JSON-RPC message the SDK can take, or None if it is.
 
-    def __init__(self, reader: asyncio.StreamReader) -> None:
+    Returns (reply?, id, code, message). The SDK drops such lines without an answer,
+    which leaves a client waiting forever for its request id; we answer instead.
+    """
+    try:
+        types.jsonrpc_message_adapter.validate_json(line, by_name=False)
+        if "null" not in line:
+            return None
+        # The SDK takes `"id": null` for a notification and stays silent; MCP forbids it.
+        obj = json.loads(line)
+        if not (isinstance(obj, dict) and "id" in obj and obj["id"] is None):
+            return None
+    except Exception:  # classified below
+        pass
+    if not line.strip():
+        return (False, None, 0, "")
+    try:
+        obj = json.loads(line)
+    except (ValueError, RecursionError):
+        return (True, None, types.PARSE_ERROR, "Parse error: the line is not valid JSON")
+    rid = obj.get("id") if isinstance(obj, dict) else None
+    if isinstance(obj, dict) and "id" not in obj:
+        return (False, None, 0, "")  # a broken notification gets no answer (JSON-RPC 2.0)
+    if not isinstance(rid, (int, str)) or isinstance(rid, bool):
+        rid = None
+    return (True, rid, types.INVALID_REQUEST,
+            "Invalid Request: not a valid JSON-RPC 2.0 message (ids must not be null; "
+            "strings must be valid Unicode; batches are not supported)")
+
+
+class _Lines:
+    """Async iterator of the text lines the SDK reads stdin as; bad lines are answered."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self._reader = reader
+        self._writer = writer
 
     def __aiter__(self) -> _Lines:
         return self
 
     async def __anext__(self) -> str:
-        line = await self._reader.readline()
-        if not line:
-            raise StopAsyncIteration
-        return line.decode("utf-8", "replace")
+        while True:
+            try:
+                raw = await self._reader.readline()
+            except ValueError:  # longer than _LINE_LIMIT (asyncio drops what it buffered)
+                self._answer(None, types.INVALID_REQUEST, "Invalid Request: message too large")
+                continue
+            if not raw:
+                raise StopAsyncIteration
+            line = raw.decode("utf-8", "replace")
+            problem = _problem(line)
+            if problem is None:
+                return line
+            answer, rid, code, message = problem
+            if answer:
+                self._answer(rid, code, message)
+
+    def _answer(self, rid: int | str | None, code: int, message: str) -> None:
+        reply = {"jsonrpc": "2.0", "id": rid, "error": {"code": code, "message": message}}
+        self._writer.write(json.dumps(reply).encode() + b"\n")
 
 
 class _Writer:
@@ -97,7 +147,7 @@ async def run_stdio(mcp: FastMCP) -> None:
             writer = asyncio.StreamWriter(write_transport, write_protocol, None, loop)
             try:
                 async with mcp._lifespan_manager(), stdio_server(
-                        stdin=_Lines(reader), stdout=_Writer(writer)) as (rs, ws):  # type: ignore[arg-type]
+                        stdin=_Lines(reader, writer), stdout=_Writer(writer)) as (rs, ws):  # type: ignore[arg-type]
                     await mcp._mcp_server.run(rs, ws,
                                               mcp._mcp_server.create_initialization_options())
             finally:
