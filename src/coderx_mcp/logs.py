@@ -14,6 +14,8 @@ def configure_logging(level: str = "info", json: bool = False) -> None:
     Every event carries the context bound per call (``request_id``, ``tool``,
     ``session_id``) through ``structlog.contextvars``.
     """
+    import fastmcp  # noqa: F401 - its import installs a rich handler, replaced below
+
     lvl = getattr(logging, level.upper(), logging.INFO)
     renderer: structlog.types.Processor = (
         structlog.processors.JSONRenderer() if json
