@@ -46,8 +46,8 @@ def test_context_hash_is_stable_and_short(containers_copy: Path) -> None:
 
 def test_context_hash_changes_with_runner_and_dockerfile(containers_copy: Path) -> None:
     before = context_hash(containers_copy)
-    runner = containers_copy / "runner" / "coderx_runner.py"
-    runner.parent.mkdir(exist_ok=True)
+    runner = containers_copy / "runner" / "coderx_runner" / "runner.py"
+    runner.parent.mkdir(parents=True, exist_ok=True)
     runner.write_text(runner.read_text() + "\n# changed\n" if runner.exists() else "# new\n")
     after_runner = context_hash(containers_copy)
     assert after_runner != before
@@ -60,6 +60,20 @@ def test_context_hash_ignores_unrelated_files(containers_copy: Path) -> None:
     before = context_hash(containers_copy)
     (containers_copy / "README.md").write_text("docs only\n")
     assert context_hash(containers_copy) == before
+
+
+def test_context_hash_covers_every_runner_file_but_not_pycache(containers_copy: Path) -> None:
+    before = context_hash(containers_copy)
+    package = containers_copy / "runner" / "coderx_runner"
+    (package / "__pycache__").mkdir(exist_ok=True)
+    (package / "__pycache__" / "runner.cpython-311.pyc").write_bytes(b"\0compiled")
+    assert context_hash(containers_copy) == before
+    assert not any("__pycache__" in p.parts for p in image.runner_files(containers_copy))
+    (package / "extra.py").write_text("# a new module\n")
+    assert context_hash(containers_copy) != before
+    rels = [p.as_posix() for p in image.runner_files(containers_copy)]
+    assert rels == sorted(rels)
+    assert "runner/coderx_runner/__main__.py" in rels
 
 
 def test_missing_image_message_names_the_command() -> None:
@@ -88,7 +102,7 @@ def test_built_image_is_up_to_date(docker_client: docker.DockerClient) -> None:
 def test_image_status_detects_stale_and_missing(
     docker_client: docker.DockerClient, containers_copy: Path
 ) -> None:
-    runner = containers_copy / "runner" / "coderx_runner.py"
+    runner = containers_copy / "runner" / "coderx_runner" / "runner.py"
     runner.write_text(runner.read_text() + "\n# a newer runner\n")
     stale = image_status(docker_client, IMAGE, containers=containers_copy)
     assert stale.exists
@@ -105,8 +119,12 @@ def test_image_runs_as_uid_1000_with_tools_on_read_only_root(
 ) -> None:
     script = (
         "id -u; id -g; echo $HOME; pwd; python3 --version; pytest --version; ruff --version; "
-        "rg --version >/dev/null; git --version >/dev/null; test -x /opt/coderx/coderx_runner.py; "
-        "if touch /opt/coderx/x 2>/dev/null; then echo WRITABLE; fi"
+        "rg --version >/dev/null; git --version >/dev/null; "
+        "test -f /opt/coderx/coderx_runner/__main__.py && echo RUNNER; "
+        "if touch /opt/coderx/x 2>/dev/null; then echo WRITABLE; fi; "
+        "if touch /opt/coderx/coderx_runner/x 2>/dev/null; then echo WRITABLE; fi; "
+        # The root is read-only here, so judge the modes too: root-owned, no group/other write.
+        "find /opt/coderx/coderx_runner \\( ! -user 0 -o -perm /022 \\) -printf 'WRITABLE %p\\n'"
     )
     out = docker_client.containers.run(
         IMAGE,
@@ -123,6 +141,7 @@ def test_image_runs_as_uid_1000_with_tools_on_read_only_root(
     assert lines[:4] == ["1000", "1000", "/home/coder", "/workspace"]
     assert "pytest" in out
     assert "ruff" in out
+    assert "RUNNER" in out
     assert "WRITABLE" not in out
 
 
@@ -146,6 +165,6 @@ def test_build_error_line_raises(docker_client: docker.DockerClient, containers_
 
 
 def test_build_without_runner_fails_clearly(containers_copy: Path) -> None:
-    (containers_copy / "runner" / "coderx_runner.py").unlink()
-    with pytest.raises(ImageBuildError, match=r"coderx_runner\.py"):
+    shutil.rmtree(containers_copy / "runner" / "coderx_runner")
+    with pytest.raises(ImageBuildError, match=r"coderx_runner"):
         build_image(None, "unused:tag", base_image="unused", containers=containers_copy)  # type: ignore[arg-type]

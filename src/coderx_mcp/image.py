@@ -32,7 +32,8 @@ OFFLINE_BASE_IMAGE = "coderx-base:bookworm"
 OFFLINE_BASE_PYTHON = "3.11"  # Debian bookworm's python3
 HASH_LABEL = "coderx.context-hash"
 BASE_LABEL = "coderx.base-image"
-RUNNER_PATH = Path("runner") / "coderx_runner.py"
+# The in-container runner: a stdlib package, run as ``python3 -m coderx_runner``.
+RUNNER_PATH = Path("runner") / "coderx_runner"
 # Tools baked into the image; pinned so that the context hash is meaningful.
 WHEEL_REQUIREMENTS: tuple[str, ...] = ("pytest==9.2.0", "ruff==0.17.5")
 PULL_PROBE_SECONDS = 10.0
@@ -83,6 +84,31 @@ def containers_dir() -> Path:
     raise ImageBuildError(f"cannot find the containers/ directory (Dockerfile) near {here.parent}")
 
 
+def runner_files(containers: Path) -> list[Path]:
+    """The files of the runner package, relative to ``containers/``.
+
+    Args:
+        containers: The ``containers/`` directory.
+
+    Returns:
+        Every regular file under :data:`RUNNER_PATH`, sorted by path, without
+        ``__pycache__`` directories and compiled files; empty when the package is missing.
+    """
+    root = containers / RUNNER_PATH
+    if not root.is_dir():
+        return []
+    return sorted(
+        (
+            path.relative_to(containers)
+            for path in root.rglob("*")
+            if path.is_file()
+            and "__pycache__" not in path.relative_to(root).parts
+            and path.suffix not in (".pyc", ".pyo")
+        ),
+        key=lambda rel: rel.as_posix(),
+    )
+
+
 def context_hash(containers: Path) -> str:
     """Hash everything that goes into the image build.
 
@@ -90,11 +116,12 @@ def context_hash(containers: Path) -> str:
         containers: The ``containers/`` directory.
 
     Returns:
-        16 hex characters of a sha256 over the Dockerfile, the runner script and
-        the pinned wheel requirements. A missing file hashes as a distinct marker.
+        16 hex characters of a sha256 over the Dockerfile, every file of the runner
+        package (see :func:`runner_files`) and the pinned wheel requirements. A missing
+        Dockerfile or runner package hashes as a distinct marker.
     """
     digest = hashlib.sha256()
-    for rel in (Path("Dockerfile"), RUNNER_PATH):
+    for rel in (Path("Dockerfile"), *(runner_files(containers) or [RUNNER_PATH])):
         path = containers / rel
         data = path.read_bytes() if path.is_file() else b"<missing>"
         digest.update(f"{rel.as_posix()}\0{len(data)}\0".encode())
@@ -249,8 +276,10 @@ def build_image(
         ImageBuildError: On a missing runner, a failed wheel download or build.
     """
     src = containers or containers_dir()
-    if not (src / RUNNER_PATH).is_file():
-        raise ImageBuildError(f"missing {src / RUNNER_PATH}: the sandbox runner is required")
+    if not (src / RUNNER_PATH / "__main__.py").is_file():
+        raise ImageBuildError(
+            f"missing {src / RUNNER_PATH / '__main__.py'}: the sandbox runner package is required"
+        )
     base = base_image or default_base_image(client, on_progress)
     wheels = _wheels(_python_version_for(base), on_progress)
     chash = context_hash(src)
@@ -258,8 +287,9 @@ def build_image(
     with tempfile.TemporaryDirectory(prefix="coderx-build-") as tmp:
         ctx = Path(tmp)
         shutil.copy2(src / "Dockerfile", ctx / "Dockerfile")
-        (ctx / "runner").mkdir()
-        shutil.copy2(src / RUNNER_PATH, ctx / RUNNER_PATH)
+        for rel in runner_files(src):  # exactly the files the context hash covers
+            (ctx / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src / rel, ctx / rel)
         shutil.copytree(wheels, ctx / "wheels", ignore=shutil.ignore_patterns(".complete"))
         _report(on_progress, f"building {image} from {base} (context {chash})")
         image_id: str | None = None

@@ -27,7 +27,9 @@ from coderx_mcp.sandbox.protocol import RunnerClient
 WORKDIR = "/workspace"
 HOME = "/home/coder"
 STATE = "/run/coderx"
-RUNNER = "/opt/coderx/coderx_runner.py"
+# The runner package lives in RUNNER_DIR; it is started there as a module.
+RUNNER_DIR = "/opt/coderx"
+RUNNER = ["python3", "-u", "-m", "coderx_runner"]
 _log = structlog.get_logger("coderx.docker")
 
 
@@ -179,8 +181,8 @@ class DockerSandbox:
         def exec_socket() -> socket.socket:
             api = self._client.api
             eid = api.exec_create(
-                self._container_id, ["python3", "-u", RUNNER], stdin=True, stdout=True,
-                stderr=True, user=f"{self.spec.uid}:{self.spec.gid}", workdir=WORKDIR,
+                self._container_id, RUNNER, stdin=True, stdout=True,
+                stderr=True, user=f"{self.spec.uid}:{self.spec.gid}", workdir=RUNNER_DIR,
                 environment={"CODERX_ROOT": WORKDIR, "CODERX_STATE": STATE},
             )["Id"]
             raw = api.exec_start(eid, socket=True)

@@ -52,11 +52,12 @@ class LocalSandbox:
 
         _log.warning(WARNING, session_id=self.session_id)
         self._state_dir = tempfile.mkdtemp(prefix="coderx-local-")
-        runner = containers_dir() / "runner" / "coderx_runner.py"
+        # The runner package's parent directory: ``-m coderx_runner`` imports it from there.
+        runner_dir = containers_dir() / "runner"
         self._proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-u", str(runner),
+            sys.executable, "-u", "-m", "coderx_runner",
             stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE, cwd=str(self.spec.workspace),
+            stderr=asyncio.subprocess.PIPE, cwd=str(runner_dir),
             env={"CODERX_ROOT": str(self.spec.workspace), "CODERX_STATE": self._state_dir,
                  "PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": self._state_dir,
                  "LANG": "C.UTF-8"},

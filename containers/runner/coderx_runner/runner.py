@@ -1,0 +1,282 @@
+"""The request dispatcher: one ``op_*`` method per protocol op, replies as JSON lines."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import re
+import sys
+import time
+from typing import Any
+
+from . import PROTOCOL_VERSION
+from .errors import BadRequest, RunnerError, UnknownProcess
+from .files import Paths, file_list, file_read, file_stat, file_write
+from .procs import Proc, ProcTable
+from .shell import Shell
+
+
+class Runner:
+    """Dispatches requests; owns the process table and the shell state of the session."""
+
+    def __init__(self, root: str, state_dir: str) -> None:
+        self.paths = Paths(root)
+        self.state_dir = state_dir
+        self.spool = os.path.join(state_dir, "spool")
+        os.makedirs(self.spool, mode=0o700, exist_ok=True)
+        self.tasks: dict[int, asyncio.Task[None]] = {}
+        self.out_lock = asyncio.Lock()
+        self.shell = Shell(self.paths.root, state_dir, self.spool)
+        self.procs = ProcTable(self.paths, self.shell, self.spool)
+        self.background: set[asyncio.Future[Any]] = set()
+
+    def close(self) -> None:
+        """The host went away: no more waiting bashes, and no process outlives the runner."""
+        self.shell.close()
+        self.procs.kill_all()
+
+    # -- transport ---------------------------------------------------------
+    async def send(self, msg: dict[str, Any]) -> None:
+        line = (json.dumps(msg, separators=(",", ":"), ensure_ascii=False) + "\n").encode()
+        async with self.out_lock:
+            sys.stdout.buffer.write(line)
+            sys.stdout.buffer.flush()
+
+    async def handle(self, req: dict[str, Any]) -> None:
+        rid = req.get("id")
+        try:
+            op = req.get("op")
+            fn = getattr(self, f"op_{op}", None)
+            if fn is None:
+                raise BadRequest(f"unknown op {op!r}")
+            result = await fn(req)
+            await self.send({"id": rid, "ok": True, "result": result})
+        except asyncio.CancelledError:
+            await self.send({"id": rid, "ok": False,
+                             "error": {"type": "Cancelled", "message": "request cancelled"}})
+        except RunnerError as exc:
+            await self.send({"id": rid, "ok": False, "error": {
+                "type": exc.kind, "message": str(exc), "details": exc.details}})
+        except (KeyError, TypeError, ValueError) as exc:
+            await self.send({"id": rid, "ok": False, "error": {
+                "type": "BadRequest", "message": f"bad request: {type(exc).__name__}: {exc}"}})
+        except OSError as exc:
+            await self.send({"id": rid, "ok": False, "error": {
+                "type": "OSError", "message": f"{exc.strerror or exc} ({exc.errno})",
+                "details": {"errno": exc.errno}}})
+        except Exception as exc:  # never let one request kill the runner
+            await self.send({"id": rid, "ok": False, "error": {
+                "type": "RunnerError", "message": f"{type(exc).__name__}: {exc}"}})
+        finally:
+            self.tasks.pop(rid, None)
+
+    # -- simple ops ----------------------------------------------------------
+    async def op_hello(self, req: dict[str, Any]) -> dict[str, Any]:
+        return {"protocol": PROTOCOL_VERSION, "pid": os.getpid(), "uid": os.getuid(),
+                "gid": os.getgid(), "root": self.paths.root, "python": sys.version.split()[0]}
+
+    async def op_cancel(self, req: dict[str, Any]) -> dict[str, Any]:
+        task = self.tasks.get(req["target"])
+        if task is not None:
+            task.cancel()
+        return {"cancelled": task is not None}
+
+    async def _file_op(self, fn: Any, req: dict[str, Any], big: bool) -> dict[str, Any]:
+        # Small file work inline keeps the round trip under a millisecond; big work
+        # goes to a thread so cancel and other requests are still served.
+        if big:
+            return await asyncio.to_thread(fn, self.paths, req)
+        return fn(self.paths, req)  # type: ignore[no-any-return]
+
+    async def op_read(self, req: dict[str, Any]) -> dict[str, Any]:
+        try:
+            big = os.stat(self.paths.resolve(req["path"])).st_size > (1 << 20)
+        except OSError:
+            big = False  # the read itself reports the problem
+        return await self._file_op(file_read, req, big or bool(req.get("big")))
+
+    async def op_write(self, req: dict[str, Any]) -> dict[str, Any]:
+        return await self._file_op(file_write, req, len(req.get("data", "")) > (1 << 20))
+
+    async def op_stat(self, req: dict[str, Any]) -> dict[str, Any]:
+        return file_stat(self.paths, req)
+
+    async def op_list(self, req: dict[str, Any]) -> dict[str, Any]:
+        return await self._file_op(file_list, req, True)
+
+    # -- processes -----------------------------------------------------------
+    async def op_exec(self, req: dict[str, Any]) -> dict[str, Any]:
+        """Run a shell command like one terminal: cwd and exports persist between calls.
+
+        ``stdout_limit`` (optional, bytes) kills the process group once its stdout reaches
+        that size; the reply then says ``stopped_at_limit`` (a search that found enough).
+        """
+        timeout = float(req.get("timeout", 120))
+        return_after = req.get("return_after")
+        cap = int(req.get("cap", 30000))
+        # The host may choose the output id, to follow the output while the call runs.
+        proc = await self.procs.start("exec", req["command"], req.get("cwd"), req.get("env"),
+                                      False, req.get("argv"), req.get("output_id"))
+        assert proc.popen is not None
+        if req.get("stdout_limit") is not None:  # set before any output is read
+            proc.stdout_limit = int(req["stdout_limit"])
+        wait = timeout if return_after is None else min(timeout, float(return_after))
+        try:
+            finished = await proc.wait(wait)
+        except asyncio.CancelledError:
+            proc.killed = True
+            await self.procs.terminate(proc)
+            raise
+        if not finished:
+            if wait < timeout:
+                # Deadline-aware call: hand the still-running command over as a
+                # background process; its own timeout keeps running.
+                proc.kind = "spawn"
+                self._background(self._deadline(proc, timeout - wait))
+                return self.procs.report(proc, cap, foreground=False)
+            proc.timed_out = True
+            await self.procs.terminate(proc)
+        else:
+            self.procs.kill_group(proc)  # background leftovers would otherwise outlive the call
+        foreground = req.get("argv") is None
+        if foreground:
+            self.shell.adopt(proc.path("state"))
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(proc.drained.wait(), 0.5)
+        report = self.procs.report(proc, cap, foreground=foreground)
+        # Replacement bashes start a moment after this reply (Popen holds the runner for a
+        # few hundred microseconds, which a request arriving right away would wait for); the
+        # second waiting bash serves back-to-back calls meanwhile.
+        asyncio.get_running_loop().call_later(0.002, self.shell.spawn_zygotes)
+        return report
+
+    def _background(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self.background.add(task)
+        task.add_done_callback(self.background.discard)
+
+    async def _deadline(self, proc: Proc, remaining: float) -> None:
+        if not await proc.wait(remaining):
+            proc.timed_out = True
+            await self.procs.terminate(proc)
+
+    async def op_spawn(self, req: dict[str, Any]) -> dict[str, Any]:
+        proc = await self.procs.start("spawn", req["command"], req.get("cwd"), req.get("env"), True)
+        assert proc.popen is not None
+        if req.get("timeout"):
+            self._background(self._deadline(proc, float(req["timeout"])))
+        return {"output_id": proc.id, "pid": proc.popen.pid}
+
+    def _proc(self, req: dict[str, Any]) -> Proc:
+        proc = self.procs.by_id.get(req.get("output_id", ""))
+        if proc is None:
+            raise UnknownProcess(f"no process or output with id {req.get('output_id')!r}")
+        return proc
+
+    async def op_output(self, req: dict[str, Any]) -> dict[str, Any]:
+        """Bytes of a spool from an offset (text, decoded leniently) plus the run state.
+
+        ``wait`` waits for the exit, or with ``until_output`` for bytes past ``offset``.
+        ``tail`` reads the last N bytes instead of from ``offset``; ``lines`` keeps at most
+        that many whole lines of what was read (the first ones, or the last with ``tail``).
+        """
+        proc = self._proc(req)
+        stream = req.get("stream", "all")
+        if stream not in proc.sizes:
+            raise BadRequest(f"stream must be stdout, stderr or all, not {stream!r}")
+        wait = float(req.get("wait", 0))
+        offset = max(0, int(req.get("offset", 0)))
+        if wait > 0 and proc.running:
+            if req.get("until_output"):
+                end = time.monotonic() + wait
+                while proc.sizes[stream] <= offset and time.monotonic() < end:
+                    if await proc.wait(min(0.05, end - time.monotonic())):
+                        break
+            else:
+                await proc.wait(wait)
+        limit = max(0, int(req.get("limit", 65536)))
+        kept = min(proc.sizes[stream], self.procs.spool_cap)
+        if req.get("tail") is not None:
+            limit = max(0, int(req["tail"]))
+            offset = max(0, kept - limit)
+        data = b""
+        if kept > offset:
+            with open(proc.path(stream), "rb") as f:
+                f.seek(offset)
+                data = f.read(min(limit, kept - offset))
+        if req.get("lines") is not None and data:
+            keep = max(0, int(req["lines"]))
+            if req.get("tail") is None:
+                cut = 0
+                for _ in range(keep):
+                    nl = data.find(b"\n", cut)
+                    cut = len(data) if nl < 0 else nl + 1
+                data = data[:cut]
+            else:
+                cut = len(data) - 1  # a final newline ends the last line, not a new one
+                for _ in range(keep):
+                    cut = data.rfind(b"\n", 0, cut)
+                    if cut < 0:
+                        break
+                if cut >= 0:
+                    offset += cut + 1
+                    data = data[cut + 1:]
+        return {"output_id": proc.id, "stream": stream, "offset": offset,
+                "next_offset": offset + len(data), "total_bytes": proc.sizes[stream],
+                "text": data.decode("utf-8", "replace"), "running": proc.running,
+                "timed_out": proc.timed_out, **proc.exit_info(), "command": proc.command}
+
+    async def op_grep_output(self, req: dict[str, Any]) -> dict[str, Any]:
+        proc = self._proc(req)
+        rx = re.compile(req["pattern"])
+        cap = int(req.get("max_matches", 200))
+        hits: list[dict[str, Any]] = []
+        total = 0
+        path = proc.path(req.get("stream", "all"))
+        with open(path if os.path.exists(path) else os.devnull, "rb") as f:
+            for n, raw in enumerate(f, 1):
+                line = raw.decode("utf-8", "replace").rstrip("\r\n")
+                if rx.search(line):
+                    total += 1
+                    if len(hits) < cap:
+                        hits.append({"line": n, "text": line[:2000]})
+        return {"output_id": proc.id, "matches": hits, "total_matches": total,
+                "truncated": total > len(hits)}
+
+    async def op_send(self, req: dict[str, Any]) -> dict[str, Any]:
+        proc = self._proc(req)
+        if not proc.running or proc.popen is None or proc.popen.stdin is None:
+            raise UnknownProcess(f"process {proc.id!r} is not running or takes no input")
+        data = req["text"].encode()
+        stdin = proc.popen.stdin
+
+        def write() -> None:
+            stdin.write(data)
+            stdin.flush()
+            if req.get("eof"):
+                stdin.close()
+
+        try:
+            await asyncio.wait_for(asyncio.to_thread(write), 10)
+        except (TimeoutError, BrokenPipeError) as exc:
+            raise UnknownProcess(f"process {proc.id!r} does not take input: {exc}") from None
+        return {"output_id": proc.id, "sent_bytes": len(req["text"].encode())}
+
+    async def op_kill(self, req: dict[str, Any]) -> dict[str, Any]:
+        proc = self._proc(req)
+        was = proc.running
+        if was:
+            proc.killed = True
+            await self.procs.terminate(proc)
+        return {"output_id": proc.id, "was_running": was, **proc.exit_info()}
+
+    async def op_procs(self, req: dict[str, Any]) -> dict[str, Any]:
+        now = time.monotonic()
+        return {"processes": [
+            {"output_id": p.id, "command": p.command[:200], "running": p.running,
+             "kind": p.kind, **p.exit_info(),
+             "runtime_s": round((p.ended or now) - p.started, 3),
+             "output_bytes": p.sizes["all"]}
+            for p in self.procs.by_id.values() if p.kind == "spawn" or req.get("all")]}
