@@ -289,3 +289,32 @@ async def test_client_hello_timeout_is_sandbox_gone() -> None:
     with pytest.raises(SandboxGone, match="did not answer"):
         await client.start(0.3)
     assert time.monotonic() - t0 < 2
+
+
+def test_runner_does_not_spin_when_bash_cannot_start(tmp_path: Path) -> None:
+    """A missing workspace makes every bash start fail: the runner must idle, not retry."""
+    import select
+    import subprocess
+    import sys
+
+    runner_dir = Path(__file__).resolve().parents[2] / "containers" / "runner"
+    proc = subprocess.Popen(
+        [sys.executable, "-B", "-m", "coderx_runner"], cwd=runner_dir,
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+        env={"CODERX_ROOT": str(tmp_path / "missing"), "CODERX_STATE": str(tmp_path / "st"),
+             "PATH": "/usr/bin:/bin"})
+    try:
+        assert proc.stdin is not None and proc.stdout is not None
+        proc.stdin.write(json.dumps({"id": 1, "op": "hello"}).encode() + b"\n")
+        proc.stdin.flush()
+        ready, _, _ = select.select([proc.stdout], [], [], 10)
+        assert ready, "the runner did not answer hello"
+        assert json.loads(proc.stdout.readline())["ok"] is True
+        time.sleep(1.0)
+        with open(f"/proc/{proc.pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        cpu_s = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        assert cpu_s < 0.5, f"runner used {cpu_s:.2f} s of CPU while idle"
+    finally:
+        proc.kill()
+        proc.wait()

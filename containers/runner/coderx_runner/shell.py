@@ -77,9 +77,10 @@ class Shell:
         command. The state version it restored is kept: a newer state is restored at use.
         """
         while len(self._zygotes) < self.zygotes and not self.closing:
-            self._spawn_one()
+            if not self._spawn_one():
+                return  # bash cannot start (no workspace?): exec reports it, no busy loop
 
-    def _spawn_one(self) -> None:
+    def _spawn_one(self) -> bool:
         rfd, wfd = os.pipe()
         script = os.path.join(self.spool, f"z{secrets.token_hex(4)}.sh")
         try:
@@ -94,10 +95,11 @@ class Shell:
                 stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         except OSError:
             os.close(wfd)
-            return
+            return False
         finally:
             os.close(rfd)
         self._zygotes.append((popen, wfd, script, self.state_version))
+        return True
 
     def take_zygote(self, build: Any) -> tuple[subprocess.Popen[bytes], str, str] | None:
         """Hand the waiting bash its script, built by ``build(restore)``."""

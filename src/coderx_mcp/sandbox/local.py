@@ -55,7 +55,7 @@ class LocalSandbox:
         # The runner package's parent directory: ``-m coderx_runner`` imports it from there.
         runner_dir = containers_dir() / "runner"
         self._proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-u", "-m", "coderx_runner",
+            sys.executable, "-u", "-B", "-m", "coderx_runner",  # -B: no __pycache__ in the tree
             stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE, cwd=str(runner_dir),
             env={"CODERX_ROOT": str(self.spec.workspace), "CODERX_STATE": self._state_dir,

@@ -1,7 +1,7 @@
 """Pure helpers of the shell tools: how runner replies read as text.
 
 No MCP and no I/O here: each function turns a runner reply (plain dicts, see
-``containers/runner/coderx_runner.py``) into the text a model reads.
+``containers/runner/coderx_runner``) into the text a model reads.
 """
 
 from collections.abc import Iterable, Mapping
