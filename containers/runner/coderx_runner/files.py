@@ -33,6 +33,15 @@ SKIP_DIRS = {".git", "node_modules", "__pycache__", ".venv", "venv", ".mypy_cach
              ".pytest_cache", ".ruff_cache", ".tox"}
 
 
+def encode_payload(data: bytes) -> dict[str, str]:
+    """File bytes for a JSON reply: ``text`` when they are UTF-8 (no base64 to encode or
+    decode, a quarter fewer bytes on the wire), else ``data`` in base64."""
+    try:
+        return {"text": data.decode("utf-8")}
+    except UnicodeDecodeError:
+        return {"data": base64.b64encode(data).decode("ascii")}
+
+
 def show(path: str) -> str:
     """A path for a message: quoted, and shortened in the middle when very long."""
     text = repr(path)
@@ -120,7 +129,7 @@ def file_read(paths: Paths, req: dict[str, Any]) -> dict[str, Any]:
                         f"{show(req['path'])} grew past {max_bytes} bytes while read")
             return {"path": paths.rel(real), "size": len(data), "mode": stat.S_IMODE(st.st_mode),
                     "sha256": hashlib.sha256(data).hexdigest(), "whole": True,
-                    "data": base64.b64encode(data).decode("ascii")}
+                    **encode_payload(data)}
         return read_window(fd, st, paths.rel(real), req, max_bytes)
     finally:
         os.close(fd)

@@ -153,7 +153,7 @@ async def _edit(ctx: Context, session: str | None, path: str, expected_hash: str
                 raise core.not_read_error(rel)
             if known != current:
                 raise StaleFile(core.stale_message(rel, known, current), current=current)
-            d = core.decode_whole(rel, base64.b64decode(r["data"]))
+            d = core.decode_whole(rel, core.payload(r))
             core.edit_check(rel, d)
             outcome = change(d)
         data = encode(outcome.new_text, d)
@@ -268,7 +268,7 @@ def register(mcp: FastMCP) -> None:
                 if known != r["sha256"]:
                     raise StaleFile(core.stale_message(rel, known, r["sha256"]),
                                     current=r["sha256"])
-                head = base64.b64decode(r["data"] if r["whole"] else r["head"])[:4]
+                head = (core.payload(r) if r["whole"] else base64.b64decode(r["head"]))[:4]
                 data = encode(content, core.like_for_write(head))
                 expect = {"expect_sha256": known}
             if len(data) > max_bytes:

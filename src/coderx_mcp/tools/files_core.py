@@ -112,6 +112,12 @@ class ReadView:
     decoded: Decoded | None = None  # the whole file, when it was read whole
 
 
+def payload(reply: dict[str, Any]) -> bytes:
+    """The file bytes of a runner ``read`` reply (UTF-8 text, or base64 ``data``)."""
+    text = reply.get("text")
+    return text.encode("utf-8") if text is not None else base64.b64decode(reply["data"])
+
+
 def view_whole(reply: dict[str, Any], offset: int, limit: int) -> ReadView:
     """Render a window of a file the runner sent whole.
 
@@ -119,7 +125,7 @@ def view_whole(reply: dict[str, Any], offset: int, limit: int) -> ReadView:
         BinaryFileError: The file is binary.
         TextError: ``offset`` is past the last line.
     """
-    path, data = reply["path"], base64.b64decode(reply["data"])
+    path, data = reply["path"], payload(reply)
     d = decode_whole(path, data)
     r = render_numbered(d.text, 1 if not d.text else offset, limit, MAX_LINE_CHARS)
     return ReadView(path, reply["sha256"], reply["size"], r.total_lines, r.first_line,
