@@ -1,0 +1,74 @@
+"""The official MCP conformance scenarios against `coderx-mcp serve --http` (catalogue PR-13).
+
+The runner (`@modelcontextprotocol/conformance`, pinned) is installed once from the npm
+registry into ~/.cache/coderx/conformance. Only the scenarios that mean something for a
+tools-only server run (see shared/security-catalogue.md).
+"""
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+# No Docker needed: these scenarios only speak the protocol (no tool runs a sandbox).
+VERSION = "0.1.13"  # the last release that runs on Node 20
+CACHE = Path.home() / ".cache" / "coderx" / "conformance"
+SCENARIOS = ["server-initialize", "ping", "tools-list", "server-sse-multiple-streams",
+             "dns-rebinding-protection", "logging-set-level"]
+
+
+@pytest.fixture(scope="module")
+def conformance() -> Path:
+    entry = CACHE / "node_modules" / "@modelcontextprotocol" / "conformance" / "dist" / "index.js"
+    if not entry.exists():
+        npm = shutil.which("npm")
+        assert npm, "npm is needed for the MCP conformance suite (Debian: apt-get install npm)"
+        CACHE.mkdir(parents=True, exist_ok=True)
+        subprocess.run([npm, "install", "--prefix", str(CACHE), "--no-audit", "--no-fund",
+                        f"@modelcontextprotocol/conformance@{VERSION}"], check=True,
+                       stdout=subprocess.DEVNULL, stdin=subprocess.DEVNULL, timeout=600)
+    return entry
+
+
+@pytest.fixture(scope="module")
+def server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    ws = tmp_path_factory.mktemp("conformance")
+    os.chown(ws, 1000, 1000)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CODERX_")}
+    env["CODERX_POOL_SIZE"] = "0"
+    proc = subprocess.Popen([sys.executable, "-m", "coderx_mcp", "serve", "--http", "--port",
+                             str(port), "--workspace", str(ws)], env=env,
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                break
+            except OSError:
+                time.sleep(0.1)
+        yield f"http://127.0.0.1:{port}/mcp"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(30)
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_pr13_conformance_scenario(conformance: Path, server_url: str, scenario: str,
+                                   tmp_path: Path) -> None:
+    r = subprocess.run(["node", str(conformance), "server", "--url", server_url,
+                        "--scenario", scenario, "-o", str(tmp_path)],
+                       capture_output=True, text=True, timeout=180, stdin=subprocess.DEVNULL)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-2000:]
+    assert "0 failed" in r.stdout
