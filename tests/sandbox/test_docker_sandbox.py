@@ -22,6 +22,7 @@ from typing import Any
 
 import docker
 import pytest
+from tests.sandbox.conftest import out, sh
 
 from coderx_mcp.config import Settings
 from coderx_mcp.errors import (
@@ -54,13 +55,8 @@ async def session(manager: SessionManager, workspace: Path) -> Session:
     return await manager.open("tester", workspace=str(workspace))
 
 
-async def sh(session: Session, command: str, timeout: float = 30, **kw: Any) -> dict[str, Any]:
-    """Run one ``exec`` in the session."""
-    return await session.call("exec", command=command, timeout=timeout, **kw)
 
 
-def out(result: dict[str, Any]) -> str:
-    return str(result["stdout"]["text"])
 
 
 def b64(data: bytes) -> str:

@@ -14,6 +14,7 @@ from typing import Any
 
 import docker
 import pytest
+from tests.sandbox.conftest import out, sh
 
 from coderx_mcp.config import parse_size
 from coderx_mcp.errors import SandboxGone
@@ -35,12 +36,8 @@ async def session(docker_manager: SessionManager, workspace: Path) -> Session:
     return await docker_manager.open("tester", workspace=str(workspace))
 
 
-async def sh(session: Session, command: str, timeout: float = 30, **kw: Any) -> dict[str, Any]:
-    return await session.call("exec", command=command, timeout=timeout, **kw)
 
 
-def out(result: dict[str, Any]) -> str:
-    return str(result["stdout"]["text"])
 
 
 def container_of(client: docker.DockerClient, session: Session) -> Any:
