@@ -43,7 +43,6 @@ class WarmPool:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._disposals: set[asyncio.Task[None]] = set()
-        self.failures = 0
 
     @property
     def ready(self) -> int:
@@ -93,7 +92,6 @@ class WarmPool:
                     await self._throw_away(sb)
                     raise
                 except Exception as exc:
-                    self.failures += 1
                     await self._throw_away(sb)
                     _log.warning("warm pool could not start a sandbox; retrying later",
                                  error=str(exc), retry_in_s=backoff)

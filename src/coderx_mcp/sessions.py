@@ -232,11 +232,18 @@ class SessionManager:
         return self._pool
 
     def _default_spec(self) -> SandboxSpec:
-        ws = (check_workspace(self.settings.workspace, self.settings)
-              if self.settings.workspace else new_scratch(self.settings))
-        uid, gid = sandbox_ids(ws, self.settings)
-        return SandboxSpec(workspace=ws, network=self.settings.network,
-                           limits=self.settings.limits, uid=uid, gid=gid)
+        return self._build_spec(None, self.settings.network, self.settings.limits)
+
+    def _build_spec(self, workspace: str | None, network: Network,
+                    limits: SandboxLimits) -> SandboxSpec:
+        """A spec for ``workspace`` (None: the settings' workspace, else a fresh scratch one)."""
+        s = self.settings
+        if workspace is not None:
+            ws = check_workspace(Path(workspace), s)
+        else:
+            ws = check_workspace(s.workspace, s) if s.workspace else new_scratch(s)
+        uid, gid = sandbox_ids(ws, s)
+        return SandboxSpec(workspace=ws, network=network, limits=limits, uid=uid, gid=gid)
 
     def _spec(self, workspace: str | None, network: Network | None, cpus: float | None,
               memory: str | None) -> SandboxSpec | None:
@@ -258,13 +265,7 @@ class SessionManager:
         limits = s.limits.model_copy(update={k: v for k, v in
                                              {"cpus": cpus, "memory": memory}.items()
                                              if v is not None})
-        if workspace is not None:
-            ws = check_workspace(Path(workspace), s)
-        else:
-            ws = check_workspace(s.workspace, s) if s.workspace else new_scratch(s)
-        uid, gid = sandbox_ids(ws, s)
-        return SandboxSpec(workspace=ws, network=network or s.network, limits=limits,
-                           uid=uid, gid=gid)
+        return self._build_spec(workspace, network or s.network, limits)
 
     async def open(self, owner: str, workspace: str | None = None, network: Network | None = None,
                    cpus: float | None = None, memory: str | None = None) -> Session:

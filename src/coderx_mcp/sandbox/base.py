@@ -11,10 +11,7 @@ from coderx_mcp.config import Network, SandboxLimits
 
 
 class SandboxSpec(BaseModel):
-    """Everything needed to start one sandbox.
-
-    ``pool_key`` is equal for specs that a pre-started container can serve.
-    """
+    """Everything needed to start one sandbox."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -23,11 +20,6 @@ class SandboxSpec(BaseModel):
     limits: SandboxLimits = SandboxLimits()
     uid: int = 1000
     gid: int = 1000
-
-    @property
-    def pool_key(self) -> tuple[Any, ...]:
-        """Identity of the spec for the warm pool."""
-        return (str(self.workspace), self.network, self.limits, self.uid, self.gid)
 
 
 class Sandbox(Protocol):
