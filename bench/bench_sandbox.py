@@ -103,8 +103,9 @@ def container_memory_mib(client: docker.DockerClient, session: Session) -> float
 
 
 def make_settings(root: Path, pool_size: int) -> Settings:
-    return Settings(pool_size=pool_size, max_sessions=32, workspaces_root=root / "scratch",
-                    state_dir=root / "state")
+    root.mkdir(parents=True, exist_ok=True)
+    return Settings(pool_size=pool_size, max_sessions=32, data_dir=root / "data", use_cwd=False,
+                    workspace_roots=[root], state_dir=root / "state")
 
 
 async def started(settings: Settings) -> SessionManager:

@@ -89,6 +89,44 @@ def workspace(tmp_path: Path) -> Path:
     return ws
 
 
+def chown_tree(root: Path, uid: int = SANDBOX_UID) -> None:
+    """Give a tree made by the tests (as root) to the sandbox uid, as a user's project is,
+    and let that uid reach it (pytest's temporary directories are 0700 root)."""
+    if os.geteuid() != 0:
+        return
+    for parent in root.parents:
+        if parent.name.startswith(("pytest-", "test_")):
+            parent.chmod(parent.stat().st_mode | 0o011)
+    os.chown(root, uid, uid)
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in dirnames + filenames:
+            os.lchown(os.path.join(dirpath, name), uid, uid)
+
+
+def host_git(repo: Path, *args: str) -> str:
+    """Run git on the host in ``repo`` as its owner would; return stdout."""
+    import subprocess
+
+    out = subprocess.run(
+        ["git", "-c", "safe.directory=*", "-c", "user.name=Test", "-c", "user.email=t@t",
+         "-C", str(repo), *args], check=True, capture_output=True, text=True)
+    return out.stdout
+
+
+def make_repo(path: Path, files: dict[str, str]) -> Path:
+    """A git repository with ``files`` committed once, owned by the sandbox uid."""
+    path.mkdir(parents=True, exist_ok=True)
+    for rel, text in files.items():
+        f = path / rel
+        f.parent.mkdir(parents=True, exist_ok=True)
+        f.write_text(text)
+    host_git(path, "init", "-q", "-b", "main")
+    host_git(path, "add", "-A")
+    host_git(path, "commit", "-q", "-m", "initial")
+    chown_tree(path)
+    return path
+
+
 @pytest.fixture
 def make_settings(tmp_path: Path) -> MakeSettings:
     """Settings for tests: no pool, small limits, state and scratch under ``tmp_path``.
@@ -100,7 +138,8 @@ def make_settings(tmp_path: Path) -> MakeSettings:
         limits = {"memory": "512m", "pids": 128, **overrides.pop("limits", {})}
         fields: dict[str, Any] = {
             "image": IMAGE, "pool_size": 0, "limits": SandboxLimits(**limits),
-            "workspaces_root": tmp_path / "scratch", "state_dir": tmp_path / "state",
+            "data_dir": tmp_path / "data", "state_dir": tmp_path / "state",
+            "use_cwd": False, "workspace_roots": [tmp_path],
             "start_timeout_s": 30.0, **overrides}
         return Settings(**fields)
 

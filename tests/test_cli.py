@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from tests.conftest import chown_tree
 
 CLI = [sys.executable, "-m", "coderx_mcp"]
 
@@ -59,9 +60,22 @@ def test_call_error_exits_nonzero_with_one_line(tmp_path: Path) -> None:
 @pytest.mark.docker
 def test_call_json_prints_structured_result(tmp_path: Path) -> None:
     (tmp_path / "a.txt").write_text("x\n")
+    chown_tree(tmp_path)
     r = run("call", "--workspace", str(tmp_path), "--json", "read_file", "--arg", "path=a.txt")
     assert r.returncode == 0, r.stderr
     assert '"total_lines": 1' in r.stdout
+
+
+def test_serve_refuses_root_owned_workspace_in_one_line(tmp_path: Path) -> None:
+    """No chown of the user's files: a workspace the sandbox uid cannot use is refused at
+    start, with the fix, and left exactly as it was."""
+    (tmp_path / "a.txt").write_text("x\n")
+    before = [(p, p.stat().st_uid) for p in (tmp_path, tmp_path / "a.txt")]
+    r = run("serve", "--workspace", str(tmp_path))
+    assert r.returncode == 1
+    assert r.stderr.count("\n") == 1 and "owned by root" in r.stderr
+    assert "--sandbox-uid" in r.stderr
+    assert [(p, p.stat().st_uid) for p, _ in before] == before
 
 
 @pytest.mark.docker

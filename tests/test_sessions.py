@@ -125,7 +125,7 @@ async def test_scratch_workspace_removed_on_close(make_manager: MakeManager) -> 
     manager = await make_manager("local")
     session = await manager.open("alice")
     scratch = session.spec.workspace
-    assert scratch.parent == manager.settings.workspaces_root.resolve()
+    assert scratch.parent == (manager.settings.data_dir / "scratch").resolve()
     await session.call("exec", command="mkdir -p a/b && echo x > a/b/f", timeout=10)
     assert (scratch / "a" / "b" / "f").exists()
     await manager.close(session.id, "alice")
@@ -146,7 +146,7 @@ async def test_shutdown_closes_sessions_and_pool_scratch(make_manager: MakeManag
     session = await manager.open("alice")
     assert manager.pool.ready == 0
     assert await manager.pool.wait_full(10)
-    root = manager.settings.workspaces_root
+    root = manager.settings.data_dir / "scratch"
     assert len(os.listdir(root)) == 2  # the session's scratch and the pooled one
     await manager.shutdown()
     assert os.listdir(root) == []

@@ -288,3 +288,46 @@ def test_pr11_ping_answers_while_a_command_runs(raw_server: RawStdio) -> None:
     assert time.monotonic() - started < 0.5
     done = raw_server.reply(rid, timeout=30)
     assert done["result"]["structuredContent"]["stdout"] == "done\n"
+
+
+@pytest.mark.filterwarnings("ignore::mcp.shared.exceptions.MCPDeprecationWarning")
+async def test_stdio_default_workspace_from_client_roots(project: Path) -> None:
+    """`claude mcp add coderx -- coderx-mcp serve` from a host that sends roots: the sandbox
+    sees the host's project even though the server was started in `/`."""
+    transport = StdioTransport(command=sys.executable, args=["-m", "coderx_mcp", "serve"],
+                               env=_env(), cwd="/")
+    async with Client(transport, roots=[project.as_uri()], mode="legacy") as client:
+        read = await client.call_tool("read_file", {"path": "hello.txt"})
+        assert read.structured_content is not None
+        assert "hello" in read.content[0].text  # type: ignore[union-attr]
+        info = await client.call_tool("session_info", {})
+        assert info.structured_content is not None
+        assert info.structured_content["info"]["chosen_by"] == "mcp-roots"
+        assert info.structured_content["info"]["workspace"] == str(project.resolve())
+
+
+async def test_sigterm_with_open_sessions_leaves_no_scratch(project: Path, tmp_path: Path) -> None:
+    """Two shutdown handlers used to race and leave scratch directories behind."""
+    port, data = _free_port(), tmp_path / "data"
+    proc = subprocess.Popen(  # noqa: ASYNC220 - a server process, not awaited
+        [*SERVE, "--http", "--port", str(port), "--workspace", str(project)],
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        env=_env(CODERX_DATA_DIR=str(data)))
+    try:
+        for _ in range(200):
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                    break
+            except OSError:
+                await asyncio.sleep(0.05)
+        async with Client(f"http://127.0.0.1:{port}/mcp") as c:
+            for _ in range(3):
+                r = await c.call_tool("session_open", {"mode": "scratch"})
+                assert not r.is_error
+        assert len(list((data / "scratch").iterdir())) == 3
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
+    assert list((data / "scratch").iterdir()) == []
+    assert list((data / "records").iterdir()) == []
+    assert _containers_of(proc.pid) == []

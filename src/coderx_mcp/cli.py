@@ -89,14 +89,39 @@ async def _serve(settings: Settings, http: bool, host: str, port: int) -> None:
         await run_stdio(mcp)
 
 
+def _workspace_overrides(dirs: list[Path] | None) -> dict[str, Any]:
+    """``--workspace A --workspace B``: default A, allowed roots A and B."""
+    if not dirs:
+        return {}
+    resolved = [d.expanduser().absolute() for d in dirs]
+    return {"workspace": resolved[0], "workspace_roots": resolved}
+
+
+def _check_workspaces(settings: Settings, http: bool = False) -> None:
+    """Refuse a bad --workspace or root at start, in one line (not at the first tool call)."""
+    from coderx_mcp.workspace.policy import WorkspacePolicy, sandbox_ids
+
+    try:
+        policy = WorkspacePolicy.from_settings(settings, Path.cwd(), http)
+        if policy.default is not None and settings.backend == "docker":
+            sandbox_ids(policy.default, settings)
+    except CoderxError as exc:
+        raise fail(str(exc)) from None
+
+
 @app.command()
 def serve(
     http: Annotated[bool, typer.Option("--http", help="Serve streamable HTTP instead of stdio.")]
     = False,
     host: Annotated[str, typer.Option(help="HTTP bind address.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="HTTP port.")] = 8765,
-    workspace: Annotated[Path | None, typer.Option(
-        help="Workspace of the default session (default: a scratch directory).")] = None,
+    workspace: Annotated[list[Path] | None, typer.Option(
+        help="Allowed workspace root (repeatable); the first is the default session's "
+             "workspace. Default: the MCP host's roots, else the current directory (unless "
+             "it is /, your home or a system directory: then scratch directories).")] = None,
+    sandbox_uid: Annotated[int | None, typer.Option(
+        help="Run sandboxes as this uid (default: the workspace owner's; never root).")]
+    = None,
     backend: Annotated[str | None, typer.Option(help="docker (default) or local.")] = None,
     log_json: Annotated[bool, typer.Option("--log-json", help="Logs as JSON lines.")] = False,
     allowed_host: Annotated[list[str] | None, typer.Option(
@@ -106,7 +131,7 @@ def serve(
     = False,
 ) -> None:
     """Run the MCP server (stdio by default: what an MCP host launches)."""
-    settings = load_settings(workspace=workspace.resolve() if workspace else None,
+    settings = load_settings(**_workspace_overrides(workspace), sandbox_uid=sandbox_uid,
                              backend=backend, log_json=log_json or None,
                              allowed_hosts=allowed_host or None)
     configure_logging(settings.log_level, settings.log_json)
@@ -114,6 +139,7 @@ def serve(
         raise fail(f"refusing to serve HTTP on {host} without authentication; set "
                    "CODERX_HTTP_TOKENS, bind 127.0.0.1, or pass --insecure-no-auth behind your "
                    "own authenticating proxy")
+    _check_workspaces(settings, http)
     asyncio.run(_serve(settings, http, host, port))
 
 
@@ -217,6 +243,9 @@ def call(
         "--arg", "-a", help="Tool argument as key=value (repeatable).")] = None,
     workspace: Annotated[Path | None, typer.Option(
         help="Host directory mounted at /workspace (default: a throwaway scratch dir).")] = None,
+    sandbox_uid: Annotated[int | None, typer.Option(
+        help="Run the sandbox as this uid (default: the workspace owner's; never root).")]
+    = None,
     backend: Annotated[str | None, typer.Option(help="docker (default) or local.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the structured result.")]
     = False,
@@ -226,9 +255,12 @@ def call(
 
     from coderx_mcp.server import build_server
 
-    settings = load_settings(workspace=workspace.resolve() if workspace else None,
-                             backend=backend, pool_size=0)
+    # No workspace: a scratch directory, whatever the current directory is.
+    overrides = _workspace_overrides([workspace]) if workspace else {"client_roots": False,
+                                                                        "use_cwd": False}
+    settings = load_settings(**overrides, sandbox_uid=sandbox_uid, backend=backend, pool_size=0)
     configure_logging("error", settings.log_json)
+    _check_workspaces(settings)
 
     async def run() -> Any:
         async with Client(build_server(settings)) as client:

@@ -5,6 +5,7 @@ Nested fields use ``__``: ``CODERX_LIMITS__MEMORY=2g``. Every field says what it
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 from typing import Literal
@@ -33,6 +34,12 @@ def parse_size(text: str) -> int:
     if not m:
         raise ValueError(f"{text!r} is not a size like 512m or 2g")
     return int(m.group(1)) * {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}[m.group(2).lower()]
+
+
+def _default_data_dir() -> Path:
+    if os.geteuid() == 0:
+        return Path("/var/lib/coderx")
+    return Path.home() / ".local" / "share" / "coderx"
 
 
 class SandboxLimits(BaseModel):
@@ -74,10 +81,26 @@ class Settings(BaseSettings):
     image: str = "coderx-sandbox:latest"
     """Docker image of the sandbox (built by ``coderx-mcp image build``)."""
     workspace: Path | None = None
-    """Workspace of sessions opened without one (the stdio default session). None: a fresh
-    scratch directory per session under ``workspaces_root``."""
-    workspaces_root: Path = Path.home() / ".local" / "share" / "coderx" / "workspaces"
-    """Where scratch workspaces are created."""
+    """Default workspace (``serve --workspace``, the first one when repeated): mounted for
+    sessions opened without one. None: the host's MCP roots (stdio), else the server's
+    current directory unless that is ``/``, the home directory or a system directory, else
+    a scratch directory per session."""
+    workspace_roots: list[Path] = []
+    """Directories inside which ``session_open(workspace=...)`` may mount a workspace
+    (``serve --workspace`` repeated, or ``CODERX_WORKSPACE_ROOTS='["/srv/a", "/srv/b"]'``).
+    Operator configuration, never tool input. The default workspace is always allowed.
+    Empty and no roots from the MCP host: sessions get scratch workspaces only."""
+    client_roots: bool = True
+    """On stdio (and in memory), use the MCP host's ``roots/list`` when no workspace or roots
+    are configured: a ``file://`` root becomes an allowed root, the first one the default."""
+    use_cwd: bool = True
+    """When nothing else chooses a default workspace, use the server's current directory
+    (unless it is ``/``, the home directory or a system directory)."""
+    data_dir: Path = Field(default_factory=lambda: _default_data_dir())
+    """Where the server creates the workspaces it owns (``scratch/``, ``copies/``,
+    ``worktrees/``), their diff baselines and records. Never usable as a workspace.
+    Default: ``~/.local/share/coderx``, or ``/var/lib/coderx`` for root (whose home is not
+    reachable by the users that git runs as for worktrees)."""
     state_dir: Path = Path.home() / ".local" / "state" / "coderx"
     """Server state (instance records)."""
     network: Network = "none"
@@ -90,11 +113,21 @@ class Settings(BaseSettings):
     """Largest memory limit a session may ask for."""
     max_cpus: float = 4.0
     """Largest CPU quota a session may ask for."""
-    sandbox_uid: int = 1000
-    """Uid (and gid) the sandbox runs as when the workspace is owned by root."""
-    chown_root_workspace: bool = True
-    """When the server runs as root and a workspace is owned by root, hand the workspace to
-    ``sandbox_uid`` so the non-root sandbox can write it."""
+    sandbox_uid: int | None = Field(None, ge=1, le=2**31 - 2)
+    """Uid (and gid) the sandbox runs as. None: the workspace owner's uid (so files the
+    sandbox creates belong to that user). The sandbox never runs as root and the server
+    never changes the owner of a directory it did not create: a workspace this uid cannot
+    write is refused with the fix."""
+    scratch_uid: int = Field(1000, ge=1, le=2**31 - 2)
+    """Owner of scratch workspaces the server creates when it runs as root (otherwise they
+    belong to the server's user); ``sandbox_uid`` wins when set."""
+    copy_ignored: bool = False
+    """``mode="copy"``: also copy files the repository's ``.gitignore`` excludes
+    (``node_modules``, build output). Off: a git repository is copied as ``git ls-files``
+    sees it (tracked and untracked-not-ignored files, plus ``.git``)."""
+    git_author: str = "Coder-X agent <coderx@localhost>"
+    """Author and committer of ``session_commit`` commits and of commits made inside a
+    worktree session (``Name <email>``)."""
     max_sessions: int = Field(16, ge=1, le=1000)
     """Maximum number of open sessions."""
     idle_timeout_s: float = Field(1800.0, gt=0)
@@ -133,6 +166,13 @@ class Settings(BaseSettings):
         for principal, token in v.items():
             if len(token.get_secret_value()) < 24:
                 raise ValueError(f"the HTTP token of {principal!r} is shorter than 24 characters")
+        return v
+
+    @field_validator("git_author")
+    @classmethod
+    def _author(cls, v: str) -> str:
+        if not re.fullmatch(r"[^<>\n]+ <[^<>\s]+>", v):
+            raise ValueError(f"git_author must look like 'Name <email>', got {v!r}")
         return v
 
     @field_validator("max_memory")

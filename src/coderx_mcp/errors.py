@@ -4,6 +4,8 @@
 
     CoderxError
     ├── ConfigError(CoderxError, ValueError)
+    │   └── WorkspaceRefused(ConfigError, PermissionError)   outside the roots, unusable uid
+    ├── GitError                 a host-side git operation of a session failed
     ├── SessionError
     │   ├── SessionNotFound(SessionError, LookupError)
     │   └── SessionLimitReached(SessionError)
@@ -40,6 +42,15 @@ class CoderxError(Exception):
 
 class ConfigError(CoderxError, ValueError):
     """Settings or command-line options are invalid."""
+
+
+class WorkspaceRefused(ConfigError, PermissionError):
+    """A workspace is outside the allowed roots, a system or server directory, or cannot be
+    used by the sandbox's uid; the message names the allowed roots or the fix."""
+
+
+class GitError(CoderxError):
+    """A host-side git operation of a session (worktree, diff, commit) failed."""
 
 
 class SessionError(CoderxError):

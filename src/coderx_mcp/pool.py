@@ -1,4 +1,4 @@
-"""Warm pool: sandboxes started ahead of time for the default session spec.
+"""Warm pool: sandboxes started ahead of time for the default workspace.
 
 Starting a container and its runner takes a few hundred milliseconds; taking one from the
 pool takes microseconds. The pool refills in the background after every take. A start
@@ -10,7 +10,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from typing import Generic, TypeVar
 
 import structlog
 
@@ -18,31 +19,38 @@ from coderx_mcp.sandbox.backends import Backend
 from coderx_mcp.sandbox.base import Sandbox, SandboxSpec
 
 _log = structlog.get_logger("coderx.pool")
+W = TypeVar("W")
 
 
-class WarmPool:
-    """Keeps up to ``size`` started sandboxes of the default spec.
+class WarmPool(Generic[W]):
+    """Keeps up to ``size`` started sandboxes of the default workspace.
 
     Args:
         size: How many to keep ready (0 disables the pool).
-        make_spec: Builds the default spec (a fresh scratch workspace each time, if any).
+        make_workspace: Prepares the default workspace for a session id (a fresh scratch
+            directory each time, when the default is scratch). Never a worktree or copy:
+            the pool creates nothing nobody asked for beyond that.
+        spec_of: The sandbox spec of a workspace.
         backend: Makes the sandboxes.
         new_id: Makes the session id each pooled sandbox will serve.
-        discard: Called with the spec of a pooled sandbox thrown away (scratch clean-up).
+        discard: Releases the workspace of a pooled sandbox thrown away.
     """
 
-    def __init__(self, size: int, make_spec: Callable[[], SandboxSpec], backend: Backend,
+    def __init__(self, size: int, make_workspace: Callable[[str], Awaitable[W]],
+                 spec_of: Callable[[W], SandboxSpec], backend: Backend,
                  new_id: Callable[[], str],
-                 discard: Callable[[SandboxSpec], None] | None = None) -> None:
+                 discard: Callable[[W], Awaitable[None]] | None = None) -> None:
         self.size = size
-        self._make_spec = make_spec
+        self._make_workspace = make_workspace
+        self._spec_of = spec_of
         self._backend = backend
         self._new_id = new_id
-        self._discard = discard or (lambda _spec: None)
-        self._ready: deque[Sandbox] = deque()
+        self._discard = discard
+        self._ready: deque[tuple[Sandbox, W]] = deque()
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._disposals: set[asyncio.Task[None]] = set()
+        self._generation = 0
 
     @property
     def ready(self) -> int:
@@ -55,18 +63,28 @@ class WarmPool:
             self._task = asyncio.create_task(self._fill(), name="coderx-warm-pool")
             self._wake.set()
 
-    def take(self) -> Sandbox | None:
-        """A started sandbox, or None if the pool is empty."""
+    def take(self) -> tuple[Sandbox, W] | None:
+        """A started sandbox with its workspace, or None if the pool is empty."""
         while self._ready:
-            sb = self._ready.popleft()
+            item = self._ready.popleft()
             self._wake.set()
-            if sb.alive:
-                return sb
-            task = asyncio.create_task(self._throw_away(sb))
-            self._disposals.add(task)
-            task.add_done_callback(self._disposals.discard)
+            if item[0].alive:
+                return item
+            self._dispose(item)
         self._wake.set()
         return None
+
+    def reset(self) -> None:
+        """Throw away every ready sandbox (the default workspace changed) and refill."""
+        self._generation += 1
+        while self._ready:
+            self._dispose(self._ready.popleft())
+        self._wake.set()
+
+    def _dispose(self, item: tuple[Sandbox, W]) -> None:
+        task = asyncio.create_task(self._throw_away(item))
+        self._disposals.add(task)
+        task.add_done_callback(self._disposals.discard)
 
     async def wait_full(self, timeout: float) -> bool:
         """Wait until the pool holds ``size`` sandboxes (tests and benchmarks)."""
@@ -84,27 +102,41 @@ class WarmPool:
             await self._wake.wait()
             self._wake.clear()
             while len(self._ready) < self.size:
-                spec = self._make_spec()
-                sb = self._backend.make(spec, self._new_id())
+                generation = self._generation
+                sid = self._new_id()
+                try:
+                    ws = await self._make_workspace(sid)
+                except Exception as exc:
+                    _log.warning("warm pool could not prepare a workspace; retrying later",
+                                 error=str(exc), retry_in_s=backoff)
+                    await asyncio.sleep(backoff)
+                    backoff = min(backoff * 2, 60.0)
+                    continue
+                sb = self._backend.make(self._spec_of(ws), sid)
                 try:
                     await sb.start()
                 except asyncio.CancelledError:
-                    await self._throw_away(sb)
+                    await self._throw_away((sb, ws))
                     raise
                 except Exception as exc:
-                    await self._throw_away(sb)
+                    await self._throw_away((sb, ws))
                     _log.warning("warm pool could not start a sandbox; retrying later",
                                  error=str(exc), retry_in_s=backoff)
                     await asyncio.sleep(backoff)
                     backoff = min(backoff * 2, 60.0)
                     continue
                 backoff = 1.0
-                self._ready.append(sb)
+                if generation != self._generation:  # the default changed meanwhile
+                    await self._throw_away((sb, ws))
+                    continue
+                self._ready.append((sb, ws))
 
-    async def _throw_away(self, sb: Sandbox) -> None:
+    async def _throw_away(self, item: tuple[Sandbox, W]) -> None:
         with contextlib.suppress(Exception):
-            await sb.close()
-        self._discard(sb.spec)
+            await item[0].close()
+        if self._discard is not None:
+            with contextlib.suppress(Exception):
+                await self._discard(item[1])
 
     async def close(self) -> None:
         """Stop refilling and remove every pooled sandbox."""
@@ -114,4 +146,5 @@ class WarmPool:
                 await self._task
             self._task = None
         ready, self._ready = list(self._ready), deque()
-        await asyncio.gather(*(self._throw_away(sb) for sb in ready), return_exceptions=True)
+        await asyncio.gather(*(self._throw_away(item) for item in ready),
+                             *list(self._disposals), return_exceptions=True)

@@ -27,19 +27,18 @@ from coderx_mcp.errors import (
     SandboxGone,
     SessionLimitReached,
     SessionNotFound,
+    WorkspaceRefused,
 )
 from coderx_mcp.pool import WarmPool
 from coderx_mcp.sandbox.backends import Backend
 from coderx_mcp.sandbox.base import Sandbox, SandboxSpec
-from coderx_mcp.workspaces import (
-    check_workspace,
-    is_scratch,
-    new_scratch,
-    remove_scratch,
-    sandbox_ids,
-)
+from coderx_mcp.sandbox.instance import Instance
+from coderx_mcp.workspace.policy import WorkspacePolicy
+from coderx_mcp.workspace.prepare import Mode, Workspace, Workspaces
+from coderx_mcp.workspace.shadow import Shadow
 
 _log = structlog.get_logger("coderx.sessions")
+Done = list[str]  # what closing did, one sentence each (``list`` is a method below)
 
 
 def new_session_id() -> str:
@@ -55,6 +54,17 @@ class SessionInfo(BaseModel):
     isolated: bool
     container: str
     workspace: str
+    """The host directory mounted at /workspace."""
+    mode: Mode
+    """bind, worktree, copy or scratch."""
+    source: str | None
+    """The directory asked for (bind/worktree/copy)."""
+    chosen_by: str
+    """Who chose the workspace: session_open, --workspace, mcp-roots, cwd or scratch."""
+    branch: str | None
+    """The session's git branch (worktree mode)."""
+    notes: list[str]
+    """Warnings about the workspace."""
     network: Network
     limits: SandboxLimits
     uid: int
@@ -108,11 +118,17 @@ class Session:
     path (stale-edit protection) and a lock per path (concurrent edits never lose a change).
     """
 
-    def __init__(self, sid: str, owner: str, sandbox: Sandbox, backend: Backend) -> None:
+    def __init__(self, sid: str, owner: str, sandbox: Sandbox, backend: Backend,
+                 workspace: Workspace, shadow: Shadow) -> None:
         self.id = sid
         self.owner = owner
         self.sandbox = sandbox
+        self.workspace = workspace
+        self.shadow = shadow
         self._backend = backend
+        # The diff baseline is taken before the first call may change anything.
+        self._baseline: asyncio.Task[str] | None = asyncio.create_task(
+            shadow.start(), name=f"baseline-{sid}")
         self.created = time.monotonic()
         self.last_used = self.created
         self.active = 0
@@ -143,6 +159,8 @@ class Session:
         self.last_used = time.monotonic()
         self.active += 1
         try:
+            if self._baseline is not None:
+                await self.baseline()
             if not self.sandbox.alive:
                 await self._recover()
             try:
@@ -156,6 +174,25 @@ class Session:
         finally:
             self.active -= 1
             self.last_used = time.monotonic()
+
+    async def baseline(self) -> None:
+        """Wait for the diff baseline; a failure is logged and leaves the session usable."""
+        task = self._baseline
+        if task is None:
+            return
+        try:
+            await asyncio.shield(task)
+        except CoderxError as exc:
+            _log.warning("no diff baseline for this session", session_id=self.id,
+                         error=str(exc))
+        finally:
+            self._baseline = None
+
+    def stop_baseline(self) -> None:
+        """Cancel a baseline still being taken (the session is closing)."""
+        if self._baseline is not None:
+            self._baseline.cancel()
+            self._baseline = None
 
     async def _recover(self) -> None:
         async with self._restart_lock:
@@ -181,9 +218,13 @@ class Session:
         """A snapshot for ``session_info``/``session_list``."""
         now = time.monotonic()
         spec = self.sandbox.spec
+        ws = self.workspace
         return SessionInfo(
             session=self.id, backend=self._backend.name, isolated=self._backend.isolated,
-            container=self.sandbox.ident, workspace=str(spec.workspace), network=spec.network,
+            container=self.sandbox.ident, workspace=str(spec.workspace), mode=ws.mode,
+            source=str(ws.source) if ws.source else None, chosen_by=ws.rule,
+            branch=ws.worktree.branch if ws.worktree else None, notes=list(ws.notes),
+            network=spec.network,
             limits=spec.limits, uid=spec.uid, alive=self.sandbox.alive,
             idle_s=round(now - self.last_used, 1), age_s=round(now - self.created, 1))
 
@@ -194,28 +235,46 @@ class SessionManager:
     Args:
         settings: Server settings (limits, pool size, timeouts).
         backend: Where sandboxes come from.
+        policy: Allowed workspace roots and the default workspace (default: from the
+            settings and the current directory).
+        instance: This server (stamped on the workspaces it creates).
     """
 
-    def __init__(self, settings: Settings, backend: Backend) -> None:
+    def __init__(self, settings: Settings, backend: Backend,
+                 policy: WorkspacePolicy | None = None, instance: Instance | None = None) -> None:
         self.settings = settings
         self.backend = backend
+        self.policy = policy or WorkspacePolicy.from_settings(settings, Path.cwd())
+        self.workspaces = Workspaces(settings, instance or Instance.current())
         self._sessions: dict[str, Session] = {}
         self._defaults: dict[str, str] = {}
-        self._default_lock = asyncio.Lock()
+        self._default_locks: dict[str, asyncio.Lock] = {}
         self._opening = 0
-        self._pool = WarmPool(settings.pool_size, self._default_spec, backend, new_session_id,
-                              discard=lambda spec: remove_scratch(spec.workspace, settings))
+        self._pool: WarmPool[Workspace] = WarmPool(
+            settings.pool_size, self._default_workspace, self._spec_of, backend,
+            new_session_id, discard=self._discard)
         self._reaper: asyncio.Task[None] | None = None
+        self._shutdown: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        """Remove orphans of dead servers, then start the pool and the idle reaper."""
+        """Remove what dead servers left, then start the pool and the idle reaper."""
+        await self.workspaces.reap_dead()
         await self.backend.check()
         await self.backend.reap_orphans()
         self._pool.start()
         self._reaper = asyncio.create_task(self._reap_idle(), name="coderx-idle-reaper")
 
     async def shutdown(self) -> None:
-        """Close every session and pooled sandbox of this server."""
+        """Close every session and pooled sandbox of this server.
+
+        Safe to call from several places at once (signal handler and lifespan): every caller
+        waits for the same, complete clean-up.
+        """
+        if self._shutdown is None:
+            self._shutdown = asyncio.ensure_future(self._do_shutdown())
+        await asyncio.shield(self._shutdown)
+
+    async def _do_shutdown(self) -> None:
         if self._reaper is not None:
             self._reaper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -227,29 +286,35 @@ class SessionManager:
             await asyncio.to_thread(self.backend.remove_all_of_instance)
 
     @property
-    def pool(self) -> WarmPool:
+    def pool(self) -> WarmPool[Workspace]:
         """The warm pool (for health and tests)."""
         return self._pool
 
-    def _default_spec(self) -> SandboxSpec:
-        return self._build_spec(None, self.settings.network, self.settings.limits)
+    def set_policy(self, policy: WorkspacePolicy) -> None:
+        """Adopt new roots (the MCP host's); pooled sandboxes of another default go."""
+        old, self.policy = self.policy, policy
+        if (old.default, old.rule) != (policy.default, policy.rule):
+            _log.info("default workspace changed", rule=policy.rule,
+                      workspace=str(policy.default) if policy.default else None)
+            self._pool.reset()
 
-    def _build_spec(self, workspace: str | None, network: Network,
-                    limits: SandboxLimits) -> SandboxSpec:
-        """A spec for ``workspace`` (None: the settings' workspace, else a fresh scratch one)."""
-        s = self.settings
-        if workspace is not None:
-            ws = check_workspace(Path(workspace), s)
-        else:
-            ws = check_workspace(s.workspace, s) if s.workspace else new_scratch(s)
-        uid, gid = sandbox_ids(ws, s)
-        return SandboxSpec(workspace=ws, network=network, limits=limits, uid=uid, gid=gid)
+    async def _default_workspace(self, sid: str) -> Workspace:
+        p = self.policy
+        if p.default is None:
+            return await self.workspaces.prepare(sid, "scratch", None, p.rule)
+        return await self.workspaces.prepare(sid, "bind", p.default, p.rule)
 
-    def _spec(self, workspace: str | None, network: Network | None, cpus: float | None,
-              memory: str | None) -> SandboxSpec | None:
-        """The spec a request asks for; None means the default (poolable) one."""
-        if workspace is None and network is None and cpus is None and memory is None:
-            return None
+    async def _discard(self, ws: Workspace) -> None:
+        await self.workspaces.release(ws, keep=False)
+
+    def _spec_of(self, ws: Workspace, network: Network | None = None,
+                 limits: SandboxLimits | None = None) -> SandboxSpec:
+        return SandboxSpec(workspace=ws.host, mounts=ws.mounts,
+                           network=network or self.settings.network,
+                           limits=limits or self.settings.limits, uid=ws.uid, gid=ws.gid)
+
+    def _limits(self, network: Network | None, cpus: float | None,
+                memory: str | None) -> SandboxLimits:
         s = self.settings
         if network == "bridge" and not s.allow_network:
             raise ConfigError("this server does not allow network access for sessions")
@@ -262,18 +327,27 @@ class SessionManager:
                 raise ConfigError(str(exc)) from None
             if not 64 << 20 <= size <= parse_size(s.max_memory):
                 raise ConfigError(f"memory must be between 64m and {s.max_memory}")
-        limits = s.limits.model_copy(update={k: v for k, v in
-                                             {"cpus": cpus, "memory": memory}.items()
-                                             if v is not None})
-        return self._build_spec(workspace, network or s.network, limits)
+        return s.limits.model_copy(update={k: v for k, v in
+                                           {"cpus": cpus, "memory": memory}.items()
+                                           if v is not None})
 
     async def open(self, owner: str, workspace: str | None = None, network: Network | None = None,
-                   cpus: float | None = None, memory: str | None = None) -> Session:
+                   cpus: float | None = None, memory: str | None = None,
+                   mode: Mode | None = None) -> Session:
         """Open a new session for ``owner``; served from the warm pool when possible.
+
+        Args:
+            owner: The principal the session belongs to.
+            workspace: A directory inside an allowed root (None: the default workspace).
+            network: none or bridge.
+            cpus: CPU quota.
+            memory: Memory limit.
+            mode: bind (default), worktree, copy or scratch.
 
         Raises:
             SessionLimitReached: ``max_sessions`` are open already.
-            ConfigError: A bad workspace or limit.
+            WorkspaceRefused: The workspace is outside the allowed roots or unusable.
+            ConfigError: A bad limit or mode.
             SandboxUnavailable: The sandbox could not start.
         """
         if len(self._sessions) + self._opening >= self.settings.max_sessions:
@@ -282,23 +356,43 @@ class SessionManager:
                 "with session_close first")
         self._opening += 1
         try:
-            spec = self._spec(workspace, network, cpus, memory)
-            sandbox = self._pool.take() if spec is None else None
-            if sandbox is None:
-                spec = spec or self._default_spec()
-                sandbox = self.backend.make(spec, new_session_id())
+            default = (workspace is None and network is None and cpus is None
+                       and memory is None and mode in (None, "bind"))
+            taken = self._pool.take() if default else None
+            if taken is not None:
+                sandbox, ws = taken
+            else:
+                limits = self._limits(network, cpus, memory)
+                sid = new_session_id()
+                ws = await self._prepare(sid, workspace, mode)
+                sandbox = self.backend.make(self._spec_of(ws, network, limits), sid)
                 try:
                     await sandbox.start()
                 except BaseException:
-                    remove_scratch(spec.workspace, self.settings)
+                    await self.workspaces.release(ws, keep=False)
                     raise
-            session = Session(sandbox.session_id, owner, sandbox, self.backend)
+            session = Session(sandbox.session_id, owner, sandbox, self.backend, ws,
+                              self.workspaces.shadow(sandbox.session_id, ws))
             self._sessions[session.id] = session
         finally:
             self._opening -= 1
-        _log.info("session opened", session_id=session.id, owner=owner,
-                  workspace=str(session.spec.workspace), container=sandbox.ident)
+        _log.info("session opened", session_id=session.id, owner=owner, mode=ws.mode,
+                  workspace=str(ws.host), chosen_by=ws.rule, container=sandbox.ident)
         return session
+
+    async def _prepare(self, sid: str, workspace: str | None, mode: Mode | None) -> Workspace:
+        p = self.policy
+        mode = mode or "bind"
+        if mode == "scratch":
+            return await self.workspaces.prepare(sid, "scratch", None, "session_open")
+        if workspace is not None:
+            return await self.workspaces.prepare(sid, mode, p.resolve(workspace), "session_open")
+        if p.default is None:
+            if mode != "bind":
+                raise WorkspaceRefused(f"mode {mode!r} needs a workspace, and this server has "
+                                       "no default workspace")
+            return await self.workspaces.prepare(sid, "scratch", None, p.rule)
+        return await self.workspaces.prepare(sid, mode, p.default, p.rule)
 
     def get(self, session_id: str, owner: str) -> Session:
         """The open session with that id, if ``owner`` owns it.
@@ -314,11 +408,14 @@ class SessionManager:
         return s
 
     async def default(self, owner: str) -> Session:
-        """The owner's default session, opened on first use (exactly once under races)."""
+        """The owner's default session, opened on first use (exactly once under races).
+
+        Each owner has its own lock: one owner's slow start never delays another's calls.
+        """
         sid = self._defaults.get(owner)
         if sid is not None and sid in self._sessions:
             return self._sessions[sid]
-        async with self._default_lock:
+        async with self._default_locks.setdefault(owner, asyncio.Lock()):
             sid = self._defaults.get(owner)
             if sid is not None and sid in self._sessions:
                 return self._sessions[sid]
@@ -352,13 +449,18 @@ class SessionManager:
         """The owner's open sessions, oldest first."""
         return [s for s in self._sessions.values() if s.owner == owner]
 
-    async def close(self, session_id: str, owner: str) -> None:
-        """Close one session of ``owner``: its container and scratch workspace go away."""
-        await self._close(self.get(session_id, owner))
+    async def close(self, session_id: str, owner: str, keep: bool = True) -> Done:
+        """Close one session of ``owner``: its container goes, and what the server created
+        for its workspace is removed (a worktree's branch stays when ``keep``).
 
-    async def _close(self, session: Session) -> None:
+        Returns:
+            What was done to the workspace, one sentence each.
+        """
+        return await self._close(self.get(session_id, owner), keep)
+
+    async def _close(self, session: Session, keep: bool = True) -> Done:
         if session.closed:
-            return
+            return []
         session.closed = True
         self._sessions.pop(session.id, None)
         for owner, sid in list(self._defaults.items()):
@@ -367,9 +469,10 @@ class SessionManager:
         try:
             await session.sandbox.close()
         finally:
-            if is_scratch(session.spec.workspace, self.settings):
-                remove_scratch(session.spec.workspace, self.settings)
-        _log.info("session closed", session_id=session.id)
+            session.stop_baseline()
+            done = await self.workspaces.release(session.workspace, keep)
+        _log.info("session closed", session_id=session.id, workspace=done)
+        return done
 
     async def _reap_idle(self) -> None:
         while True:

@@ -453,10 +453,10 @@ from coderx_mcp.sessions import SessionManager
 
 async def main():
     root = Path(sys.argv[1])
-    s = Settings(image=sys.argv[2], pool_size=1, workspaces_root=root / "scratch",
+    s = Settings(image=sys.argv[2], pool_size=1, data_dir=root / "data", use_cwd=False,
                  state_dir=root / "state", limits=SandboxLimits(memory="256m", pids=64))
     inst = Instance.current()
-    manager = SessionManager(s, DockerBackend(s, inst))
+    manager = SessionManager(s, DockerBackend(s, inst), instance=inst)
     await manager.start()
     session = await manager.open("orphan-test")
     await session.call("spawn", command="sleep 120")

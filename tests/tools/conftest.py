@@ -23,12 +23,14 @@ def tool_workspace(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def make_settings(tool_workspace: Path) -> Callable[..., Settings]:
+def make_settings(tool_workspace: Path, tmp_path: Path) -> Callable[..., Settings]:
     """Settings for a test server; keyword arguments override the defaults."""
 
     def make(**overrides: Any) -> Settings:
         base: dict[str, Any] = {
             "workspace": tool_workspace,
+            "data_dir": tmp_path / "data",
+            "state_dir": tmp_path / "state",
             "pool_size": 0,
             "limits": SandboxLimits(memory="512m", pids=256),
         }

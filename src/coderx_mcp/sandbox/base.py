@@ -10,12 +10,24 @@ from pydantic import BaseModel, ConfigDict
 from coderx_mcp.config import Network, SandboxLimits
 
 
+class BindMount(BaseModel):
+    """A host path mounted into the sandbox (git protection, a worktree's git directory)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    source: Path
+    target: str
+    read_only: bool
+
+
 class SandboxSpec(BaseModel):
     """Everything needed to start one sandbox."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     workspace: Path
+    mounts: tuple[BindMount, ...] = ()
+    """Mounted after the workspace, in order (a later mount may cover part of an earlier)."""
     network: Network = "none"
     limits: SandboxLimits = SandboxLimits()
     uid: int = 1000

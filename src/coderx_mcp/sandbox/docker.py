@@ -71,6 +71,11 @@ def container_kwargs(
     uid, gid, lim = spec.uid, spec.gid, spec.limits
     memory = parse_size(lim.memory)
     mounts = [Mount(WORKDIR, str(spec.workspace), type="bind", read_only=False), *git_mounts(spec)]
+    extra = [Mount(m.target, str(m.source), type="bind", read_only=m.read_only)
+             for m in spec.mounts]
+    # One mount per target: the spec's own choice wins over the default git protection.
+    taken = {m["Target"] for m in extra}
+    mounts = [m for m in mounts if m["Target"] not in taken] + extra
     owned = f"uid={uid},gid={gid},mode=0700"
     return {
         "image": image,

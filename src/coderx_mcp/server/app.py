@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import warnings
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import structlog
@@ -16,6 +19,7 @@ from coderx_mcp.errors import SandboxUnavailable
 from coderx_mcp.sandbox.backends import Backend, make_backend
 from coderx_mcp.sandbox.instance import Instance
 from coderx_mcp.sessions import Session, SessionManager
+from coderx_mcp.workspace.policy import WorkspacePolicy
 
 _log = structlog.get_logger("coderx.server")
 LOCAL_OWNER = "local"
@@ -28,10 +32,14 @@ class App:
     Attributes:
         settings: Server settings.
         sessions: The session manager.
+        http: Served over HTTP (the MCP host's roots are paths on another machine then,
+            and are not used).
     """
 
     settings: Settings
     sessions: SessionManager
+    http: bool = False
+    roots_stale: bool = field(default=True)
 
     def owner(self, ctx: Context) -> str:
         """The principal a request acts for: the HTTP bearer token's principal, else the
@@ -39,8 +47,34 @@ class App:
         token = get_access_token()
         return f"principal:{token.client_id}" if token is not None else LOCAL_OWNER
 
+    async def host_roots(self, ctx: Context) -> None:
+        """Adopt the MCP host's roots (``roots/list``) when they may decide the default
+        workspace: stdio or in memory, no operator workspace, asked once and again after
+        ``notifications/roots/list_changed``. A host without roots changes nothing."""
+        if not self.roots_stale or self.http or not self.settings.client_roots:
+            return
+        self.roots_stale = False
+        policy = self.sessions.policy
+        if policy.rule == "--workspace" or (policy.roots and policy.rule == "scratch"):
+            return
+        try:
+            session = ctx.session
+            caps = session.client_capabilities
+            if caps is None or caps.roots is None or not session.can_send_request:
+                return
+            with warnings.catch_warnings():
+                # Roots are deprecated in protocol 2026-07-28, still answered by hosts.
+                warnings.simplefilter("ignore")
+                listed = await asyncio.wait_for(session.list_roots(), 5)
+        except Exception as exc:  # a host that cannot answer leaves the default as it is
+            _log.warning("could not list the MCP host's roots", error=str(exc))
+            return
+        self.sessions.set_policy(policy.with_host_roots([str(r.uri) for r in listed.roots]))
+
     async def session(self, ctx: Context, session_id: str | None) -> Session:
         """The session a tool call names, or the caller's default one."""
+        if session_id is None:
+            await self.host_roots(ctx)
         session = await self.sessions.resolve(session_id, self.owner(ctx))
         structlog.contextvars.bind_contextvars(session_id=session.id)
         return session
@@ -56,6 +90,7 @@ def make_lifespan(
     settings: Settings,
     backend_factory: Callable[[Settings, Instance], Backend] = make_backend,
     on_ready: Callable[[App], None] | None = None,
+    http: bool = False,
 ) -> Callable[[FastMCP], Any]:
     """A lifespan that starts the session manager and removes every sandbox on exit.
 
@@ -65,14 +100,18 @@ def make_lifespan(
 
     @asynccontextmanager
     async def lifespan(_server: FastMCP) -> AsyncIterator[dict[str, Any]]:
-        backend = backend_factory(settings, Instance.current())
-        manager = SessionManager(settings, backend)
+        instance = Instance.current()
+        backend = backend_factory(settings, instance)
+        policy = WorkspacePolicy.from_settings(settings, Path.cwd(), http)
+        if policy.note:
+            _log.warning("default workspace", rule=policy.rule, note=policy.note)
+        manager = SessionManager(settings, backend, policy, instance)
         try:
             await manager.start()
         except SandboxUnavailable as exc:
             # Stay up: every tool call reports the same clear reason until it is fixed.
             _log.error("sandbox backend unavailable", reason=str(exc))
-        app = App(settings=settings, sessions=manager)
+        app = App(settings=settings, sessions=manager, http=http)
         if on_ready is not None:
             on_ready(app)
         try:

@@ -13,6 +13,7 @@ from coderx_mcp.sandbox.instance import Instance
 from coderx_mcp.server.app import App, make_lifespan
 from coderx_mcp.server.auth import BearerTokens
 from coderx_mcp.server.errors import ErrorMapping
+from coderx_mcp.server.roots import HostRoots
 
 INSTRUCTIONS = """\
 Coder-X runs every command and file operation inside an isolated sandbox container whose
@@ -52,10 +53,10 @@ def build_server(
         "coderx",
         instructions=INSTRUCTIONS,
         version=__version__,
-        lifespan=make_lifespan(settings, backend_factory, on_ready),
+        lifespan=make_lifespan(settings, backend_factory, on_ready, http),
         auth=BearerTokens({p: t.get_secret_value() for p, t in settings.http_tokens.items()})
         if http and settings.http_tokens else None,
-        middleware=[ErrorMapping()],
+        middleware=[ErrorMapping(), HostRoots()],
         mask_error_details=True,
         on_duplicate="error",
     )

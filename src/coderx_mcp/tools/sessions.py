@@ -1,4 +1,4 @@
-"""Session tools: open, list, inspect and close sandboxes, plus server health."""
+"""Session tools: open, list, inspect, diff, commit and close sandboxes, plus server health."""
 
 from typing import Annotated, Literal
 
@@ -6,9 +6,12 @@ from fastmcp import Context, FastMCP
 from fastmcp.tools.base import ToolResult
 from pydantic import Field
 
+from coderx_mcp.errors import GitError, ToolInputError
 from coderx_mcp.server.app import app_of
 from coderx_mcp.sessions import SessionInfo
 from coderx_mcp.tools.common import Out, SessionArg, result, tool
+from coderx_mcp.workspace import worktree as wtree
+from coderx_mcp.workspace.shadow import FileChange
 
 
 class SessionOut(Out):
@@ -24,9 +27,29 @@ class SessionListOut(Out):
 
 
 class SessionCloseOut(Out):
-    """A closed session."""
+    """A closed session and what happened to its workspace."""
 
     closed: bool
+    workspace: list[str]
+
+
+class SessionDiffOut(Out):
+    """A session's changes since it started."""
+
+    files: list[FileChange]
+    stat: str
+    diff: str = Field(description="The unified diff, from line `offset` on.")
+    offset: int
+    total_lines: int
+    next_offset: int | None = Field(description="Pass as `offset` for the rest; None: done.")
+
+
+class SessionCommitOut(Out):
+    """A commit on the session's branch (``commit`` None: nothing to commit)."""
+
+    commit: str | None
+    branch: str
+    stat: str
 
 
 class HealthOut(Out):
@@ -38,14 +61,26 @@ class HealthOut(Out):
     problem: str | None
     open_sessions: int
     warm_pool_ready: int
+    default_workspace: str | None = Field(description="None: scratch workspaces.")
+    workspace_rule: str = Field(
+        description="Who chose the default workspace: --workspace, mcp-roots, cwd or scratch.")
+    workspace_roots: list[str]
+    workspace_note: str | None
 
 
 def _render(info: SessionInfo) -> str:
     lim = info.limits
-    return (f"session {info.session} ({info.backend}{'' if info.isolated else ', NOT ISOLATED'}"
-            f", container {info.container or '-'})\n  workspace {info.workspace} -> /workspace, "
-            f"network {info.network}, uid {info.uid}\n  limits: memory {lim.memory}, cpus "
-            f"{lim.cpus}, pids {lim.pids}; alive {info.alive}, idle {info.idle_s}s")
+    where = f"{info.mode} {info.workspace}"
+    if info.source and info.mode != "bind":
+        where += f" (of {info.source})"
+    if info.branch:
+        where += f", branch {info.branch}"
+    text = (f"session {info.session} ({info.backend}{'' if info.isolated else ', NOT ISOLATED'}"
+            f", container {info.container or '-'})\n  workspace {where} -> /workspace, chosen "
+            f"by {info.chosen_by}; network {info.network}, uid {info.uid}\n  limits: memory "
+            f"{lim.memory}, cpus {lim.cpus}, pids {lim.pids}; alive {'yes' if info.alive else 'no'}"
+            f", idle {info.idle_s}s")
+    return text + "".join(f"\n  note: {n}" for n in info.notes)
 
 
 def register(mcp: FastMCP) -> None:
@@ -55,8 +90,14 @@ def register(mcp: FastMCP) -> None:
     async def session_open(
         ctx: Context,
         workspace: Annotated[str | None, Field(
-            description="Absolute host directory to mount at /workspace; omit for the "
-                        "server's default workspace.", max_length=4096)] = None,
+            description="Host directory inside one of the server's allowed workspace roots "
+                        "(absolute, or relative to the default workspace); omit for the "
+                        "default workspace.", max_length=4096)] = None,
+        mode: Annotated[Literal["bind", "worktree", "copy", "scratch"] | None, Field(
+            description="'bind' (default): the directory itself; 'worktree': a new git "
+                        "worktree on branch coderx/<session> (parallel agents never touch each "
+                        "other's files; session_commit, then session_close keeps the branch); "
+                        "'copy': a private copy; 'scratch': an empty directory.")] = None,
         network: Annotated[Literal["none", "bridge"] | None, Field(
             description="'none' (default: no network) or 'bridge' (outbound access).")] = None,
         cpus: Annotated[float | None, Field(description="CPU cores, e.g. 2.", gt=0)] = None,
@@ -68,7 +109,9 @@ def register(mcp: FastMCP) -> None:
         Pass the id as `session` to other tools; without it they use your default session.
         """
         app = app_of(ctx)
-        s = await app.sessions.open(app.owner(ctx), workspace, network, cpus, memory)
+        if workspace is None:
+            await app.host_roots(ctx)
+        s = await app.sessions.open(app.owner(ctx), workspace, network, cpus, memory, mode)
         info = s.info()
         return result(SessionOut(session=s.id, info=info), "opened " + _render(info))
 
@@ -90,25 +133,93 @@ def register(mcp: FastMCP) -> None:
         return result(SessionOut(session=s.id, info=info), _render(info))
 
     @tool(mcp, out=SessionCloseOut, read_only=False, destructive=True, title="Close a session")
-    async def session_close(ctx: Context, session: SessionArg = None) -> ToolResult:
-        """Close a session: its container and background processes end. A scratch
-        workspace is deleted; a host workspace directory is kept."""
+    async def session_close(
+        ctx: Context, session: SessionArg = None,
+        keep: Annotated[bool, Field(
+            description="worktree mode: keep the branch for review (uncommitted changes are "
+                        "committed first); false deletes the branch too.")] = True,
+    ) -> ToolResult:
+        """Close a session: its container and background processes end. Scratch and copy
+        workspaces are deleted, a worktree directory is removed (its branch kept unless
+        keep=false); a bound host directory is left as it is."""
         app = app_of(ctx)
         s = await app.session(ctx, session)
-        await app.sessions.close(s.id, app.owner(ctx))
-        return result(SessionCloseOut(session=s.id, closed=True), f"closed session {s.id}")
+        done = await app.sessions.close(s.id, app.owner(ctx), keep)
+        text = "\n".join([f"closed session {s.id}", *done])
+        return result(SessionCloseOut(session=s.id, closed=True, workspace=done), text)
+
+    @tool(mcp, out=SessionDiffOut, read_only=True, idempotent=True, title="Diff a session")
+    async def session_diff(
+        ctx: Context, session: SessionArg = None,
+        offset: Annotated[int, Field(description="First line of the diff to show (0-based).",
+                                     ge=0)] = 0,
+    ) -> ToolResult:
+        """Show the session's changes since it started: changed files, a stat line and the
+        unified diff (paged: pass `next_offset` as `offset` for more)."""
+        app = app_of(ctx)
+        s = await app.session(ctx, session)
+        await s.baseline()
+        d = await s.shadow.diff()
+        lines = d.patch.splitlines(keepends=True)
+        if offset > len(lines):
+            raise ToolInputError(f"offset {offset} is past the end of the diff "
+                                 f"({len(lines)} lines)")
+        cap, used, end = app.settings.output_cap, 0, offset
+        while end < len(lines) and (used + len(lines[end]) <= cap or end == offset):
+            used += len(lines[end])
+            end += 1
+        nxt = end if end < len(lines) else None
+        page = "".join(lines[offset:end])
+        files = "\n".join(f"{f.status} {f.path} (+{f.added if f.added is not None else '?'} "
+                          f"-{f.removed if f.removed is not None else '?'})" for f in d.files)
+        more = f"\n[diff continues: session_diff(offset={nxt})]" if nxt is not None else ""
+        text = f"{d.stat}\n{files}\n\n{page}{more}" if d.files else "no changes"
+        return result(SessionDiffOut(session=s.id, files=d.files, stat=d.stat, diff=page,
+                                     offset=offset, total_lines=len(lines), next_offset=nxt),
+                      text)
+
+    @tool(mcp, out=SessionCommitOut, read_only=False, title="Commit a worktree session")
+    async def session_commit(
+        ctx: Context,
+        message: Annotated[str, Field(description="The commit message.", min_length=1,
+                                      max_length=10000)],
+        session: SessionArg = None,
+    ) -> ToolResult:
+        """Commit every change of a worktree session on its branch coderx/<session>
+        (git runs on the host with hooks disabled). Only for mode 'worktree' sessions."""
+        app = app_of(ctx)
+        s = await app.session(ctx, session)
+        wt = s.workspace.worktree
+        if wt is None:
+            raise GitError(f"session_commit needs a worktree session; session {s.id} is in "
+                           f"mode {s.workspace.mode!r} (open one with session_open("
+                           "mode='worktree'))")
+        made = await wtree.commit(wt, message, app.settings.git_author)
+        if made is None:
+            return result(SessionCommitOut(session=s.id, commit=None, branch=wt.branch,
+                                           stat=""), f"nothing to commit on {wt.branch}")
+        return result(SessionCommitOut(session=s.id, commit=made.commit, branch=made.branch,
+                                       stat=made.stat),
+                      f"committed {made.commit[:12]} on {made.branch}: {made.stat}")
 
     @tool(mcp, out=HealthOut, read_only=True, idempotent=True, title="Server health")
     async def health(ctx: Context) -> ToolResult:
         """Check that sandboxes can start (Docker engine and image) and show the load."""
         app = app_of(ctx)
         problem = await app.sessions.problem()
+        await app.host_roots(ctx)
+        policy = app.sessions.policy
         out = HealthOut(
             session="", backend=app.sessions.backend.name, isolated=app.sessions.backend.isolated,
             ok=problem is None, problem=problem, open_sessions=app.sessions.count,
-            warm_pool_ready=app.sessions.pool.ready)
+            warm_pool_ready=app.sessions.pool.ready,
+            default_workspace=str(policy.default) if policy.default else None,
+            workspace_rule=policy.rule, workspace_roots=[str(r) for r in policy.roots],
+            workspace_note=policy.note)
+        ws = f"workspace {out.default_workspace or 'scratch'} (chosen by {policy.rule})"
         text = (f"{'ok' if problem is None else 'PROBLEM: ' + problem}; backend {out.backend}"
                 f"{'' if out.isolated else ' (NOT ISOLATED)'}; {out.open_sessions} sessions open, "
-                f"{out.warm_pool_ready} warm")
+                f"{out.warm_pool_ready} warm; {ws}"
+                + (f"\nwarning: {policy.note}" if policy.note else ""))
         return result(out, text)
 
