@@ -89,6 +89,24 @@ def workspace(tmp_path: Path) -> Path:
     return ws
 
 
+def npm_install(package: str, version: str, entry: str) -> Path:
+    """A pinned npm package installed once into ``~/.cache/coderx/<name>``; ``entry`` is the
+    path of the file to run, relative to that directory."""
+    import shutil
+    import subprocess
+
+    cache = Path.home() / ".cache" / "coderx" / package.rsplit("/", 1)[-1]
+    path = cache / entry
+    if not path.exists():
+        npm = shutil.which("npm")
+        assert npm, f"npm is needed to install {package} (Debian: apt-get install npm)"
+        cache.mkdir(parents=True, exist_ok=True)
+        subprocess.run([npm, "install", "--prefix", str(cache), "--no-audit", "--no-fund",
+                        f"{package}@{version}"], check=True, stdout=subprocess.DEVNULL,
+                       stdin=subprocess.DEVNULL, timeout=600)
+    return path
+
+
 def chown_tree(root: Path, uid: int = SANDBOX_UID) -> None:
     """Give a tree made by the tests (as root) to the sandbox uid, as a user's project is,
     and let that uid reach it (pytest's temporary directories are 0700 root)."""

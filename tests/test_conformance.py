@@ -6,7 +6,6 @@ tools-only server run (see shared/security-catalogue.md).
 """
 
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -16,25 +15,18 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from tests.conftest import npm_install
 
 # No Docker needed: these scenarios only speak the protocol (no tool runs a sandbox).
 VERSION = "0.1.13"  # the last release that runs on Node 20
-CACHE = Path.home() / ".cache" / "coderx" / "conformance"
 SCENARIOS = ["server-initialize", "ping", "tools-list", "server-sse-multiple-streams",
              "dns-rebinding-protection", "logging-set-level"]
 
 
 @pytest.fixture(scope="module")
 def conformance() -> Path:
-    entry = CACHE / "node_modules" / "@modelcontextprotocol" / "conformance" / "dist" / "index.js"
-    if not entry.exists():
-        npm = shutil.which("npm")
-        assert npm, "npm is needed for the MCP conformance suite (Debian: apt-get install npm)"
-        CACHE.mkdir(parents=True, exist_ok=True)
-        subprocess.run([npm, "install", "--prefix", str(CACHE), "--no-audit", "--no-fund",
-                        f"@modelcontextprotocol/conformance@{VERSION}"], check=True,
-                       stdout=subprocess.DEVNULL, stdin=subprocess.DEVNULL, timeout=600)
-    return entry
+    return npm_install("@modelcontextprotocol/conformance", VERSION,
+                       "node_modules/@modelcontextprotocol/conformance/dist/index.js")
 
 
 @pytest.fixture(scope="module")

@@ -156,6 +156,16 @@ async def test_stdio_client_end_to_end(project: Path) -> None:
     assert (project / "hello.txt").read_text() == "hello\nthere\n"
 
 
+async def _wait_port(port: int) -> None:
+    """Wait until a server listens on a loopback port (10 s at most)."""
+    for _ in range(200):
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            await asyncio.sleep(0.05)
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -175,12 +185,7 @@ async def http_url(project: Path) -> AsyncIterator[str]:
                             env=_env(CODERX_HTTP_TOKENS=json.dumps(TOKENS)))
     url = f"http://127.0.0.1:{port}/mcp"
     try:
-        for _ in range(200):
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                    break
-            except OSError:
-                await asyncio.sleep(0.05)
+        await _wait_port(port)
         yield url
     finally:
         proc.send_signal(signal.SIGTERM)
@@ -314,12 +319,7 @@ async def test_sigterm_with_open_sessions_leaves_no_scratch(project: Path, tmp_p
         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         env=_env(CODERX_DATA_DIR=str(data)))
     try:
-        for _ in range(200):
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                    break
-            except OSError:
-                await asyncio.sleep(0.05)
+        await _wait_port(port)
         async with Client(f"http://127.0.0.1:{port}/mcp") as c:
             for _ in range(3):
                 r = await c.call_tool("session_open", {"mode": "scratch"})

@@ -25,6 +25,7 @@ from coderx_mcp.errors import (
     CoderxError,
     ConfigError,
     SandboxGone,
+    SandboxUnavailable,
     SessionLimitReached,
     SessionNotFound,
     WorkspaceRefused,
@@ -254,6 +255,7 @@ class SessionManager:
             settings.pool_size, self._default_workspace, self._spec_of, backend,
             new_session_id, discard=self._discard)
         self._reaper: asyncio.Task[None] | None = None
+        self._starting: asyncio.Task[None] | None = None
         self._shutdown: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -263,6 +265,25 @@ class SessionManager:
         await self.backend.reap_orphans()
         self._pool.start()
         self._reaper = asyncio.create_task(self._reap_idle(), name="coderx-idle-reaper")
+
+    def start_soon(self) -> None:
+        """Start in the background, so the server answers ``initialize`` without waiting for
+        Docker (hosts time their connection); sessions wait for the start to finish."""
+        async def run() -> None:
+            try:
+                await self.start()
+            except SandboxUnavailable as exc:
+                # Stay up: every tool call reports the same clear reason until it is fixed.
+                _log.error("sandbox backend unavailable", reason=str(exc))
+            except Exception as exc:  # logged; tool calls report their own errors
+                _log.error("session manager start failed", error=str(exc))
+
+        self._starting = asyncio.create_task(run(), name="coderx-start")
+
+    async def ready(self) -> None:
+        """Wait for a background start (see :meth:`start_soon`)."""
+        if self._starting is not None and not self._starting.done():
+            await asyncio.shield(self._starting)
 
     async def shutdown(self) -> None:
         """Close every session and pooled sandbox of this server.
@@ -275,6 +296,10 @@ class SessionManager:
         await asyncio.shield(self._shutdown)
 
     async def _do_shutdown(self) -> None:
+        if self._starting is not None:
+            self._starting.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._starting
         if self._reaper is not None:
             self._reaper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -350,6 +375,7 @@ class SessionManager:
             ConfigError: A bad limit or mode.
             SandboxUnavailable: The sandbox could not start.
         """
+        await self.ready()
         if len(self._sessions) + self._opening >= self.settings.max_sessions:
             raise SessionLimitReached(
                 f"{self.settings.max_sessions} sessions are open, the maximum; close one "

@@ -15,7 +15,6 @@ from fastmcp import Context, FastMCP
 from fastmcp.server.dependencies import get_access_token
 
 from coderx_mcp.config import Settings
-from coderx_mcp.errors import SandboxUnavailable
 from coderx_mcp.sandbox.backends import Backend, make_backend
 from coderx_mcp.sandbox.instance import Instance
 from coderx_mcp.sessions import Session, SessionManager
@@ -106,11 +105,7 @@ def make_lifespan(
         if policy.note:
             _log.warning("default workspace", rule=policy.rule, note=policy.note)
         manager = SessionManager(settings, backend, policy, instance)
-        try:
-            await manager.start()
-        except SandboxUnavailable as exc:
-            # Stay up: every tool call reports the same clear reason until it is fixed.
-            _log.error("sandbox backend unavailable", reason=str(exc))
+        manager.start_soon()
         app = App(settings=settings, sessions=manager, http=http)
         if on_ready is not None:
             on_ready(app)

@@ -86,3 +86,9 @@ async def git_text(args: list[str], **kw: object) -> str:
     """``git(...)``'s standard output as text without the trailing newline."""
     _code, out, _err = await git(args, **kw)  # type: ignore[arg-type]
     return out.decode("utf-8", "replace").rstrip("\n")
+
+
+def split_author(author: str) -> tuple[str, str]:
+    """``"Name <email>"`` (validated by the settings) as (name, email)."""
+    name, _, email = author.partition(" <")
+    return name, email.rstrip(">")

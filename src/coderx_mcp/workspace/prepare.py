@@ -26,7 +26,7 @@ from coderx_mcp.errors import GitError
 from coderx_mcp.sandbox.base import BindMount
 from coderx_mcp.sandbox.instance import Instance, owner_is_gone
 from coderx_mcp.workspace import worktree as wtree
-from coderx_mcp.workspace.hostgit import git
+from coderx_mcp.workspace.hostgit import git, split_author
 from coderx_mcp.workspace.policy import created_ids, sandbox_ids
 from coderx_mcp.workspace.shadow import Shadow
 
@@ -91,8 +91,8 @@ class Workspaces:
     def _gitconfig(self) -> Path:
         """A read-only ``~/.gitconfig`` for sandboxes: the git identity of commits made
         inside (the runner passes no ``GIT_*`` identity variables to commands)."""
-        name, _, email = self.settings.git_author.partition(" <")
-        text = f"[user]\n\tname = {name}\n\temail = {email.rstrip('>')}\n"
+        name, email = split_author(self.settings.git_author)
+        text = f"[user]\n\tname = {name}\n\temail = {email}\n"
         path = self._dir("etc") / "gitconfig"
         if not path.exists() or path.read_text() != text:
             tmp = path.with_suffix(".tmp")
@@ -203,7 +203,7 @@ class Workspaces:
                 ws = Workspace.model_validate(rec["workspace"])
             except (OSError, ValueError, KeyError):
                 continue
-            _log.info("removing the workspace of a server that is gone",
+            _log.info("cleaning up a session of a server that is gone",
                       session_id=ws.session_id, mode=ws.mode, path=str(ws.host))
             if ws.mode == "worktree" and ws.worktree is None and ws.source is not None:
                 shutil.rmtree(ws.host, ignore_errors=True)  # died while creating it

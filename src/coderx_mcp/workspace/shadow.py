@@ -18,8 +18,6 @@ from pydantic import BaseModel
 from coderx_mcp.errors import GitError
 from coderx_mcp.workspace.hostgit import git, git_text
 
-_EMPTY_TREE = "4b825dc642cb6eb9a060e54bf8d69288fbee4904"
-
 
 class FileChange(BaseModel):
     """One changed path."""
@@ -123,6 +121,3 @@ def _files(name_status: str, numstat: str) -> list[FileChange]:
         added, removed = counts.get(path, (None, None))
         files.append(FileChange(path=path, status=code[:1], added=added, removed=removed))
     return files
-
-
-__all__ = ["_EMPTY_TREE", "Diff", "FileChange", "Shadow"]

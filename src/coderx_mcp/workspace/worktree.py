@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict
 
 from coderx_mcp.errors import GitError, WorkspaceRefused
 from coderx_mcp.sandbox.base import BindMount
-from coderx_mcp.workspace.hostgit import git, git_text
+from coderx_mcp.workspace.hostgit import git, git_text, split_author
 
 BRANCH_PREFIX = "coderx/"
 
@@ -159,8 +159,8 @@ def _git_args(wt: Worktree) -> list[str]:
 
 
 def _identity(author: str) -> list[str]:
-    name, _, email = author.partition(" <")
-    return ["-c", f"user.name={name}", "-c", f"user.email={email.rstrip('>')}"]
+    name, email = split_author(author)
+    return ["-c", f"user.name={name}", "-c", f"user.email={email}"]
 
 
 async def has_changes(wt: Worktree) -> bool:

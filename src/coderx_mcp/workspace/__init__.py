@@ -1,0 +1,1 @@
+"""Session workspaces: which host directories (policy), made how (prepare), diffed how."""
