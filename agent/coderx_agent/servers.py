@@ -31,6 +31,9 @@ from coderx_agent.keys import SECRET_ENV
 from coderx_agent.messages import ToolSpec
 
 CODERX = "coderx"
+#: Longest a server may take to start and list its tools (the coderx server starts Docker
+#: clients and reaps orphans first).
+START_TIMEOUT_S = 60.0
 #: Longest we wait for a broken connection to close.
 CLOSE_TIMEOUT_S = 5.0
 
@@ -117,8 +120,8 @@ class ToolServer:
                 return self._client
             client = self._connect()
             try:
-                await asyncio.wait_for(client.__aenter__(), self._entry.timeout_s)
-                listed = await asyncio.wait_for(client.list_tools(), self._entry.timeout_s)
+                await asyncio.wait_for(client.__aenter__(), START_TIMEOUT_S)
+                listed = await asyncio.wait_for(client.list_tools(), START_TIMEOUT_S)
             except BaseException as exc:
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(client.close(), CLOSE_TIMEOUT_S)
