@@ -8,6 +8,7 @@ queues replies (``say``, ``call``, ``fail``, ``hang``); every request body is re
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -15,12 +16,15 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
+
+if TYPE_CHECKING:
+    from coderx_agent.loop import Agent
 
 AGENT = [sys.executable, "-m", "coderx_agent"]
 EXTRA_SERVER = Path(__file__).with_name("extra_server.py")
@@ -308,6 +312,43 @@ def ollama_api() -> Iterator[FakeOllama]:
         yield api
     finally:
         api.close()
+
+
+@pytest.fixture
+def make_agent(anthropic_api: FakeAnthropic, tmp_path: Path
+               ) -> Callable[..., contextlib.AbstractAsyncContextManager[Agent]]:
+    """Agents on the fake Messages API (real SDK) whose tools are ``extra_server``'s, in
+    memory under the coderx name (plain tool names). Keyword arguments go to ``Agent``;
+    ``mode``/``allow``/``deny`` to its permissions, ``context_window`` to the model."""
+    from fastmcp import Client
+
+    from coderx_agent.config import AnthropicConfig, ServerEntry
+    from coderx_agent.conversations import ConversationStore
+    from coderx_agent.keys import Keys
+    from coderx_agent.loop import Agent
+    from coderx_agent.models.anthropic import AnthropicModel
+    from coderx_agent.permissions import Permissions
+    from coderx_agent.pricing import price_of
+    from coderx_agent.servers import ToolHub, ToolServer
+    from tests.agent import extra_server
+
+    @contextlib.asynccontextmanager
+    async def make(mode: str = "yolo", allow: tuple[str, ...] = (), deny: tuple[str, ...] = (),
+                   context_window: int = 200_000, **kw: Any) -> AsyncIterator[Agent]:
+        model = AnthropicModel("claude-sonnet-4-5", AnthropicConfig(
+            base_url=anthropic_api.url, max_retries=0, context_window=context_window),
+            Keys(environ={"ANTHROPIC_API_KEY": "sk-test"}))
+        server = ToolServer("coderx", lambda: Client(extra_server.mcp),
+                            ServerEntry(command="in-memory", timeout_s=30), prefix=False)
+        conv = ConversationStore(tmp_path / "conversations").create(tmp_path, model.name, mode)
+        try:
+            async with ToolHub([server]) as hub:
+                yield Agent(model, hub, conv, Permissions(mode, allow, deny),  # type: ignore[arg-type]
+                            price_of("anthropic", "claude-sonnet-4-5"), **kw)
+        finally:
+            await model.aclose()
+
+    return make
 
 
 @pytest.fixture

@@ -37,7 +37,7 @@ async def die() -> str:
     os._exit(3)
 
 
-@mcp.tool
+@mcp.tool(annotations={"readOnlyHint": True})
 async def sleep(seconds: float) -> str:
     """Sleep, then answer."""
     await asyncio.sleep(seconds)
