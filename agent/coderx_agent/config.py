@@ -139,7 +139,9 @@ class AgentConfig(BaseSettings):
     @classmethod
     def settings_customise_sources(cls, settings_cls: type[BaseSettings],
                                    init_settings: PydanticBaseSettingsSource,
-                                   *_: PydanticBaseSettingsSource
+                                   env_settings: PydanticBaseSettingsSource,
+                                   dotenv_settings: PydanticBaseSettingsSource,
+                                   file_secret_settings: PydanticBaseSettingsSource,
                                    ) -> tuple[PydanticBaseSettingsSource, ...]:
         # The layers are merged by ``load_config`` (which also records their origins).
         return (init_settings,)
@@ -192,12 +194,19 @@ def merge(base: dict[str, Any], top: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _line_of(path: Path, key: str) -> int | None:
-    """The line where ``key``'s last part is assigned in a TOML file (for error messages)."""
-    last = key.split(".")[-1]
-    pattern = re.compile(rf"^\s*[\"']?{re.escape(last)}[\"']?\s*=")
+    """The line where the dotted ``key`` is assigned in a TOML file (for error messages):
+    ``a.b.c`` is ``c = …`` under ``[a.b]``, or ``b.c = …`` under ``[a]``, and so on."""
+    table = ""
+    assign = re.compile(r"^\s*([\w.\"'-]+)\s*=")
+    header = re.compile(r"^\s*\[+\s*([^\]]+?)\s*\]+")
     for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if pattern.match(line):
-            return n
+        if m := header.match(line):
+            table = m[1].replace('"', "").replace("'", "").replace(" ", "")
+        elif m := assign.match(line):
+            name = m[1].replace('"', "").replace("'", "")
+            full = f"{table}.{name}" if table else name
+            if full == key or key.startswith(full + "."):
+                return n
     return None
 
 

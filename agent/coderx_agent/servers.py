@@ -57,16 +57,18 @@ def coderx_entry(workspace: Path, url: str | None, token: str | None,
                        timeout_s=timeout_s)
 
 
-def client_factory(entry: ServerEntry, environ: Mapping[str, str], inherit_env: bool
-                   ) -> ClientFactory:
-    """How to (re)connect to ``entry``: a new client (and process, for stdio) each time."""
+def client_factory(entry: ServerEntry, environ: Mapping[str, str], inherit_env: bool,
+                   log_file: Path | None = None) -> ClientFactory:
+    """How to (re)connect to ``entry``: a new client (and process, for stdio) each time;
+    a stdio server's stderr goes to ``log_file`` (default: ours)."""
     if entry.url is not None:
         url, headers = entry.url, dict(entry.headers)
         return lambda: Client(StreamableHttpTransport(url, headers=headers))
     assert entry.command is not None
     command, args = entry.command, list(entry.args)
     env = {**(server_env(environ) if inherit_env else {}), **entry.env} or None
-    return lambda: Client(StdioTransport(command, args, env=env, keep_alive=False))
+    return lambda: Client(StdioTransport(command, args, env=env, keep_alive=False,
+                                         log_file=log_file))
 
 
 class ToolOutcome(BaseModel):
@@ -136,8 +138,8 @@ class ToolServer:
                 exposed = f"mcp__{self.name}__{t.name}" if self._prefix else t.name
                 ann = t.annotations
                 self.tools[exposed] = ToolSpec(
-                    name=exposed, description=t.description or "", input_schema=t.inputSchema,
-                    read_only=bool(ann and ann.readOnlyHint))
+                    name=exposed, description=t.description or "", input_schema=t.input_schema,
+                    read_only=bool(ann and ann.read_only_hint))
                 self._remote[exposed] = t.name
             self._client = client
             return client
@@ -241,12 +243,16 @@ class ToolHub:
 
 
 def build_servers(coderx: ServerEntry, extra: Mapping[str, ServerEntry],
-                  environ: Mapping[str, str] | None = None) -> list[ToolServer]:
-    """The coderx server (plain tool names) and the configured ones (prefixed)."""
+                  environ: Mapping[str, str] | None = None,
+                  log_file: Path | None = None) -> list[ToolServer]:
+    """The coderx server (plain tool names) and the configured ones (prefixed); stdio
+    servers log to ``log_file``."""
     environ = os.environ if environ is None else environ
-    out = [ToolServer(CODERX, client_factory(coderx, environ, inherit_env=True), coderx,
+    if log_file is not None:
+        log_file.parent.mkdir(parents=True, exist_ok=True)
+    out = [ToolServer(CODERX, client_factory(coderx, environ, True, log_file), coderx,
                       prefix=False)]
-    out += [ToolServer(name, client_factory(e, environ, inherit_env=False), e, prefix=True)
+    out += [ToolServer(name, client_factory(e, environ, False, log_file), e, prefix=True)
             for name, e in extra.items() if name != CODERX]
     return out
 

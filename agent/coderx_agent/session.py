@@ -10,6 +10,7 @@ import contextlib
 from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 
+import platformdirs
 from pydantic import BaseModel
 
 from coderx_agent.config import AgentConfig, PermissionMode
@@ -41,6 +42,11 @@ class Request(BaseModel):
     """Overrides the config's mode and a resumed conversation's."""
     model: str | None = None
     """Overrides the config's model and a resumed conversation's."""
+
+
+def server_log_path() -> Path:
+    """Where stdio MCP servers' stderr goes (kept off the terminal and the JSON output)."""
+    return Path(platformdirs.user_log_dir("coderx")) / "mcp-servers.log"
 
 
 def open_conversation(store: ConversationStore, req: Request, model: str,
@@ -80,7 +86,7 @@ async def open_agent(config: AgentConfig, req: Request, keys: KeySource,
     coderx = coderx_entry(req.workspace, config.server_url, req.server_token,
                           config.server_timeout_s)
     try:
-        hub = ToolHub(build_servers(coderx, config.mcpServers, environ),
+        hub = ToolHub(build_servers(coderx, config.mcpServers, environ, server_log_path()),
                       notify=lambda m: on_event(Notice(message=m)))
         async with hub:
             yield Agent(model, hub, conv, permissions, price_of(provider, model_id),

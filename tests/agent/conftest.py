@@ -213,9 +213,10 @@ class FakeAnthropic(FakeAPI):
             else:
                 event("content_block_start", {"type": "content_block_start", "index": i,
                                               "content_block": {**block, "input": {}}})
+                partial = json.dumps(block["input"])
                 event("content_block_delta", {"type": "content_block_delta", "index": i,
                                               "delta": {"type": "input_json_delta",
-                                                        "partial_json": json.dumps(block["input"])}})
+                                                        "partial_json": partial}})
             event("content_block_stop", {"type": "content_block_stop", "index": i})
         event("message_delta", {"type": "message_delta",
                                 "delta": {"stop_reason": stop, "stop_sequence": None},
@@ -321,6 +322,7 @@ def make_agent(anthropic_api: FakeAnthropic, tmp_path: Path
     memory under the coderx name (plain tool names). Keyword arguments go to ``Agent``;
     ``mode``/``allow``/``deny`` to its permissions, ``context_window`` to the model."""
     from fastmcp import Client
+    from tests.agent import extra_server
 
     from coderx_agent.config import AnthropicConfig, ServerEntry
     from coderx_agent.conversations import ConversationStore
@@ -330,7 +332,6 @@ def make_agent(anthropic_api: FakeAnthropic, tmp_path: Path
     from coderx_agent.permissions import Permissions
     from coderx_agent.pricing import price_of
     from coderx_agent.servers import ToolHub, ToolServer
-    from tests.agent import extra_server
 
     @contextlib.asynccontextmanager
     async def make(mode: str = "yolo", allow: tuple[str, ...] = (), deny: tuple[str, ...] = (),

@@ -9,10 +9,11 @@ from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from typing import Any
 
+from tests.agent.conftest import FakeAnthropic
+
 from coderx_agent.compaction import SUMMARY_SYSTEM
 from coderx_agent.events import Compacted, Event, TextDelta, ToolStart
 from coderx_agent.loop import Agent
-from tests.agent.conftest import FakeAnthropic
 
 MakeAgent = Callable[..., AbstractAsyncContextManager[Agent]]
 
@@ -130,7 +131,7 @@ async def test_compaction_summarises_old_turns_and_keeps_memory(
     assert sentinel in anthropic_api.system_of(2)
     first = after["messages"][0]["content"][0]["text"]
     assert "SUMMARY-OF-EARLIER-WORK" in first and "ORIGINAL-TASK" not in json.dumps(after)
-    assert [e for e in events if isinstance(e, Compacted)][0].summarised_messages == 1
+    assert next(e for e in events if isinstance(e, Compacted)).summarised_messages == 1
     records = saved(agent)
     assert any(r["type"] == "compaction" for r in records)
     messages = [r["message"] for r in records if r["type"] == "message"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 
 import pytest
+from tests.agent.conftest import FakeAnthropic, FakeOllama
 
 from coderx_agent.config import AnthropicConfig, OllamaConfig
 from coderx_agent.errors import MissingKey, ModelError, UsageError
@@ -14,7 +15,6 @@ from coderx_agent.models import resolve
 from coderx_agent.models.anthropic import AnthropicModel
 from coderx_agent.models.ollama import OllamaModel
 from coderx_agent.pricing import cost, price_of
-from tests.agent.conftest import FakeAnthropic, FakeOllama
 
 KEY = {"ANTHROPIC_API_KEY": "sk-test-key"}
 READ = ToolSpec(name="read_file", description="Read a file.", read_only=True,
@@ -186,7 +186,7 @@ async def test_ollama_pull_reports_progress(ollama_api: FakeOllama) -> None:
 
 async def test_ollama_unreachable_is_a_model_error() -> None:
     model = OllamaModel("qwen3:8b", OllamaConfig(host="http://127.0.0.1:9"))
-    with pytest.raises(ModelError, match="cannot reach Ollama at http://127.0.0.1:9"):
+    with pytest.raises(ModelError, match=r"cannot reach Ollama at http://127\.0\.0\.1:9"):
         try:
             await model.complete("s", [Message.user("hi")], [], lambda _t: None)
         finally:

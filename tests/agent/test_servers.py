@@ -7,9 +7,10 @@ import sys
 import time
 from pathlib import Path
 
+from tests.agent.conftest import EXTRA_SERVER
+
 from coderx_agent.config import ServerEntry
 from coderx_agent.servers import ToolHub, build_servers, coderx_entry, server_env
-from tests.agent.conftest import EXTRA_SERVER
 
 AGENT_SRC = Path(__file__).parents[2] / "agent" / "coderx_agent"
 #: coderx_mcp modules the agent may import: libraries without MCP server or Docker code.
