@@ -41,9 +41,9 @@ class Keys:
 
     def _from_store(self, name: str) -> str | None:
         try:  # lazily: a library module without MCP or Docker imports (allowed for the agent)
-            from coderx_mcp.keystore import open_store  # type: ignore[import-not-found]
+            from coderx_mcp.keystore import open_store
 
-            from coderx_mcp.errors import KeyStoreError  # type: ignore[attr-defined]
+            from coderx_mcp.errors import KeyStoreError
         except ImportError:
             return None
         try:

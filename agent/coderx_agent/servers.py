@@ -122,11 +122,11 @@ class ToolServer:
                 return self._client
             client = self._connect()
             try:
-                await asyncio.wait_for(client.__aenter__(), START_TIMEOUT_S)
+                await asyncio.wait_for(client.__aenter__(), START_TIMEOUT_S)  # type: ignore[no-untyped-call]
                 listed = await asyncio.wait_for(client.list_tools(), START_TIMEOUT_S)
             except BaseException as exc:
                 with contextlib.suppress(Exception):
-                    await asyncio.wait_for(client.close(), CLOSE_TIMEOUT_S)
+                    await asyncio.wait_for(client.close(), CLOSE_TIMEOUT_S)  # type: ignore[no-untyped-call]
                 if isinstance(exc, asyncio.CancelledError):
                     raise
                 raise ToolServerError(f"MCP server {self.name!r} did not start: "
@@ -157,7 +157,7 @@ class ToolServer:
             if self._client is client:
                 self._client = None
         with contextlib.suppress(Exception):
-            await asyncio.wait_for(client.close(), CLOSE_TIMEOUT_S)
+            await asyncio.wait_for(client.close(), CLOSE_TIMEOUT_S)  # type: ignore[no-untyped-call]
 
     async def call(self, exposed: str, arguments: dict[str, Any]) -> ToolOutcome:
         """Run a tool; failures of the tool or the server come back as a failed outcome."""

@@ -7,9 +7,10 @@ import json
 import time
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
+from pathlib import Path
 from typing import Any
 
-from tests.agent.conftest import FakeAnthropic
+from tests.agent.conftest import FakeAnthropic, FakeOllama
 
 from coderx_agent.compaction import SUMMARY_SYSTEM
 from coderx_agent.events import Compacted, Event, TextDelta, ToolStart
@@ -179,3 +180,31 @@ async def test_model_failure_ends_the_run_with_an_error(anthropic_api: FakeAnthr
         result = await agent.run("x")
     assert (result.status, result.exit_code) == ("error", 1)
     assert result.error == "the Anthropic API answered 400: prompt is too long"
+
+
+async def test_ollama_model_drives_the_same_loop(ollama_api: FakeOllama, tmp_path: Path) -> None:
+    from fastmcp import Client
+    from tests.agent import extra_server
+
+    from coderx_agent.config import OllamaConfig, ServerEntry
+    from coderx_agent.conversations import ConversationStore
+    from coderx_agent.models.ollama import OllamaModel
+    from coderx_agent.permissions import Permissions
+    from coderx_agent.pricing import price_of
+    from coderx_agent.servers import ToolHub, ToolServer
+
+    ollama_api.call(("echo", {"text": "from qwen"})).say("qwen is done")
+    model = OllamaModel("qwen3:8b", OllamaConfig(host=ollama_api.url, num_ctx=8192))
+    server = ToolServer("coderx", lambda: Client(extra_server.mcp),
+                        ServerEntry(command="in-memory"), prefix=False)
+    conv = ConversationStore(tmp_path / "c").create(tmp_path, model.name, "yolo")
+    try:
+        async with ToolHub([server]) as hub:
+            agent = Agent(model, hub, conv, Permissions("yolo"), price_of("ollama", "qwen3:8b"))
+            result = await agent.run("use a tool")
+    finally:
+        await model.aclose()
+    assert result.answer == "qwen is done" and result.cost_usd == 0
+    assert result.usage.input_tokens == 100 and result.usage.output_tokens == 20
+    tool_msg = ollama_api.requests[1]["messages"][-1]
+    assert tool_msg == {"role": "tool", "content": "from qwen", "tool_name": "echo"}
