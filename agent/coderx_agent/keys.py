@@ -43,14 +43,17 @@ class Keys:
         try:  # lazily: a library module without MCP or Docker imports (allowed for the agent)
             from coderx_mcp.keystore import open_store
 
-            from coderx_mcp.errors import KeyStoreError
+            from coderx_mcp import errors
         except ImportError:
             return None
+        # The store raises KeyStoreError subclasses (looked up so this module type-checks
+        # before the key store lands in coderx_mcp).
+        store_error: type[Exception] = getattr(errors, "KeyStoreError", OSError)
         try:
             store = open_store(self._store_path,
                                passphrase=self._environ.get("CODERX_KEY_PASSPHRASE"))
             value = store.get(name)
-        except KeyStoreError:
+        except store_error:
             return None  # an unusable store: the environment may still have the key
         return value if isinstance(value, str) and value else None
 

@@ -49,14 +49,11 @@ def server_log_path() -> Path:
     return Path(platformdirs.user_log_dir("coderx")) / "mcp-servers.log"
 
 
-def open_conversation(store: ConversationStore, req: Request, model: str,
-                      mode: PermissionMode) -> Conversation:
-    """A new conversation, or the one to continue/resume (copied first with ``fork``)."""
-    if req.resume or req.continue_last:
-        path = store.find(req.resume) if req.resume else store.last_in(req.workspace)
-        conv = store.load(path)
-        return store.fork(conv) if req.fork else conv
-    return store.create(req.workspace, model, mode)
+def find_conversation(store: ConversationStore, req: Request) -> Conversation | None:
+    """The conversation to continue or resume, if the request names one."""
+    if not (req.resume or req.continue_last):
+        return None
+    return store.load(store.find(req.resume) if req.resume else store.last_in(req.workspace))
 
 
 @contextlib.asynccontextmanager
@@ -71,18 +68,20 @@ async def open_agent(config: AgentConfig, req: Request, keys: KeySource,
     Raises:
         UsageError, ConversationError, MissingKey, ToolServerError: before anything runs.
     """
-    conv = open_conversation(store, req, req.model or config.model,
-                             req.permission_mode or config.permissions.mode)
-    resumed = bool(conv.messages)
-    spec = req.model or (conv.header.model if resumed else config.model)
+    previous = find_conversation(store, req)
+    spec = req.model or (previous.header.model if previous else config.model)
     mode: PermissionMode = req.permission_mode or (
-        conv.header.permission_mode if resumed else config.permissions.mode)  # type: ignore[assignment]
+        previous.header.permission_mode if previous else config.permissions.mode)  # type: ignore[assignment]
     provider, model_id = resolve(spec, config.aliases)
     permissions = Permissions(mode, [*config.permissions.allow, *req.allow],
                               [*config.permissions.deny, *req.deny], ask)
-    if (conv.header.model, conv.header.permission_mode) != (spec, mode):
-        conv.settings(spec, mode)
-    model: Model = make_model(provider, model_id, config, keys)
+    model: Model = make_model(provider, model_id, config, keys)  # nothing is written before
+    if previous is None:
+        conv = store.create(req.workspace, spec, mode)
+    else:
+        conv = store.fork(previous) if req.fork else previous
+        if (conv.header.model, conv.header.permission_mode) != (spec, mode):
+            conv.settings(spec, mode)
     coderx = coderx_entry(req.workspace, config.server_url, req.server_token,
                           config.server_timeout_s)
     try:

@@ -25,7 +25,9 @@ def test_agent_never_imports_server_code() -> None:
             if isinstance(node, ast.Import):
                 names = [a.name for a in node.names]
             elif isinstance(node, ast.ImportFrom) and node.module:
-                names = [node.module]
+                # `from coderx_mcp import errors` imports the module coderx_mcp.errors
+                names = ([f"{node.module}.{a.name}" for a in node.names]
+                         if node.module == "coderx_mcp" else [node.module])
             bad += [f"{path.name}: {n}" for n in names
                     if n.split(".")[0] == "coderx_mcp" and n not in ALLOWED]
     assert not bad, f"the agent imports coderx_mcp internals: {bad}"
