@@ -138,3 +138,6 @@ def test_models_list_shows_both_providers(agent_home: Path, anthropic_api: FakeA
     no_key = CliRunner().invoke(app, ["models", "list"],
                                 env={"CODERX_OLLAMA__HOST": ollama_api.url}).stdout
     assert "anthropic: unavailable (no Anthropic API key" in no_key
+    pulled = CliRunner().invoke(app, ["models", "pull", "ollama:qwen3:8b"], env=env)
+    assert pulled.exit_code == 0, pulled.output
+    assert ollama_api.requests[-1]["model"] == "qwen3:8b"

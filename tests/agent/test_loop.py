@@ -208,3 +208,24 @@ async def test_ollama_model_drives_the_same_loop(ollama_api: FakeOllama, tmp_pat
     assert result.usage.input_tokens == 100 and result.usage.output_tokens == 20
     tool_msg = ollama_api.requests[1]["messages"][-1]
     assert tool_msg == {"role": "tool", "content": "from qwen", "tool_name": "echo"}
+
+
+async def test_ask_mode_asks_the_front_end_for_each_non_read_only_call(
+        anthropic_api: FakeAnthropic, make_agent: MakeAgent) -> None:
+    from coderx_agent.messages import ToolSpec
+    from coderx_agent.permissions import Permissions
+
+    asked: list[str] = []
+
+    async def ask(tool: ToolSpec, arguments: dict[str, Any]) -> bool:
+        asked.append(tool.name)
+        return len(asked) == 1  # yes to the first question, no to the second
+
+    anthropic_api.call(("echo", {"text": "read-only, not asked"}), ("pid", {}), ("pid", {})) \
+        .say("ok")
+    async with make_agent() as agent:
+        agent.permissions = Permissions("ask", ask=ask)
+        result = await agent.run("go")
+    assert asked == ["pid", "pid"]
+    assert [c.ok for c in result.tool_calls] == [True, True, False]
+    assert anthropic_api.tool_results(1)[2]["content"] == "refused: the user declined pid"
