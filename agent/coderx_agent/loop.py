@@ -28,7 +28,6 @@ from coderx_agent.errors import (
 from coderx_agent.events import (
     AssistantMessage,
     Compacted,
-    Event,
     EventSink,
     Notice,
     TextDelta,
@@ -258,10 +257,3 @@ class Agent:
                           output=text[:2000]))
         return ToolResultBlock(tool_use_id=use.id, content=text, is_error=not outcome.ok)
 
-
-def emit_all(sinks: Sequence[EventSink]) -> EventSink:
-    """One sink that passes each event to every sink in ``sinks``."""
-    def emit(event: Event) -> None:
-        for sink in sinks:
-            sink(event)
-    return emit
