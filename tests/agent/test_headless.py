@@ -139,6 +139,12 @@ def test_exit_2_usage_errors(agent_env: dict[str, str], project: Path,
     assert (code, err) == (2, "error: --fork needs --continue or --resume\n")
     code, _, err = cli(["-p", "hi", "--model", "gpt-5"], agent_env, project, monkeypatch)
     assert code == 2 and "unknown model 'gpt-5'" in err
+    code, _, err = cli(["-p", "hi", "--permission-mode", "ask"], agent_env, project, monkeypatch)
+    assert code == 2 and "permission mode `ask` needs the interactive terminal" in err
+    code, _, err = cli(["-p", "hi", "--permission-mode", "bold"], agent_env, project, monkeypatch)
+    assert code == 2 and "invalid setting permissions.mode from the command line" in err
+    code, _, err = cli(["-p", "hi", "--allow", "run_command(x"], agent_env, project, monkeypatch)
+    assert code == 2 and "invalid permission rule 'run_command(x'" in err
     (project / ".coderx").mkdir()
     (project / ".coderx" / "config.toml").write_text("max_turns = 3\n\n[ollama]\nnum_ctx = 1\n")
     code, _, err = cli(["-p", "hi"], agent_env, project, monkeypatch)
