@@ -22,6 +22,7 @@ from typing import Any
 import platformdirs
 from pydantic import BaseModel, ValidationError
 
+from coderx_agent.config import PermissionMode
 from coderx_agent.errors import ConversationError
 from coderx_agent.messages import Message, ToolResultBlock, Usage
 
@@ -34,7 +35,7 @@ class Header(BaseModel):
     created: str
     cwd: str
     model: str
-    permission_mode: str
+    permission_mode: PermissionMode
     parent: str | None = None
     """The conversation this one was forked from."""
 
@@ -92,7 +93,7 @@ class Conversation:
         self.compaction = compaction
         self._write({"type": "compaction", **compaction.model_dump()})
 
-    def settings(self, model: str, permission_mode: str) -> None:
+    def settings(self, model: str, permission_mode: PermissionMode) -> None:
         """Record the model and permission mode now in use (restored on resume)."""
         self.header = self.header.model_copy(update={"model": model,
                                                      "permission_mode": permission_mode})
@@ -133,7 +134,7 @@ class ConversationStore:
     def __init__(self, root: Path | None = None) -> None:
         self.root = root or Path(platformdirs.user_data_dir("coderx")) / "conversations"
 
-    def create(self, cwd: Path, model: str, permission_mode: str,
+    def create(self, cwd: Path, model: str, permission_mode: PermissionMode,
                parent: str | None = None) -> Conversation:
         """Start a new conversation file."""
         self.root.mkdir(parents=True, exist_ok=True, mode=0o700)

@@ -71,11 +71,12 @@ async def open_agent(config: AgentConfig, req: Request, keys: KeySource,
     previous = find_conversation(store, req)
     spec = req.model or (previous.header.model if previous else config.model)
     mode: PermissionMode = req.permission_mode or (
-        previous.header.permission_mode if previous else config.permissions.mode)  # type: ignore[assignment]
+        previous.header.permission_mode if previous else config.permissions.mode)
     provider, model_id = resolve(spec, config.aliases)
     permissions = Permissions(mode, [*config.permissions.allow, *req.allow],
                               [*config.permissions.deny, *req.deny], ask)
-    model: Model = make_model(provider, model_id, config, keys)  # nothing is written before
+    # Built before any file is written: a missing key leaves no empty conversation behind.
+    model: Model = make_model(provider, model_id, config, keys)
     if previous is None:
         conv = store.create(req.workspace, spec, mode)
     else:
