@@ -1,0 +1,5 @@
+"""``python -m coderx_agent``."""
+
+from coderx_agent.cli import main
+
+main()
