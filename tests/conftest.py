@@ -22,7 +22,8 @@ from coderx_mcp.sandbox.docker import remove_container
 from coderx_mcp.sandbox.instance import LABEL_INSTANCE, Instance
 from coderx_mcp.sessions import SessionManager
 
-IMAGE = "coderx-sandbox:latest"
+# Another tag tests a branch that changes containers/ without touching the shared image.
+IMAGE = os.environ.get("CODERX_TEST_IMAGE", "coderx-sandbox:latest")
 NO_DOCKER_ENV = "CODERX_TESTS_NO_DOCKER"
 SANDBOX_UID = 1000
 BUILD_HINT = "build it with `coderx-mcp image build --if-stale`"

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import docker
 import pytest
+from tests.conftest import IMAGE
 
 from coderx_mcp import image
 from coderx_mcp.image import (
@@ -17,8 +18,6 @@ from coderx_mcp.image import (
     image_status,
     missing_image_message,
 )
-
-IMAGE = "coderx-sandbox:latest"
 
 
 @pytest.fixture

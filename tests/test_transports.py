@@ -17,6 +17,7 @@ import docker
 import pytest
 from fastmcp import Client
 from fastmcp.client.transports import StdioTransport
+from tests.conftest import IMAGE
 
 from coderx_mcp.sandbox.instance import LABEL_PID
 
@@ -27,7 +28,7 @@ SERVE = [sys.executable, "-m", "coderx_mcp", "serve"]
 
 def _env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("CODERX_")}
-    env.update({"CODERX_POOL_SIZE": "0", **extra})
+    env.update({"CODERX_POOL_SIZE": "0", "CODERX_IMAGE": IMAGE, **extra})
     return env
 
 

@@ -8,13 +8,13 @@ import contextlib
 import json
 import os
 import signal
-import struct
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+from tests.sandbox.conftest import ScriptedRunner, echo_runner, scripted_client
 
 from coderx_mcp.errors import (
     BadRequest,
@@ -26,7 +26,7 @@ from coderx_mcp.errors import (
 )
 from coderx_mcp.sandbox.base import SandboxSpec
 from coderx_mcp.sandbox.local import LocalSandbox
-from coderx_mcp.sandbox.protocol import PROTOCOL_VERSION, RunnerClient
+from coderx_mcp.sandbox.protocol import PROTOCOL_VERSION
 from coderx_mcp.sessions import SessionManager
 
 
@@ -166,64 +166,10 @@ async def test_session_reports_runner_death_once_then_restarts(
 # -- the host client against a scripted stream ---------------------------------------------
 
 
-class ScriptedRunner:
-    """Our fake of the runner's end of the stream: answers each request with ``reply(req)``.
-
-    It is the writer the client writes to and feeds the reader the client reads from,
-    optionally in Docker's multiplexed framing, cut into small frames with stderr between.
-    """
-
-    def __init__(self, reply: Callable[[dict[str, Any]], dict[str, Any] | None],
-                 framed: bool) -> None:
-        self.reader = asyncio.StreamReader()
-        self.reply = reply
-        self.framed = framed
-        self.requests: list[dict[str, Any]] = []
-
-    def write(self, data: bytes) -> None:
-        for line in data.splitlines():
-            req = json.loads(line)
-            self.requests.append(req)
-            answer = self.reply(req)
-            if answer is not None:
-                self.emit(json.dumps(answer).encode() + b"\n")
-
-    def emit(self, data: bytes) -> None:
-        if not self.framed:
-            self.reader.feed_data(data)
-            return
-        for i in range(0, len(data), 7):  # tiny frames: lines span many of them
-            piece = data[i:i + 7]
-            self.reader.feed_data(bytes([1, 0, 0, 0]) + struct.pack(">I", len(piece)) + piece)
-            note = b"runner says hi"
-            self.reader.feed_data(bytes([2, 0, 0, 0]) + struct.pack(">I", len(note)) + note)
-
-    async def drain(self) -> None:
-        return None
-
-    def close(self) -> None:
-        self.reader.feed_eof()
-
-
-def _echo_runner(req: dict[str, Any]) -> dict[str, Any] | None:
-    if req["op"] == "hello":
-        return {"id": req["id"], "ok": True, "result": {"protocol": PROTOCOL_VERSION}}
-    if req["op"] == "fail":
-        return {"id": req["id"], "ok": False, "error": {"type": "NotFound", "message": "gone"}}
-    if req["op"] == "hang":
-        return None
-    return {"id": req["id"], "ok": True, "result": {"echo": req.get("value")}}
-
-
-def _client(fake: ScriptedRunner) -> RunnerClient:
-    return RunnerClient(fake.reader, fake, docker_framed=fake.framed,  # type: ignore[arg-type]
-                        name="scripted")
-
-
 @pytest.mark.parametrize("framed", [True, False], ids=["docker-framed", "plain-pipes"])
 async def test_client_demultiplexes_replies(framed: bool) -> None:
-    fake = ScriptedRunner(_echo_runner, framed)
-    client = _client(fake)
+    fake = ScriptedRunner(echo_runner, framed)
+    client = scripted_client(fake)
     await client.start(5)
     try:
         results = await asyncio.gather(*(client.call("echo", value=i) for i in range(20)))
@@ -237,8 +183,8 @@ async def test_client_demultiplexes_replies(framed: bool) -> None:
 
 
 async def test_client_fails_pending_calls_when_stream_ends() -> None:
-    fake = ScriptedRunner(_echo_runner, framed=True)
-    client = _client(fake)
+    fake = ScriptedRunner(echo_runner, framed=True)
+    client = scripted_client(fake)
     await client.start(5)
     lost: list[bool] = []
 
@@ -258,8 +204,8 @@ async def test_client_fails_pending_calls_when_stream_ends() -> None:
 
 
 async def test_client_cancel_sends_cancel_for_the_request() -> None:
-    fake = ScriptedRunner(_echo_runner, framed=False)
-    client = _client(fake)
+    fake = ScriptedRunner(echo_runner, framed=False)
+    client = scripted_client(fake)
     await client.start(5)
     try:
         task = asyncio.create_task(client.call("hang"))
@@ -277,14 +223,14 @@ async def test_client_rejects_other_protocol_version() -> None:
     def old_runner(req: dict[str, Any]) -> dict[str, Any]:
         return {"id": req["id"], "ok": True, "result": {"protocol": PROTOCOL_VERSION + 1}}
 
-    client = _client(ScriptedRunner(old_runner, framed=True))
+    client = scripted_client(ScriptedRunner(old_runner, framed=True))
     with pytest.raises(RunnerProtocolError, match="rebuild the image"):
         await client.start(5)
     assert not client.alive
 
 
 async def test_client_hello_timeout_is_sandbox_gone() -> None:
-    client = _client(ScriptedRunner(lambda req: None, framed=True))
+    client = scripted_client(ScriptedRunner(lambda req: None, framed=True))
     t0 = time.monotonic()
     with pytest.raises(SandboxGone, match="did not answer"):
         await client.start(0.3)

@@ -21,8 +21,9 @@ from .shell import Shell
 class Runner:
     """Dispatches requests; owns the process table and the shell state of the session."""
 
-    def __init__(self, root: str, state_dir: str) -> None:
+    def __init__(self, root: str, state_dir: str, undumpable: bool = False) -> None:
         self.paths = Paths(root)
+        self.undumpable = undumpable  # reported in hello: the channel is private
         self.state_dir = state_dir
         self.spool = os.path.join(state_dir, "spool")
         os.makedirs(self.spool, mode=0o700, exist_ok=True)
@@ -75,7 +76,8 @@ class Runner:
     # -- simple ops ----------------------------------------------------------
     async def op_hello(self, req: dict[str, Any]) -> dict[str, Any]:
         return {"protocol": PROTOCOL_VERSION, "pid": os.getpid(), "uid": os.getuid(),
-                "gid": os.getgid(), "root": self.paths.root, "python": sys.version.split()[0]}
+                "gid": os.getgid(), "root": self.paths.root, "python": sys.version.split()[0],
+                "undumpable": self.undumpable}
 
     async def op_cancel(self, req: dict[str, Any]) -> dict[str, Any]:
         task = self.tasks.get(req["target"])

@@ -87,7 +87,9 @@ class Shell:
             popen = subprocess.Popen(
                 ["/bin/bash", "--noprofile", "--norc", "-c",
                  f"builtin source {shlex.quote(self.state_file)} 2>/dev/null; "
-                 f"IFS= builtin read -r _ <&{rfd} || exit 0; builtin exec {rfd}<&-; "
+                 # Plain `exec`: `builtin exec N<&-` would close the pipe only for the
+                 # `builtin` command itself, and every command would inherit it.
+                 f"IFS= builtin read -r _ <&{rfd} || exit 0; exec {rfd}<&-; "
                  f"IFS= builtin read -r -d '' __coderx_s < {shlex.quote(script)}; "
                  "builtin eval \"$__coderx_s\"", "bash"],
                 cwd=self.root, env={"PATH": self.base_env["PATH"]},

@@ -12,6 +12,7 @@ import structlog
 from coderx_mcp.config import Settings
 from coderx_mcp.errors import ConfigError, SandboxUnavailable
 from coderx_mcp.sandbox.base import Sandbox, SandboxSpec
+from coderx_mcp.sandbox.channel import reply_line_cap
 from coderx_mcp.sandbox.docker import DockerSandbox, remove_container, remove_network
 from coderx_mcp.sandbox.instance import LABEL_INSTANCE, LABEL_MANAGED, Instance, owner_is_gone
 from coderx_mcp.sandbox.local import LocalSandbox
@@ -83,7 +84,8 @@ class DockerBackend:
 
     def make(self, spec: SandboxSpec, session_id: str) -> Sandbox:
         return DockerSandbox(self.client, spec, self._settings.image, self._instance, session_id,
-                             self._settings.start_timeout_s)
+                             self._settings.start_timeout_s,
+                             reply_line_cap(self._settings.max_file_bytes))
 
     async def reap_orphans(self) -> int:
         def reap() -> int:
@@ -132,7 +134,8 @@ class LocalBackend:
         return None
 
     def make(self, spec: SandboxSpec, session_id: str) -> Sandbox:
-        return LocalSandbox(spec, session_id, self._settings.start_timeout_s)
+        return LocalSandbox(spec, session_id, self._settings.start_timeout_s,
+                            reply_line_cap(self._settings.max_file_bytes))
 
     async def reap_orphans(self) -> int:
         return 0  # local runners end with their parent's pipes

@@ -22,7 +22,7 @@ from coderx_mcp.config import parse_size
 from coderx_mcp.errors import SandboxGone, SandboxUnavailable
 from coderx_mcp.sandbox.base import SandboxSpec
 from coderx_mcp.sandbox.instance import LABEL_SESSION, Instance
-from coderx_mcp.sandbox.protocol import RunnerClient
+from coderx_mcp.sandbox.protocol import DEFAULT_LINE_CAP, RunnerClient
 
 WORKDIR = "/workspace"
 HOME = "/home/coder"
@@ -124,8 +124,10 @@ class DockerSandbox:
     backend = "docker"
 
     def __init__(self, client: docker.DockerClient, spec: SandboxSpec, image: str,
-                 instance: Instance, session_id: str, start_timeout: float = 30.0) -> None:
+                 instance: Instance, session_id: str, start_timeout: float = 30.0,
+                 max_line: int = DEFAULT_LINE_CAP) -> None:
         self.spec = spec
+        self._max_line = max_line
         self.session_id = session_id
         self._client = client
         self._image = image
@@ -162,7 +164,8 @@ class DockerSandbox:
         except docker.errors.DockerException as exc:
             await self.close()
             raise SandboxUnavailable(f"could not start the sandbox container: {exc}") from None
-        self._runner = RunnerClient(reader, writer, docker_framed=True, name=self.session_id)
+        self._runner = RunnerClient(reader, writer, docker_framed=True, name=self.session_id,
+                                    max_line=self._max_line)
         self._runner.on_lost = self._on_lost
         try:
             await self._runner.start(self._start_timeout)
@@ -198,7 +201,8 @@ class DockerSandbox:
             return dup
 
         sock = await asyncio.to_thread(exec_socket)
-        return await asyncio.open_unix_connection(sock=sock, limit=1 << 30)
+        # The limit bounds what is buffered ahead of the reader (reading pauses at twice it).
+        return await asyncio.open_unix_connection(sock=sock, limit=1 << 20)
 
     async def call(self, op: str, **args: Any) -> dict[str, Any]:
         if self._runner is None:
@@ -206,11 +210,12 @@ class DockerSandbox:
         try:
             return await self._runner.call(op, **args)
         except SandboxGone:
-            reason = self.lost_reason or await self._diagnose()
+            reason = self.lost_reason or self._runner.violation or await self._diagnose()
             raise SandboxGone(f"the sandbox container stopped: {reason}", reason) from None
 
     async def _on_lost(self) -> None:
-        self.lost_reason = await self._diagnose()
+        violation = self._runner.violation if self._runner is not None else None
+        self.lost_reason = violation or await self._diagnose()
         _log.warning("sandbox lost", session_id=self.session_id, container=self.ident,
                      reason=self.lost_reason)
 

@@ -12,13 +12,14 @@ import contextlib
 import shutil
 import sys
 import tempfile
+from collections.abc import Sequence
 from typing import Any
 
 import structlog
 
 from coderx_mcp.errors import SandboxGone
 from coderx_mcp.sandbox.base import SandboxSpec
-from coderx_mcp.sandbox.protocol import RunnerClient
+from coderx_mcp.sandbox.protocol import DEFAULT_LINE_CAP, RunnerClient
 
 _log = structlog.get_logger("coderx.local")
 WARNING = ("LOCAL BACKEND: commands run directly on this host with the server's privileges; "
@@ -26,12 +27,25 @@ WARNING = ("LOCAL BACKEND: commands run directly on this host with the server's 
 
 
 class LocalSandbox:
-    """The runner as a child process of the server, rooted at the workspace."""
+    """The runner as a child process of the server, rooted at the workspace.
+
+    Args:
+        spec: What to run (only the workspace applies: there is no container).
+        session_id: The session's id, for logs.
+        start_timeout: Seconds to wait for the runner's hello.
+        max_line: The longest reply line accepted (see ``reply_line_cap``).
+        command: The runner's command line; default: this package's runner. (Tests give a
+            fake runner that misbehaves on purpose.)
+    """
 
     backend = "local"
 
-    def __init__(self, spec: SandboxSpec, session_id: str, start_timeout: float = 30.0) -> None:
+    def __init__(self, spec: SandboxSpec, session_id: str, start_timeout: float = 30.0,
+                 max_line: int = DEFAULT_LINE_CAP, command: Sequence[str] | None = None) -> None:
         self.spec = spec
+        self._max_line = max_line
+        # -B: no __pycache__ in the tree.
+        self._command = list(command or [sys.executable, "-u", "-B", "-m", "coderx_runner"])
         self.session_id = session_id
         self._start_timeout = start_timeout
         self._proc: asyncio.subprocess.Process | None = None
@@ -55,17 +69,17 @@ class LocalSandbox:
         # The runner package's parent directory: ``-m coderx_runner`` imports it from there.
         runner_dir = containers_dir() / "runner"
         self._proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-u", "-B", "-m", "coderx_runner",  # -B: no __pycache__ in the tree
+            *self._command,
             stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE, cwd=str(runner_dir),
             env={"CODERX_ROOT": str(self.spec.workspace), "CODERX_STATE": self._state_dir,
                  "PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": self._state_dir,
                  "LANG": "C.UTF-8"},
-            limit=1 << 30,
+            limit=1 << 20,  # bounds what is buffered ahead of the reader (pauses at twice it)
         )
         assert self._proc.stdout is not None and self._proc.stdin is not None
-        self._runner = RunnerClient(self._proc.stdout, self._proc.stdin,
-                                    docker_framed=False, name=self.session_id)
+        self._runner = RunnerClient(self._proc.stdout, self._proc.stdin, docker_framed=False,
+                                    name=self.session_id, max_line=self._max_line)
         self._stderr_task = asyncio.create_task(self._pump_stderr())
         try:
             await self._runner.start(self._start_timeout)
@@ -74,10 +88,11 @@ class LocalSandbox:
             raise
 
     async def _pump_stderr(self) -> None:
+        # Chunks, not readline: a line without an end must not grow a buffer without end.
         assert self._proc is not None and self._proc.stderr is not None
-        while line := await self._proc.stderr.readline():
+        while chunk := await self._proc.stderr.read(1 << 16):
             if self._runner is not None:
-                self._runner.feed_stderr(line)
+                self._runner.feed_stderr(chunk)
 
     async def call(self, op: str, **args: Any) -> dict[str, Any]:
         if self._runner is None:

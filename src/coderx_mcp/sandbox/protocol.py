@@ -4,23 +4,33 @@ Requests are JSON lines ``{"id", "op", ...}``; replies carry the same id and are
 the waiting caller, so any number of calls share the single stream. The stream is either
 plain pipes (local backend) or a Docker exec socket whose output is multiplexed in 8-byte
 framed chunks (stdout = 1, stderr = 2).
+
+The stream comes from inside a sandbox, so it is read defensively: request ids are random
+(a reply cannot be forged by guessing the next one), a reply to an id nobody waits for is
+dropped, lines are capped (:func:`~coderx_mcp.sandbox.channel.reply_line_cap`; past the cap
+the session fails with one clear error) and stderr is logged at a bounded rate.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import json
+import secrets
 import struct
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import structlog
 
 from coderx_mcp.errors import RunnerProtocolError, SandboxGone, error_from_runner
+from coderx_mcp.sandbox.channel import LineSplitter, RateLimit, StderrLog, reply_line_cap
 
 PROTOCOL_VERSION = 1
+DEFAULT_LINE_CAP = reply_line_cap(16 << 20)
+_ID_BITS = 62  # random, yet an exact integer in every JSON implementation's eyes
+_ABANDONED_KEPT = 4096  # ids of given-up requests remembered, so their late replies are quiet
 _log = structlog.get_logger("coderx.runner")
 
 
@@ -32,6 +42,9 @@ class RunnerClient:
         writer: The stream that reaches the runner's stdin.
         docker_framed: True when ``reader`` carries Docker's multiplexed exec frames.
         name: A label for logs (the session id).
+        max_line: The longest reply line accepted (see ``reply_line_cap``).
+        log_rate: Runner stderr lines (and dropped replies) logged per second at most,
+            after a burst of ten times as many.
     """
 
     def __init__(
@@ -41,16 +54,23 @@ class RunnerClient:
         *,
         docker_framed: bool,
         name: str,
+        max_line: int = DEFAULT_LINE_CAP,
+        log_rate: float = 5.0,
     ) -> None:
         self._reader = reader
         self._writer = writer
         self._framed = docker_framed
         self._name = name
-        self._ids = itertools.count(1)
+        self._lines = LineSplitter(max_line)
         self._pending: dict[int, asyncio.Future[dict[str, Any]]] = {}
+        # Requests given up on (cancelled): their replies may still come and are expected.
+        self._abandoned: OrderedDict[int, None] = OrderedDict()
         self._task: asyncio.Task[None] | None = None
         self._closed_reason: str | None = None
-        self._stderr_tail: list[str] = []
+        self._stderr = StderrLog(self._log_stderr, RateLimit(log_rate, int(10 * log_rate)))
+        self._dropped = RateLimit(log_rate, int(10 * log_rate))
+        self.violation: str | None = None
+        """Why the channel was closed, when the runner broke the protocol (oversized line)."""
         self.on_lost: Callable[[], Awaitable[None]] | None = None
         self.hello: dict[str, Any] = {}
 
@@ -62,7 +82,7 @@ class RunnerClient:
     @property
     def stderr_tail(self) -> str:
         """The last lines the runner wrote to stderr (diagnostics for a crash)."""
-        return "\n".join(self._stderr_tail[-20:])
+        return self._stderr.tail
 
     async def start(self, timeout: float) -> dict[str, Any]:
         """Start reading replies and check the runner's protocol version.
@@ -102,7 +122,7 @@ class RunnerClient:
         """
         if self._closed_reason is not None:
             raise SandboxGone(f"the sandbox is gone: {self._closed_reason}", self._closed_reason)
-        rid = next(self._ids)
+        rid = self._new_id()
         fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self._pending[rid] = fut
         line = json.dumps({"id": rid, "op": op, **args}, separators=(",", ":")).encode() + b"\n"
@@ -113,9 +133,12 @@ class RunnerClient:
             reply = await fut
         except asyncio.CancelledError:
             if self.alive and (fut.cancelled() or not fut.done()):
+                cancel_id = self._new_id()
+                self._abandon(rid)
+                self._abandon(cancel_id)
                 with contextlib.suppress(Exception):
                     self._writer.write(
-                        json.dumps({"id": next(self._ids), "op": "cancel", "target": rid}).encode()
+                        json.dumps({"id": cancel_id, "op": "cancel", "target": rid}).encode()
                         + b"\n"
                     )
             raise
@@ -129,9 +152,22 @@ class RunnerClient:
             return result
         raise error_from_runner(reply.get("error") or {})
 
+    def _new_id(self) -> int:
+        """A random request id, unique among the requests that may still get a reply."""
+        while True:
+            rid = secrets.randbits(_ID_BITS)
+            if rid not in self._pending and rid not in self._abandoned:
+                return rid
+
+    def _abandon(self, rid: int) -> None:
+        self._abandoned[rid] = None
+        while len(self._abandoned) > _ABANDONED_KEPT:
+            self._abandoned.popitem(last=False)
+
     async def close(self) -> None:
         """Close the stream; the runner exits on end of input."""
         self._lost("closed by the server")
+        self._stderr.flush()
         with contextlib.suppress(Exception):
             self._writer.close()
         if self._task is not None and self._task is not asyncio.current_task():
@@ -149,29 +185,34 @@ class RunnerClient:
         self._pending.clear()
 
     async def _read_loop(self) -> None:
-        buf = bytearray()
         reason = "the runner closed its output (container stopped or runner exited)"
         try:
             while True:
                 if self._framed:
                     header = await self._reader.readexactly(8)
                     kind, size = header[0], struct.unpack(">I", header[4:])[0]
+                    if size > self._lines.cap:  # Docker's frames are small; never buffer this
+                        raise self._lines.oversized()
                     chunk = await self._reader.readexactly(size)
                     if kind == 2:
-                        self._on_stderr(chunk)
+                        self._stderr.feed(chunk)
                         continue
                 else:
                     chunk = await self._reader.read(1 << 16)
                     if not chunk:
                         break
-                buf += chunk
-                while (nl := buf.find(b"\n")) >= 0:
-                    self._dispatch(bytes(buf[:nl]))
-                    del buf[: nl + 1]
+                for line in self._lines.feed(chunk):
+                    self._dispatch(line)
         except asyncio.IncompleteReadError:
             pass
         except asyncio.CancelledError:
             return
+        except RunnerProtocolError as exc:
+            # Read no more and hang up: the runner sees end of input and exits.
+            reason = self.violation = str(exc)
+            _log.error("runner channel closed", session_id=self._name, reason=reason)
+            with contextlib.suppress(Exception):
+                self._writer.close()
         except (ConnectionError, OSError) as exc:
             reason = f"connection to the runner failed: {exc}"
         was_alive = self.alive
@@ -179,24 +220,35 @@ class RunnerClient:
         if was_alive and self.on_lost is not None:
             await self.on_lost()
 
-    def _on_stderr(self, chunk: bytes) -> None:
-        text = chunk.decode("utf-8", "replace").rstrip()
-        if text:
-            self._stderr_tail.extend(text.splitlines())
-            del self._stderr_tail[:-50]
-            _log.warning("runner stderr", session_id=self._name, text=text[:2000])
+    def _log_stderr(self, text: str | None, suppressed: int) -> None:
+        if text is None:
+            _log.warning("runner stderr lines suppressed (rate limit)", session_id=self._name,
+                         suppressed=suppressed)
+        else:
+            _log.warning("runner stderr", session_id=self._name, text=text)
 
     def feed_stderr(self, chunk: bytes) -> None:
         """Record runner stderr that arrives on a separate pipe (local backend)."""
-        self._on_stderr(chunk)
+        self._stderr.feed(chunk)
 
     def _dispatch(self, line: bytes) -> None:
         try:
             msg = json.loads(line)
         except ValueError:
-            _log.warning("runner sent a non-JSON line", session_id=self._name, line=line[:200])
+            self._drop("runner sent a non-JSON line", line=line[:200])
             return
         rid = msg.get("id") if isinstance(msg, dict) else None
         fut = self._pending.get(rid) if isinstance(rid, int) else None
         if fut is not None and not fut.done():
             fut.set_result(msg)
+        elif isinstance(rid, int) and rid in self._abandoned:
+            del self._abandoned[rid]  # the late reply of a cancelled request
+        else:
+            self._drop("runner reply for an unknown request id ignored", id=rid)
+
+    def _drop(self, event: str, **fields: Any) -> None:
+        """Log a dropped line at a bounded rate (a flood of them must not flood the log)."""
+        if self._dropped.allow():
+            suppressed = self._dropped.take_suppressed()
+            _log.warning(event, session_id=self._name, **fields,
+                         **({"suppressed_before": suppressed} if suppressed else {}))
