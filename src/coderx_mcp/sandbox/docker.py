@@ -106,6 +106,9 @@ def container_kwargs(
         "cgroupns": "private",
         "mounts": mounts,
         "restart_policy": {"Name": "no"},
+        # The container's own output is never read, and with a log driver a command writing
+        # to /proc/1/fd/1 (init and `sleep` are the sandbox's uid) would fill the host's disk.
+        "log_config": {"type": "none", "config": {}},
     }
 
 
@@ -119,6 +122,7 @@ class DockerSandbox:
         instance: This server process, stamped in the labels.
         session_id: The session the container is for (a label too).
         start_timeout: Seconds to wait for the runner's hello.
+        max_line: The longest reply line accepted (see ``reply_line_cap``).
     """
 
     backend = "docker"

@@ -110,7 +110,11 @@ class LocalSandbox:
                 self._proc.kill()
             await self._proc.wait()
         if self._stderr_task is not None:
-            self._stderr_task.cancel()
+            # The pump ends at the runner's end of stderr; what it read last is then logged.
+            with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError):
+                await asyncio.wait_for(self._stderr_task, 2)
+            if self._runner is not None:
+                self._runner.flush_stderr()
         if self._state_dir is not None:
             shutil.rmtree(self._state_dir, ignore_errors=True)
             self._state_dir = None

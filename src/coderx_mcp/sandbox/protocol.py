@@ -167,7 +167,7 @@ class RunnerClient:
     async def close(self) -> None:
         """Close the stream; the runner exits on end of input."""
         self._lost("closed by the server")
-        self._stderr.flush()
+        self.flush_stderr()
         with contextlib.suppress(Exception):
             self._writer.close()
         if self._task is not None and self._task is not asyncio.current_task():
@@ -226,6 +226,10 @@ class RunnerClient:
                          suppressed=suppressed)
         else:
             _log.warning("runner stderr", session_id=self._name, text=text)
+
+    def flush_stderr(self) -> None:
+        """Log how many stderr lines the rate limit suppressed, if any are unreported."""
+        self._stderr.flush()
 
     def feed_stderr(self, chunk: bytes) -> None:
         """Record runner stderr that arrives on a separate pipe (local backend)."""
