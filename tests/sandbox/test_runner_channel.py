@@ -16,7 +16,7 @@ import subprocess
 import sys
 import time
 import tracemalloc
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -34,10 +34,11 @@ from coderx_mcp.sessions import Session, SessionManager
 
 FAKE_RUNNER = [sys.executable, "-u", str(Path(__file__).with_name("fake_runner.py"))]
 RUNNER_DIR = Path(__file__).resolve().parents[2] / "containers" / "runner"
+MakeFake = Callable[..., Awaitable[LocalSandbox]]
 
 
 @pytest.fixture
-def make_fake(workspace: Path) -> AsyncIterator[Callable[..., Any]]:
+async def fake(workspace: Path) -> AsyncIterator[MakeFake]:
     """Start our fake runner behind a real ``LocalSandbox``; all are closed after the test."""
     started: list[LocalSandbox] = []
 
@@ -48,20 +49,11 @@ def make_fake(workspace: Path) -> AsyncIterator[Callable[..., Any]]:
         await sb.start()
         return sb
 
-    async def gen() -> AsyncIterator[Callable[..., Any]]:
-        try:
-            yield make
-        finally:
-            for sb in started:
-                await sb.close()
-
-    return gen()
-
-
-@pytest.fixture
-async def fake(make_fake: AsyncIterator[Callable[..., Any]]) -> AsyncIterator[Callable[..., Any]]:
-    async for make in make_fake:
+    try:
         yield make
+    finally:
+        for sb in started:
+            await sb.close()
 
 
 # -- unreachable: the real runner in Docker ------------------------------------------------
@@ -177,8 +169,13 @@ def test_is13_commands_inherit_no_runner_descriptor(tmp_path: Path) -> None:
         assert sum(b"sleep" in c for c in commands.values()) >= 2, commands
         assert sum(b"__coderx_s" in c for c in commands.values()) >= 1, commands
         for pid in kids:
-            leaked = set(_fd_targets(pid).values()) & stream
+            fds = _fd_targets(pid)
+            leaked = set(fds.values()) & stream
             assert not leaked, f"{commands[pid][:80]!r} holds the runner's stream {leaked}"
+            if b"__coderx_s" not in commands[pid]:  # a waiting bash also has its trigger pipe
+                assert set(fds) <= {"0", "1", "2"}, (commands[pid][:80], fds)
+            # No spool file, pidfd, socket or state file of the runner either.
+            assert all(t == os.devnull or t.startswith("pipe:[") for t in fds.values()), fds
         if os.geteuid() != 0:  # the runner is non-dumpable: only root may look inside
             with pytest.raises(PermissionError):
                 os.listdir(f"/proc/{runner.pid}/fd")
@@ -254,7 +251,7 @@ async def test_is13_oversized_line_fails_the_session(framed: bool) -> None:
         await client.close()
 
 
-async def test_is13_endless_line_costs_bounded_memory(fake: Callable[..., Any]) -> None:
+async def test_is13_endless_line_costs_bounded_memory(fake: MakeFake) -> None:
     """Our fake runner writes an endless line: the session fails once the cap is passed,
     and the server's memory grows by about the cap, not by what was sent."""
     cap = 4 << 20
@@ -292,7 +289,7 @@ async def test_is13_request_ids_are_random_and_unique() -> None:
     assert max(ids) - min(ids) > 1 << 50
 
 
-async def test_is13_forged_reply_is_ignored_and_logged(fake: Callable[..., Any]) -> None:
+async def test_is13_forged_reply_is_ignored_and_logged(fake: MakeFake) -> None:
     sb = await fake()
     with capture_logs() as logs:
         assert (await sb.call("forge", value="real"))["echo"] == "real"
@@ -360,7 +357,7 @@ def test_is13_stderr_log_is_rate_limited_with_a_bounded_tail() -> None:
 
 
 async def test_is13_runner_stderr_flood_is_logged_at_a_bounded_rate(
-        fake: Callable[..., Any]) -> None:
+        fake: MakeFake) -> None:
     """Our fake runner floods stderr through the real local-backend pipe pump."""
     sb = await fake()
     n = 200_000

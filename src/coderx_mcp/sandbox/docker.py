@@ -176,6 +176,10 @@ class DockerSandbox:
         except BaseException:
             await self.close()
             raise
+        if self._runner.hello.get("undumpable") is not True:  # an image older than IS-13
+            _log.warning("the sandbox runner is dumpable, so commands can reach its stream; "
+                         "rebuild the image", session_id=self.session_id,
+                         command="coderx-mcp image build")
         _log.info("sandbox started", session_id=self.session_id, container=self.ident,
                   network=self.spec.network, uid=self.spec.uid)
 

@@ -67,7 +67,8 @@ class RunnerClient:
         self._abandoned: OrderedDict[int, None] = OrderedDict()
         self._task: asyncio.Task[None] | None = None
         self._closed_reason: str | None = None
-        self._stderr = StderrLog(self._log_stderr, RateLimit(log_rate, int(10 * log_rate)))
+        self._stderr = StderrLog(self._log_stderr, RateLimit(log_rate, int(10 * log_rate)),
+                                 tail_lines=20)
         self._dropped = RateLimit(log_rate, int(10 * log_rate))
         self.violation: str | None = None
         """Why the channel was closed, when the runner broke the protocol (oversized line)."""
