@@ -25,10 +25,12 @@ import pytest
 from structlog.testing import capture_logs
 from tests.sandbox.conftest import ScriptedRunner, echo_runner, out, scripted_client, sh
 
+from coderx_mcp.config import Settings
 from coderx_mcp.errors import RunnerProtocolError, SandboxGone
 from coderx_mcp.sandbox.base import SandboxSpec
 from coderx_mcp.sandbox.channel import LineSplitter, RateLimit, StderrLog, reply_line_cap
-from coderx_mcp.sandbox.instance import LABEL_SESSION
+from coderx_mcp.sandbox.docker import DockerSandbox
+from coderx_mcp.sandbox.instance import LABEL_SESSION, Instance
 from coderx_mcp.sandbox.local import LocalSandbox
 from coderx_mcp.sessions import Session, SessionManager
 
@@ -158,7 +160,7 @@ def test_is13_commands_inherit_no_runner_descriptor(tmp_path: Path) -> None:
         return reply["result"]
 
     try:
-        ask(1 << 61, "hello")  # a 62-bit id, as the server now sends
+        assert ask(1 << 61, "hello")["undumpable"] is True  # a 62-bit id, as the server sends
         ask(7, "exec", command="sleep 30 &", timeout=10)  # a leftover (killed with its group)
         ask(8, "exec", command="sleep 31", timeout=30, return_after=0.2)  # backgrounded
         ask(9, "spawn", command="sleep 32")
@@ -268,6 +270,35 @@ async def test_is13_endless_line_costs_bounded_memory(fake: MakeFake) -> None:
     assert peak < cap + (8 << 20), f"the server grew by {peak >> 20} MiB for a {cap >> 20} MiB cap"
     with pytest.raises(SandboxGone, match="oversized line"):
         await sb.call("echo", value=2)
+
+
+@pytest.mark.docker
+async def test_is13_oversized_reply_ends_a_docker_session_with_one_clear_error(
+        settings: Settings, workspace: Path, docker_client: docker.DockerClient) -> None:
+    """Through Docker's framed stream: a reply past the cap (here a 4 KiB cap and a 64 KiB
+    file) ends the session with one sentence, and the runner, hung up on, exits."""
+    (workspace / "big.txt").write_text("z" * 65536)
+    sb = DockerSandbox(docker_client, SandboxSpec(workspace=workspace), settings.image,
+                       Instance.current(), "s-is13-cap", max_line=4096)
+    try:
+        await sb.start()
+        pid = (await sb.call("hello"))["pid"]
+        with pytest.raises(SandboxGone) as info:
+            await sb.call("read", path="big.txt")
+        message = str(info.value)
+        assert message.startswith("the sandbox was stopped because the runner sent an "
+                                  "oversized line (over 4096 bytes"), message
+        assert message.count(".") == 1 and message.endswith(".")
+        assert not sb.alive
+        container = docker_client.containers.get(sb.ident)
+        for _ in range(50):  # the runner sees the end of its input and exits
+            ps = container.exec_run(["cat", f"/proc/{pid}/cmdline"], user="1000")
+            if ps.exit_code != 0:
+                break
+            await asyncio.sleep(0.1)
+        assert ps.exit_code != 0, "the runner kept running after the server hung up"
+    finally:
+        await sb.close()
 
 
 # -- unpredictable ids, forged and late replies --------------------------------------------

@@ -218,7 +218,10 @@ class DockerSandbox:
         try:
             return await self._runner.call(op, **args)
         except SandboxGone:
-            reason = self.lost_reason or self._runner.violation or await self._diagnose()
+            if self._runner.violation is not None:  # the container runs; its runner is cut off
+                raise SandboxGone(f"the sandbox was stopped because {self._runner.violation}.",
+                                  self._runner.violation) from None
+            reason = self.lost_reason or await self._diagnose()
             raise SandboxGone(f"the sandbox container stopped: {reason}", reason) from None
 
     async def _on_lost(self) -> None:

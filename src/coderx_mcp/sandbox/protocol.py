@@ -212,6 +212,10 @@ class RunnerClient:
             # Read no more and hang up: the runner sees end of input and exits.
             reason = self.violation = str(exc)
             _log.error("runner channel closed", session_id=self._name, reason=reason)
+            # write_eof shuts the connection itself down: Docker's socket is shared with the
+            # exec's HTTP response, so closing our descriptor alone would not end its input.
+            with contextlib.suppress(Exception):
+                self._writer.write_eof()
             with contextlib.suppress(Exception):
                 self._writer.close()
         except (ConnectionError, OSError) as exc:
