@@ -6,13 +6,14 @@ import sys
 from pathlib import Path
 
 import pytest
-from tests.conftest import chown_tree
+from tests.conftest import IMAGE, chown_tree
 
 CLI = [sys.executable, "-m", "coderx_mcp"]
 
 
 def run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("CODERX_")}
+    env["CODERX_IMAGE"] = IMAGE
     return subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=120, cwd=cwd,
                           env=env, stdin=subprocess.DEVNULL)
 
