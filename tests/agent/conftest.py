@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
+from tests.conftest import IMAGE
 
 if TYPE_CHECKING:
     from coderx_agent.loop import Agent
@@ -399,7 +400,8 @@ def agent_env(agent_home: Path, anthropic_api: FakeAnthropic) -> dict[str, str]:
                 "ANTHROPIC_API_KEY": "sk-test-SECRET-KEY-0123456789",
                 "CODERX_ANTHROPIC__BASE_URL": anthropic_api.url,
                 "CODERX_ANTHROPIC__MAX_RETRIES": "1",
-                "CODERX_POOL_SIZE": "0", "CODERX_MODEL": "anthropic:claude-sonnet-4-5"})
+                "CODERX_POOL_SIZE": "0", "CODERX_MODEL": "anthropic:claude-sonnet-4-5",
+                "CODERX_IMAGE": IMAGE})  # the server the agent starts uses the tested image
     return env
 
 

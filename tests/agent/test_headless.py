@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 from tests.agent.conftest import AGENT, FakeAnthropic, chown_tree
+from tests.conftest import IMAGE
 from typer.testing import CliRunner
 
 from coderx_agent.cli import app
@@ -42,7 +43,8 @@ def coderx_http(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     proc = subprocess.Popen([sys.executable, "-m", "coderx_mcp", "serve", "--http", "--port",
                              str(port), "--workspace", str(ws)],
                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, env={**env, "CODERX_POOL_SIZE": "0"})
+                            stderr=subprocess.DEVNULL,
+                            env={**env, "CODERX_POOL_SIZE": "0", "CODERX_IMAGE": IMAGE})
     try:
         end = time.monotonic() + 60
         while time.monotonic() < end:
