@@ -208,11 +208,25 @@ def _parse_value(raw: str) -> Any:
         return raw
 
 
-def _write(path: Path, table: dict[str, Any]) -> None:
-    import tomli_w
+def _edit_toml(path: Path) -> Any:
+    """The file as an editable tomlkit document (comments and layout kept); {} if absent."""
+    import tomlkit
+
+    from coderx_agent.config import read_toml
+
+    read_toml(path)  # a syntax error names the file and line, as on load
+    return tomlkit.parse(path.read_text(encoding="utf-8")) if path.is_file() else (
+        tomlkit.document())
+
+
+def _write(path: Path, doc: Any) -> None:
+    """Write the edited document atomically: only the changed key differs."""
+    import tomlkit
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(tomli_w.dumps(table), encoding="utf-8")
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(tomlkit.dumps(doc), encoding="utf-8")
+    tmp.replace(path)
 
 
 @config_app.command("set")
@@ -220,22 +234,22 @@ def config_set(key: str, value: str, project: Annotated[bool, typer.Option(
         "--project", help="Change .coderx/config.toml instead of the user's file.")] = False
                ) -> None:
     """Set one key (dotted: ``ollama.num_ctx``) in the user's or the project's file."""
-    from coderx_agent.config import read_toml
+    import tomlkit
 
     path = _target(project)
     try:
-        table = read_toml(path)
+        table = _edit_toml(path)
     except AgentError as exc:
         raise fail(str(exc), 2) from None
     *parents, last = key.split(".")
     node = table
     for p in parents:
-        node = node.setdefault(p, {})
+        node = node.setdefault(p, tomlkit.table())
         if not isinstance(node, dict):
             raise fail(f"{key}: {p} is not a table", 2)
     node[last] = _parse_value(value)
     try:
-        AgentConfig(**table)
+        AgentConfig(**table.unwrap())
     except ValidationError as exc:
         first = exc.errors(include_input=False, include_url=False)[0]
         where = ".".join(str(p) for p in first["loc"])
@@ -249,10 +263,11 @@ def config_unset(key: str, project: Annotated[bool, typer.Option(
         "--project", help="Change .coderx/config.toml instead of the user's file.")] = False
                  ) -> None:
     """Remove one key from the user's or the project's file."""
-    from coderx_agent.config import read_toml
-
     path = _target(project)
-    table = read_toml(path)
+    try:
+        table = _edit_toml(path)
+    except AgentError as exc:
+        raise fail(str(exc), 2) from None
     *parents, last = key.split(".")
     node: Any = table
     for p in parents:

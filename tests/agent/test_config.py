@@ -87,6 +87,19 @@ def test_config_commands(agent_home: Path, tmp_path: Path,
     assert missing.exit_code == 2 and "ollama.num_ctx is not set" in missing.stderr
 
 
+def test_config_set_keeps_comments_and_layout(agent_home: Path) -> None:
+    """A user's file is edited, not regenerated: comments and other keys stay as written."""
+    path = user_config_path()
+    original = ("# my agent settings\nmax_turns = 7  # enough for me\n\n"
+                "[ollama]\n# the big box\nhost = \"http://127.0.0.1:11434\"\n")
+    write(path, original)
+    assert CliRunner().invoke(app, ["config", "set", "ollama.num_ctx", "8192"]).exit_code == 0
+    text = path.read_text()
+    assert text.startswith(original.rstrip("\n")) and "num_ctx = 8192" in text
+    assert CliRunner().invoke(app, ["config", "unset", "ollama.num_ctx"]).exit_code == 0
+    assert path.read_text() == original
+
+
 def test_memory_is_loaded_user_then_root_then_cwd(tmp_path: Path) -> None:
     user, repo = tmp_path / "user", tmp_path / "repo"
     (repo / ".git").mkdir(parents=True)
