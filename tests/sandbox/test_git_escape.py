@@ -54,13 +54,15 @@ async def planted_fails(session: Session, script: str) -> None:
 
 
 async def host_safe(manager: SessionManager, session: Session, host: HostUser,
-                    *dirs: Path) -> None:
-    """Host git in each of ``dirs`` runs nothing, with the session open and after its close."""
+                    *dirs: Path) -> list[str]:
+    """Host git in each of ``dirs`` runs nothing, with the session open and after its close
+    (whose report is returned)."""
     for d in dirs:
         host.git_runs_nothing(d)
-    await manager.close(session.id, "tester")
+    done = await manager.close(session.id, "tester")
     for d in dirs:
         host.git_runs_nothing(d)
+    return done
 
 
 async def test_is12_attacks_work_on_an_unguarded_repository(host: HostUser) -> None:
@@ -248,7 +250,8 @@ async def test_is12_new_git_in_subdirectory_quarantined_at_close(
     assert r["exit_code"] == 0, r["stderr"]["text"]
     assert find_new_git_entries(ws, [".git"]) == ["bare", "src/.git"]
     # While the session is open only the root is safe (README: not in subdirectories).
-    await host_safe(git_manager, session, host, ws)
+    done = await host_safe(git_manager, session, host, ws)
+    assert any("disabled: src/.git -> src/.git.coderx-quarantine-1" in d for d in done), done
     for d in (ws / "src", ws / "bare"):
         host.git_runs_nothing(d)
     assert (ws / "src/.git.coderx-quarantine-1/config").exists()
@@ -270,13 +273,17 @@ async def test_git_read_commands_work_in_sandbox_on_bind_workspace(
     assert r["exit_code"] != 0 and RO in r["stderr"]["text"]
 
 
-async def test_is12_guard_reports_programs_it_cannot_protect(host: HostUser) -> None:
-    """Filters, drivers and the like that run workspace files are named in the warnings."""
+@pytest.mark.docker
+async def test_is12_guard_reports_programs_it_cannot_protect(
+        git_manager: SessionManager, host: HostUser) -> None:
+    """Filters, drivers and the like that run workspace files are noted in session_info."""
     ws = host.repo("ws")
     host.sh(ws, "git config filter.lint.clean 'node ./tools/clean.js' && "
                 "git config diff.pdf.textconv tools/pdf2txt && git config core.pager less")
-    guard = await guard_workspace(ws)
-    joined = "\n".join(guard.warnings)
+    session = await git_manager.open("tester", workspace=str(ws))
+    joined = "\n".join(session.info().notes)
+    guard = session.workspace.git_guard
+    assert guard is not None
     assert "filter.lint.clean runs tools/clean.js" in joined
     assert "diff.pdf.textconv runs tools/pdf2txt" in joined
     assert "core.pager" not in joined
