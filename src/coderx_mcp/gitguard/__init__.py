@@ -14,11 +14,16 @@ on the host. So, before the container starts (host side, no Docker involved):
   submodules, a missing ``core.hooksPath`` directory or include/fsmonitor file;
 - config files, ``core.hooksPath``, ``core.fsmonitor`` programs and ``include.path``
   targets that resolve inside the workspace are mounted read-only too;
+- the directories between the workspace root and each of those mounts are mounted onto
+  themselves, writable: renaming ``vendor`` would otherwise carry ``vendor/lib/.git``'s
+  mount away and free its path for a planted repository;
 - programs named by other keys (filters, diff drivers, pager, editor, ...) that live inside
   the workspace cannot be frozen without breaking the project: they are reported.
 
-What cannot be prevented by mounts (a new ``.git`` in a subdirectory) is found at session
-close (:func:`find_new_git_entries`) and neutralised (:func:`quarantine`).
+What cannot be prevented by mounts (a new ``.git`` in a subdirectory) is found when the
+workspace is released (:func:`find_new_git_entries`) and neutralised (:func:`quarantine`).
+Placeholders are removed then too, by the last sandbox using the directory
+(:func:`hand_over`): removing one on the host unmounts it in every container.
 """
 
 from coderx_mcp.gitguard.guard import guard_workspace
