@@ -2,9 +2,17 @@
 
 import asyncio
 import json
+import os
+import shutil
 import struct
-from collections.abc import Callable
+import subprocess
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
+
+import pytest
+from tests.conftest import make_repo
 
 from coderx_mcp.sandbox.protocol import PROTOCOL_VERSION, RunnerClient
 from coderx_mcp.sessions import Session
@@ -74,3 +82,72 @@ def scripted_client(fake: ScriptedRunner, **kw: Any) -> RunnerClient:
     """A client on ``fake``'s stream (``kw``: the client's own options, e.g. ``max_line``)."""
     return RunnerClient(fake.reader, fake, docker_framed=fake.framed,  # type: ignore[arg-type]
                         name="scripted", **kw)
+class HostUser:
+    """The workspace's owner on the host (uid 1000; the current user when not root).
+
+    Runs setup scripts and git as that user, the way the user's own shell would, with a
+    private ``HOME`` so no real global config takes part. ``marker`` is the file every
+    planted command would create: if it exists, host git ran something from the sandbox.
+    """
+
+    uid = 1000
+
+    def __init__(self, base: Path) -> None:
+        self.base = base
+        self.home = base / "home"
+        self.marker = base / "PWNED"
+        self.home.mkdir()
+        self._chown(self.home)
+
+    def _chown(self, path: Path) -> None:
+        if os.geteuid() == 0:
+            os.chown(path, self.uid, self.uid)
+
+    def mkdir(self, rel: str) -> Path:
+        """A directory under the base, owned by the user."""
+        path = self.base / rel
+        path.mkdir(parents=True)
+        self._chown(path)
+        return path
+
+    def run(self, cwd: Path, argv: list[str]) -> subprocess.CompletedProcess[str]:
+        """Run ``argv`` as the user in ``cwd``."""
+        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(self.home),
+               "GIT_CONFIG_NOSYSTEM": "1", "GIT_AUTHOR_NAME": "u", "GIT_AUTHOR_EMAIL": "u@x",
+               "GIT_COMMITTER_NAME": "u", "GIT_COMMITTER_EMAIL": "u@x",
+               "GIT_TERMINAL_PROMPT": "0"}
+        who: dict[str, Any] = ({"user": self.uid, "group": self.uid, "extra_groups": []}
+                               if os.geteuid() == 0 else {})
+        return subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True,
+                              timeout=60, check=False, **who)
+
+    def sh(self, cwd: Path, script: str) -> str:
+        """Run a setup script (``sh -ec``) as the user; fails the test if it fails."""
+        r = self.run(cwd, ["sh", "-ec", script])
+        assert r.returncode == 0, f"host setup failed: {script}\n{r.stdout}{r.stderr}"
+        return r.stdout
+
+    def repo(self, rel: str) -> Path:
+        """A new repository with one commit, owned by the user."""
+        return make_repo(self.base / rel, {"README": "hello\n"})
+
+    def git_runs_nothing(self, cwd: Path) -> None:
+        """The user's next ``git status`` and ``git commit`` in ``cwd`` run nothing planted."""
+        log = [self.run(cwd, ["git", *argv]) for argv in
+               (["status"], ["commit", "-q", "--allow-empty", "-m", "probe"], ["log", "-1"])]
+        assert not self.marker.exists(), "host git ran a planted command:\n" + "\n".join(
+            f"$ {' '.join(r.args)}\n{r.stdout}{r.stderr}" for r in log)
+
+
+@pytest.fixture
+def host() -> Iterator[HostUser]:
+    """A :class:`HostUser` with a base directory the user can reach (not under pytest's
+    private ``tmp_path``), removed afterwards."""
+    base = Path(tempfile.mkdtemp(prefix="coderx-host-"))
+    base.chmod(0o755)
+    if os.geteuid() == 0:
+        os.chown(base, HostUser.uid, HostUser.uid)
+    try:
+        yield HostUser(base)
+    finally:
+        shutil.rmtree(base, ignore_errors=True)

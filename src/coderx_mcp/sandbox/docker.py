@@ -33,27 +33,6 @@ RUNNER = ["python3", "-u", "-m", "coderx_runner"]
 _log = structlog.get_logger("coderx.docker")
 
 
-def git_mounts(spec: SandboxSpec) -> list[Mount]:
-    """Mounts that keep the workspace's git hooks and config out of the sandbox's reach.
-
-    Hooks and config run on the host the next time the user runs git, so the sandbox may
-    read but not change them. ``.git`` itself is mounted onto itself too: a mount point
-    cannot be renamed, so the sandbox cannot move ``.git`` aside and plant a new one. A
-    ``.git`` *file* (a link to a git directory elsewhere) is mounted read-only.
-    """
-    git = spec.workspace / ".git"
-    if git.is_symlink() or not git.exists():
-        return []
-    if git.is_file():
-        return [Mount(f"{WORKDIR}/.git", str(git), type="bind", read_only=True)]
-    mounts = [Mount(f"{WORKDIR}/.git", str(git), type="bind", read_only=False)]
-    for rel in ("hooks", "config"):
-        src = git / rel
-        if src.exists() and not src.is_symlink():
-            mounts.append(Mount(f"{WORKDIR}/.git/{rel}", str(src), type="bind", read_only=True))
-    return mounts
-
-
 def network_name(session_id: str) -> str:
     """The private bridge network of a session that asked for network access."""
     return f"coderx-{session_id}"
@@ -70,12 +49,10 @@ def container_kwargs(
     """
     uid, gid, lim = spec.uid, spec.gid, spec.limits
     memory = parse_size(lim.memory)
-    mounts = [Mount(WORKDIR, str(spec.workspace), type="bind", read_only=False), *git_mounts(spec)]
-    extra = [Mount(m.target, str(m.source), type="bind", read_only=m.read_only)
-             for m in spec.mounts]
-    # One mount per target: the spec's own choice wins over the default git protection.
-    taken = {m["Target"] for m in extra}
-    mounts = [m for m in mounts if m["Target"] not in taken] + extra
+    # spec.mounts: git protection (gitguard), a worktree's git directory, the git identity.
+    mounts = [Mount(WORKDIR, str(spec.workspace), type="bind", read_only=False),
+              *(Mount(m.target, str(m.source), type="bind", read_only=m.read_only)
+                for m in spec.mounts)]
     owned = f"uid={uid},gid={gid},mode=0700"
     return {
         "image": image,

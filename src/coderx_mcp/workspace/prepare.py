@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict
 
 from coderx_mcp.config import Settings
 from coderx_mcp.errors import GitError
+from coderx_mcp.gitguard import GitGuard, guard_workspace, hand_over, release_guard
 from coderx_mcp.sandbox.base import BindMount
 from coderx_mcp.sandbox.instance import Instance, owner_is_gone
 from coderx_mcp.workspace import worktree as wtree
@@ -49,6 +50,7 @@ class Workspace(BaseModel):
         mounts: Extra mounts (git protection, the worktree's git directory).
         worktree: The worktree, in mode ``worktree``.
         notes: Warnings for the user (shown by ``session_info``).
+        git_guard: What keeps host git from running what the sandbox writes (bind mode).
     """
 
     model_config = ConfigDict(frozen=True)
@@ -64,6 +66,7 @@ class Workspace(BaseModel):
     mounts: tuple[BindMount, ...] = ()
     worktree: wtree.Worktree | None = None
     notes: tuple[str, ...] = ()
+    git_guard: GitGuard | None = None
 
 
 class Workspaces:
@@ -78,6 +81,8 @@ class Workspaces:
         self.settings = settings
         self.instance = instance
         self.root = settings.data_dir.resolve()
+        # Guarded workspaces in use (sessions and pooled sandboxes), by session id.
+        self._guarded: dict[str, Workspace] = {}
 
     def _dir(self, kind: str) -> Path:
         d = self.root / kind
@@ -129,9 +134,14 @@ class Workspaces:
         if mode == "bind":
             assert source is not None
             uid, gid = sandbox_ids(source, s)
+            # Host git must run nothing the sandbox writes (no mounts without isolation).
+            guard = await guard_workspace(source) if s.backend == "docker" else None
             ws = Workspace(session_id=session_id, mode=mode, host=source, source=source,
                            rule=rule, created=False, uid=uid, gid=gid,
-                           mounts=identity)
+                           mounts=identity + tuple(guard.mounts if guard else ()),
+                           notes=tuple(guard.warnings if guard else ()), git_guard=guard)
+            if guard is not None:
+                self._guarded[session_id] = ws
         elif mode == "worktree":
             assert source is not None
             uid, gid = sandbox_ids(source, s)
@@ -177,6 +187,8 @@ class Workspaces:
         kept (``keep``) or deleted. Returns what was done, one sentence each."""
         done: list[str] = []
         try:
+            if ws.git_guard is not None:
+                done += await self._release_guard(ws, ws.git_guard)
             if ws.worktree is not None:
                 done += await wtree.remove(ws.worktree, keep, self.settings.git_author)
             elif ws.created and ws.host.is_relative_to(self.root):
@@ -188,6 +200,18 @@ class Workspaces:
             shutil.rmtree(self.root / "shadow" / f"{ws.session_id}.git", ignore_errors=True)
             self._forget(ws.session_id)
         return done
+
+    async def _release_guard(self, ws: Workspace, guard: GitGuard) -> list[str]:
+        """Remove the placeholders and disable repositories made inside, unless another live
+        sandbox uses the same directory: a placeholder removed on the host would be unmounted
+        in that sandbox too, so the last one out does it."""
+        self._guarded.pop(ws.session_id, None)
+        heir = next((w for w in self._guarded.values() if w.host == ws.host), None)
+        if heir is not None and heir.git_guard is not None:
+            hand_over(guard, heir.git_guard)
+            self._record(heir)
+            return []
+        return await asyncio.to_thread(release_guard, ws.host, guard)
 
     async def reap_dead(self) -> int:
         """Release the workspaces recorded by servers that no longer run (branches kept)."""
