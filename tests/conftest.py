@@ -8,6 +8,8 @@ locally, ``CODERX_TESTS_NO_DOCKER=1`` deselects those tests instead.
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any, Literal
@@ -70,6 +72,24 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             returncode=pytest.ExitCode.TESTS_FAILED)
 
 
+_TEST_ROOT = Path(tempfile.gettempdir()) / "coderx-tests"
+
+
+@pytest.fixture
+def tmp_path() -> Iterator[Path]:
+    """Like pytest's ``tmp_path``, but reachable by the sandbox uid: host git runs as a
+    project's owner, and pytest keeps its own directories 0700 (re-tightened whenever another
+    pytest run starts). Removed after the test."""
+    _TEST_ROOT.mkdir(mode=0o711, exist_ok=True)
+    _TEST_ROOT.chmod(0o711)
+    path = Path(tempfile.mkdtemp(dir=_TEST_ROOT))
+    path.chmod(0o711)
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
 @pytest.fixture(scope="session")
 def docker_client() -> Iterator[docker.DockerClient]:
     """A Docker SDK client for looking at containers from outside (inspect, kill, list)."""
@@ -109,13 +129,9 @@ def npm_install(package: str, version: str, entry: str) -> Path:
 
 
 def chown_tree(root: Path, uid: int = SANDBOX_UID) -> None:
-    """Give a tree made by the tests (as root) to the sandbox uid, as a user's project is,
-    and let that uid reach it (pytest's temporary directories are 0700 root)."""
+    """Give a tree made by the tests (as root) to the sandbox uid, as a user's project is."""
     if os.geteuid() != 0:
         return
-    for parent in root.parents:
-        if parent.name.startswith(("pytest-", "test_")):
-            parent.chmod(parent.stat().st_mode | 0o011)
     os.chown(root, uid, uid)
     for dirpath, dirnames, filenames in os.walk(root):
         for name in dirnames + filenames:
