@@ -7,6 +7,7 @@ locally, ``CODERX_TESTS_NO_DOCKER=1`` deselects those tests instead.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import tempfile
@@ -108,6 +109,52 @@ def workspace(tmp_path: Path) -> Path:
     if os.geteuid() == 0:
         os.chown(ws, SANDBOX_UID, SANDBOX_UID)
     return ws
+
+
+def free_port() -> int:
+    """A loopback TCP port nobody listens on right now."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_port(port: int, timeout: float = 30) -> None:
+    """Wait until something listens on a loopback port."""
+    import socket
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+
+
+@contextlib.contextmanager
+def serve_http(workspace: Path, env: dict[str, str] | None = None) -> Iterator[str]:
+    """``coderx-mcp serve --http`` on a free loopback port for ``workspace`` (pool off, the
+    tested image); yields its MCP URL and stops it with SIGTERM."""
+    import signal
+    import subprocess
+    import sys
+
+    port = free_port()
+    full = {k: v for k, v in os.environ.items() if not k.startswith("CODERX_")}
+    full.update({"CODERX_POOL_SIZE": "0", "CODERX_IMAGE": IMAGE, **(env or {})})
+    proc = subprocess.Popen([sys.executable, "-m", "coderx_mcp", "serve", "--http", "--port",
+                             str(port), "--workspace", str(workspace)], env=full,
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        wait_port(port, 60)
+        yield f"http://127.0.0.1:{port}/mcp"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(30)
 
 
 def npm_install(package: str, version: str, entry: str) -> Path:

@@ -6,16 +6,12 @@ tools-only server run (see shared/security-catalogue.md).
 """
 
 import os
-import signal
-import socket
 import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from tests.conftest import npm_install
+from tests.conftest import npm_install, serve_http
 
 # No Docker needed: these scenarios only speak the protocol (no tool runs a sandbox).
 VERSION = "0.1.13"  # the last release that runs on Node 20
@@ -33,27 +29,8 @@ def conformance() -> Path:
 def server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     ws = tmp_path_factory.mktemp("conformance")
     os.chown(ws, 1000, 1000)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CODERX_")}
-    env["CODERX_POOL_SIZE"] = "0"
-    proc = subprocess.Popen([sys.executable, "-m", "coderx_mcp", "serve", "--http", "--port",
-                             str(port), "--workspace", str(ws)], env=env,
-                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                break
-            except OSError:
-                time.sleep(0.1)
-        yield f"http://127.0.0.1:{port}/mcp"
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(30)
+    with serve_http(ws) as url:
+        yield url
 
 
 @pytest.mark.parametrize("scenario", SCENARIOS)

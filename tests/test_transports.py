@@ -5,7 +5,6 @@ import http.client
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -17,7 +16,7 @@ import docker
 import pytest
 from fastmcp import Client
 from fastmcp.client.transports import StdioTransport
-from tests.conftest import IMAGE
+from tests.conftest import IMAGE, free_port, wait_port
 
 from coderx_mcp.sandbox.instance import LABEL_PID
 
@@ -158,19 +157,7 @@ async def test_stdio_client_end_to_end(project: Path) -> None:
 
 
 async def _wait_port(port: int) -> None:
-    """Wait until a server listens on a loopback port (10 s at most)."""
-    for _ in range(200):
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return
-        except OSError:
-            await asyncio.sleep(0.05)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    await asyncio.to_thread(wait_port, port)
 
 
 TOKENS = {"alice": "tok-alice-0123456789abcdefghij", "bob": "tok-bob-0123456789abcdefghijkl"}
@@ -178,7 +165,7 @@ TOKENS = {"alice": "tok-alice-0123456789abcdefghij", "bob": "tok-bob-0123456789a
 
 @pytest.fixture
 async def http_url(project: Path) -> AsyncIterator[str]:
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen(  # noqa: ASYNC220 - a server process, not awaited
         [*SERVE, "--http", "--port", str(port), "--workspace", str(project)],
                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
@@ -314,7 +301,7 @@ async def test_stdio_default_workspace_from_client_roots(project: Path) -> None:
 
 async def test_sigterm_with_open_sessions_leaves_no_scratch(project: Path, tmp_path: Path) -> None:
     """Two shutdown handlers used to race and leave scratch directories behind."""
-    port, data = _free_port(), tmp_path / "data"
+    port, data = free_port(), tmp_path / "data"
     proc = subprocess.Popen(  # noqa: ASYNC220 - a server process, not awaited
         [*SERVE, "--http", "--port", str(port), "--workspace", str(project)],
         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,

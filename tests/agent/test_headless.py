@@ -11,17 +11,14 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from tests.agent.conftest import AGENT, FakeAnthropic, chown_tree
-from tests.conftest import IMAGE
+from tests.conftest import serve_http
 from typer.testing import CliRunner
 
 from coderx_agent.cli import app
@@ -36,27 +33,8 @@ def coderx_http(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """One ``coderx-mcp serve --http`` for the runs that only need it to answer."""
     ws = tmp_path_factory.mktemp("http-ws")
     chown_tree(ws)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CODERX_")}
-    proc = subprocess.Popen([sys.executable, "-m", "coderx_mcp", "serve", "--http", "--port",
-                             str(port), "--workspace", str(ws)],
-                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL,
-                            env={**env, "CODERX_POOL_SIZE": "0", "CODERX_IMAGE": IMAGE})
-    try:
-        end = time.monotonic() + 60
-        while time.monotonic() < end:
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                    break
-            except OSError:
-                time.sleep(0.1)
-        yield f"http://127.0.0.1:{port}/mcp"
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(30)
+    with serve_http(ws) as url:
+        yield url
 
 
 def cli(args: list[str], env: dict[str, str], cwd: Path, monkeypatch: pytest.MonkeyPatch,
