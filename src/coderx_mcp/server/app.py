@@ -15,6 +15,7 @@ from fastmcp import Context, FastMCP
 from fastmcp.server.dependencies import get_access_token
 
 from coderx_mcp.config import Settings
+from coderx_mcp.grants import Grants
 from coderx_mcp.sandbox.backends import Backend, make_backend
 from coderx_mcp.sandbox.instance import Instance
 from coderx_mcp.sessions import Session, SessionManager
@@ -33,12 +34,14 @@ class App:
         sessions: The session manager.
         http: Served over HTTP (the MCP host's roots are paths on another machine then,
             and are not used).
+        grants: Secrets granted to sessions (per-command environment, redaction).
     """
 
     settings: Settings
     sessions: SessionManager
     http: bool = False
     roots_stale: bool = field(default=True)
+    grants: Grants = field(default_factory=Grants)
 
     def owner(self, ctx: Context) -> str:
         """The principal a request acts for: the HTTP bearer token's principal, else the
