@@ -20,7 +20,6 @@ if TYPE_CHECKING:
     from fastmcp import Context
 
     from coderx_mcp.ops import SessionOps
-    from coderx_mcp.redact import Redactor
     from coderx_mcp.server.app import App
     from coderx_mcp.sessions import Session
 
@@ -38,7 +37,6 @@ class CallScope:
         tool: The tool's name.
         session: The session the call runs in; None for tools that use none.
         ops: Typed runner operations on ``session`` (with its granted environment).
-        redactor: Replaces granted secret values in anything the call sends out.
         notes: Facts a tool leaves for the middleware (e.g. an exit code for history).
     """
 
@@ -47,7 +45,6 @@ class CallScope:
     tool: str
     session: Session | None = None
     ops: SessionOps | None = None
-    redactor: Redactor | None = None
     notes: dict[str, Any] = field(default_factory=dict)
 
 

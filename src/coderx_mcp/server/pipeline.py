@@ -18,7 +18,7 @@ from fastmcp import Context
 from fastmcp.exceptions import ToolError
 from fastmcp.exceptions import ValidationError as FastMCPValidationError
 from fastmcp.server.middleware import CallNext, Middleware, MiddlewareContext
-from fastmcp.tools.base import ToolResult
+from fastmcp.tools.base import InputRequiredToolResult, ToolResult
 from pydantic import ValidationError
 
 from coderx_mcp.context import CallScope, app_of, current, entered
@@ -65,8 +65,9 @@ class CallPipeline(Middleware):
             err = to_tool_error(exc.__cause__, name)
         else:
             err = to_tool_error(exc, name)
-        if scope.redactor is not None:
-            err = ToolError(scope.redactor.redact(str(err)), log_level=err.log_level)
+        redactor = scope.app.grants.redactor()  # a grant in this very call counts too
+        if redactor is not None:
+            err = ToolError(redactor.redact(str(err), edges=False), log_level=err.log_level)
         return err
 
 
@@ -99,6 +100,22 @@ class ResolveSession(Middleware):
         return await call_next(context)
 
 
+class Redaction(Middleware):
+    """Replaces granted secret values in tool results (text and structured content)."""
+
+    async def on_call_tool(self, context: ToolCall, call_next: Next) -> Any:
+        result = await call_next(context)
+        redactor = current().app.grants.redactor()
+        if redactor is None or not isinstance(result, ToolResult) or isinstance(
+                result, InputRequiredToolResult):
+            return result
+        blocks = [b.model_copy(update={"text": redactor.redact(b.text)})
+                  if isinstance(b, mt.TextContent) else b for b in result.content]
+        structured = (redactor.redact_data(result.structured_content)
+                      if result.structured_content is not None else None)
+        return ToolResult(content=blocks, structured_content=structured, meta=result.meta)
+
+
 def default_middleware() -> list[Middleware]:
     """The pipeline every server runs, outermost first."""
-    return [CallPipeline(), ResolveSession(), HostRoots()]
+    return [CallPipeline(), Redaction(), ResolveSession(), HostRoots()]

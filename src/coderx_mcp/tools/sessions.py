@@ -145,6 +145,7 @@ def register(mcp: FastMCP) -> None:
         app = app_of(ctx)
         s, _ = session_ops()
         done = await app.sessions.close(s.id, app.owner(ctx), keep)
+        app.grants.drop(s.id)
         text = "\n".join([f"closed session {s.id}", *done])
         return result(SessionCloseOut(session=s.id, closed=True, workspace=done), text)
 
