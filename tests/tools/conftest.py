@@ -33,6 +33,7 @@ def make_settings(tool_workspace: Path, tmp_path: Path) -> Callable[..., Setting
             "state_dir": tmp_path / "state",
             "pool_size": 0,
             "limits": SandboxLimits(memory="512m", pids=256),
+            "history_path": tool_workspace.parent / "history.sqlite3",
         }
         base.update(overrides)
         return Settings(**base)
