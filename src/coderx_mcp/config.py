@@ -159,6 +159,8 @@ class Settings(BaseSettings):
     """Log level (logs always go to stderr)."""
     log_json: bool = False
     """Emit logs as JSON lines."""
+    pytest_command: list[str] = ["python3", "-m", "pytest"]
+    """How ``run_tests`` starts pytest inside the sandbox (a project venv's python, say)."""
     key_file: Path | None = None
     """Encrypted key store (``coderx-mcp keys``); None: ``$CODERX_KEY_FILE`` or
     ``~/.coder_x_key.enc``. Its passphrase comes from ``CODERX_KEY_PASSPHRASE``."""

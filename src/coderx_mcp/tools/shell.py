@@ -5,11 +5,8 @@ capped head and tail, and ``read_output`` pages through the rest without the ser
 ever holding it whole.
 """
 
-import asyncio
-import contextlib
 import re
 import secrets
-import time
 from typing import Annotated, Any, Literal
 
 import structlog
@@ -17,16 +14,16 @@ from fastmcp import Context, FastMCP
 from fastmcp.tools.base import ToolResult
 from pydantic import BaseModel, Field
 
-from coderx_mcp.context import app_of, report_progress, session_ops
-from coderx_mcp.errors import CoderxError, ToolInputError, UnknownProcess
+from coderx_mcp.context import app_of, session_ops
+from coderx_mcp.errors import ToolInputError, UnknownProcess
 from coderx_mcp.ops import OutputPage, SessionOps
 from coderx_mcp.tools import shell_core as core
 from coderx_mcp.tools.common import Out, SessionArg, result, tool
+from coderx_mcp.tools.progress import following
 
 _log = structlog.get_logger("coderx.shell")
 
 MAX_TIMEOUT_S = 600
-PROGRESS_EVERY_S = 1.0
 
 OutputId = Annotated[str, Field(
     description="The output_id of an earlier run_command or process_start of this session.",
@@ -149,33 +146,6 @@ async def _output(ops: SessionOps, output_id: str, **window: Any) -> OutputPage:
         raise _unknown(exc, ops) from None
 
 
-def _wants_progress(ctx: Context) -> bool:
-    """Whether the client asked for progress (sent a progress token) with this call."""
-    rc = ctx.request_context
-    return bool(rc is not None and rc.meta and rc.meta.get("progressToken") is not None)
-
-
-async def _progress(ctx: Context, ops: SessionOps, oid: str, total: float) -> None:
-    """Every second, tell the client how long the command ran and its last output lines.
-
-    Best effort: a failed look-up or notification skips one beat, never the command.
-    """
-    start = time.monotonic()
-    while True:
-        await asyncio.sleep(PROGRESS_EVERY_S)
-        elapsed = round(time.monotonic() - start, 1)
-        try:
-            r = await ops.output(oid, tail=4096, lines=3)
-        except CoderxError as exc:  # not started yet, or the sandbox is gone: the exec says
-            _log.debug("progress look-up failed", error=str(exc))
-            continue
-        msg = core.last_lines(r.text) or f"running for {elapsed:g} s, no output yet"
-        try:
-            await report_progress(ctx, progress=elapsed, total=total, message=msg)
-        except Exception as exc:  # a lost notification must not fail the command
-            _log.warning("progress notification failed", error=repr(exc))
-
-
 def register(mcp: FastMCP) -> None:
     """Register the shell tools."""
 
@@ -212,16 +182,9 @@ def register(mcp: FastMCP) -> None:
         limit = timeout or st.command_timeout_s
         back = return_after or st.return_after_s
         oid = secrets.token_hex(4)
-        ticker = (asyncio.create_task(_progress(ctx, ops, oid, min(limit, back)))
-                  if _wants_progress(ctx) else None)
-        try:
+        async with following(ctx, ops, oid, min(limit, back)):
             r = await ops.exec(command, timeout=limit, cap=st.output_cap, cwd=cwd or None,
                                return_after=back, output_id=oid)
-        finally:
-            if ticker is not None:
-                ticker.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await ticker
         out, err = r.stdout, r.stderr
         next_offset = out.total_bytes + err.total_bytes
         model = RunOut(
