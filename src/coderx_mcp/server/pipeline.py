@@ -24,8 +24,8 @@ from pydantic import ValidationError
 from coderx_mcp.context import CallScope, app_of, current, entered
 from coderx_mcp.ops import SessionOps
 from coderx_mcp.server.errors import describe_validation, to_tool_error
-from coderx_mcp.server.roots import HostRoots
 from coderx_mcp.server.recording import History
+from coderx_mcp.server.roots import HostRoots
 from coderx_mcp.tools.common import NO_SESSION_TAG
 
 ToolCall = MiddlewareContext[mt.CallToolRequestParams]
