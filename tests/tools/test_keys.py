@@ -176,14 +176,16 @@ async def test_unknown_or_bad_key_names_are_clear(kc: Client[Any]) -> None:
     assert "invalid" in await err(kc, "keys_grant", names=["1-bad"])
 
 
-async def test_key_set_through_elicitation(keyed_server: FastMCP, key_file: Path) -> None:
+@pytest.mark.parametrize("mode", ["auto", "legacy"])  # input_required / server request
+async def test_key_set_through_elicitation(keyed_server: FastMCP, key_file: Path,
+                                           mode: str) -> None:
     asked: list[str] = []
 
     async def handler(message: str, response_type: Any, params: Any, context: Any) -> Any:
         asked.append(message)
         return {"value": "elicited-value-42"}
 
-    async with Client(keyed_server, elicitation_handler=handler) as c:
+    async with Client(keyed_server, elicitation_handler=handler, mode=mode) as c:
         r = await call(c, "key_set", name="NEW_KEY")
         assert not r.is_error, r.content
         assert r.structured_content["stored"] is True
