@@ -17,6 +17,9 @@ from urllib.parse import quote, quote_plus
 MIN_SECRET = 4
 """Shorter values cannot be redacted without mangling ordinary text; grants refuse them."""
 MIN_FRAGMENT = 3
+# Where the runner cut a long output into head and tail (``procs.py:excerpt``): two edges.
+_CUT = re.compile(r"\n\[… \d+ bytes omitted: read_output\(output_id='[0-9A-Za-z]+'\) "
+                  r"shows them …\]\n")
 
 
 def _forms(value: str) -> set[str]:
@@ -44,6 +47,8 @@ class Redactor:
         forms = sorted(self._name, key=len, reverse=True)
         self._rx = re.compile("|".join(re.escape(f) for f in forms)) if forms else None
         self._forms = forms
+        self.longest = len(forms[0]) if forms else 0
+        """Length of the longest form: how much context decides a chunk's edges."""
 
     def __bool__(self) -> bool:
         return self._rx is not None
@@ -58,8 +63,37 @@ class Redactor:
         """
         if self._rx is None or not text:
             return text
-        out = self._rx.sub(lambda m: f"[redacted:{self._name[m.group(0)]}]", text)
-        return self._edges(out) if edges else out
+        out = self._rx.sub(self._marker, text)
+        if not edges:
+            return out
+        parts = _CUT.split(out)
+        if len(parts) == 1:
+            return self._edges(out)
+        cuts = _CUT.findall(out)
+        pieces = [self._edges(p) for p in parts]
+        return "".join(p + c for p, c in zip(pieces, [*cuts, ""], strict=True))
+
+    def _marker(self, m: re.Match[str]) -> str:
+        return f"[redacted:{self._name[m.group(0)]}]"
+
+    def redact_between(self, before: str, text: str, after: str) -> str:
+        """``text`` redacted as part of ``before + text + after`` (its neighbours in the
+        stream): a value cut by the chunk's edges is masked whatever the cut."""
+        if self._rx is None:
+            return text
+        full = before + text + after
+        lo, hi = len(before), len(before) + len(text)
+        out: list[str] = []
+        pos = lo
+        for m in self._rx.finditer(full):
+            start, end = m.span()
+            if end <= lo or start >= hi:
+                continue
+            out.append(full[pos:max(start, lo)])
+            out.append(self._marker(m))
+            pos = min(end, hi)
+        out.append(full[pos:hi])
+        return self.redact("".join(out), edges=True)
 
     def _edges(self, text: str) -> str:
         for form in self._forms:

@@ -136,6 +136,15 @@ async def test_redaction_in_files_grep_errors_and_split_output(
     for page in (first, second):
         assert SECRET[:half] not in page["text"] and SECRET[half:] not in page["text"]
         assert RED in page["text"]
+    # Pages of one byte each: every page inside the value is masked whole.
+    for off in range(len(SECRET)):
+        page = await ok(kc, "read_output", output_id=r["output_id"], offset=off, limit=1)
+        assert page["text"] == RED, (off, page["text"])
+    # The runner's head/tail cut of a long output falls inside the value.
+    cut = await run(kc, "printf '%11990s' '' | tr ' ' x; printf %s \"$API_TOKEN\"; "
+                        "head -c 40000 /dev/zero | tr '\\0' y")
+    assert cut["truncated"] and "bytes omitted" in cut["stdout"]
+    assert SECRET[:10] not in cut["stdout"] and RED in cut["stdout"]
     write_host_file(tool_workspace, "plain.txt", b"nothing secret here\n")
     plain = await ok(kc, "read_file", path="plain.txt")
     assert "nothing secret here" in plain["content"]

@@ -14,7 +14,7 @@ from fastmcp import Context, FastMCP
 from fastmcp.tools.base import ToolResult
 from pydantic import BaseModel, Field
 
-from coderx_mcp.context import app_of, session_ops
+from coderx_mcp.context import app_of, current, session_ops
 from coderx_mcp.errors import ToolInputError, UnknownProcess
 from coderx_mcp.ops import OutputPage, SessionOps
 from coderx_mcp.tools import shell_core as core
@@ -146,6 +146,25 @@ async def _output(ops: SessionOps, output_id: str, **window: Any) -> OutputPage:
         raise _unknown(exc, ops) from None
 
 
+async def _unsplit(ops: SessionOps, page: OutputPage) -> OutputPage:
+    """With keys granted, redact a page together with its neighbours in the stream, so a
+    granted value the page's edges cut is masked however small the page (one more read on
+    each side, only while something is granted)."""
+    redactor = current().app.grants.redactor()
+    if redactor is None:
+        return page
+    n = redactor.longest
+    before = after = ""
+    if page.offset > 0:
+        start = max(0, page.offset - n)
+        before = (await ops.output(page.output_id, stream=page.stream, offset=start,
+                                   limit=page.offset - start)).text
+    if page.next_offset < page.total_bytes:
+        after = (await ops.output(page.output_id, stream=page.stream, offset=page.next_offset,
+                                  limit=n)).text
+    return page.model_copy(update={"text": redactor.redact_between(before, page.text, after)})
+
+
 def register(mcp: FastMCP) -> None:
     """Register the shell tools."""
 
@@ -248,7 +267,7 @@ def register(mcp: FastMCP) -> None:
             args.update(offset=offset, limit=limit)
             if head is not None:
                 args["lines"] = head
-        r = await _output(ops, output_id, **args)
+        r = await _unsplit(ops, await _output(ops, output_id, **args))
         eof = r.next_offset >= r.total_bytes or (tail is None and head is None
                                                  and r.next_offset == r.offset)
         model = PageOut(session=s.id, output_id=output_id, stream=stream, text=r.text,
@@ -304,8 +323,8 @@ def register(mcp: FastMCP) -> None:
         its exit code. With `wait`, waits up to that many seconds for new output or the exit.
         Pass the returned next_offset as since_offset next time."""
         s, ops = session_ops()
-        r = await _output(ops, output_id, offset=since_offset, limit=limit, wait=wait,
-                          until_output=True)
+        r = await _unsplit(ops, await _output(ops, output_id, offset=since_offset, limit=limit,
+                                              wait=wait, until_output=True))
         model = ProcOutputOut(
             session=s.id, output_id=output_id, text=r.text, offset=r.offset,
             next_offset=r.next_offset, total_bytes=r.total_bytes, running=r.running,
