@@ -20,6 +20,7 @@ from rich.console import Console
 from coderx_mcp import __version__
 from coderx_mcp.cli_history import history_app
 from coderx_mcp.cli_keys import keys_app
+from coderx_mcp.cli_tokens import tokens_app
 from coderx_mcp.config import Settings
 from coderx_mcp.errors import CoderxError
 from coderx_mcp.logs import configure_logging
@@ -30,6 +31,7 @@ image_app = typer.Typer(help="Build and inspect the sandbox image.", no_args_is_
 app.add_typer(image_app, name="image")
 app.add_typer(keys_app, name="keys")
 app.add_typer(history_app, name="history")
+app.add_typer(tokens_app, name="tokens")
 err = Console(stderr=True, soft_wrap=True)  # one error, one line, whatever the width
 
 
@@ -86,8 +88,14 @@ async def _serve(settings: Settings, http: bool, host: str, port: int) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, on_signal, sig)
     if http:
+        from starlette.middleware import Middleware
+
+        from coderx_mcp.server.http_guard import HttpGuard
+
+        guard = Middleware(HttpGuard, max_body=settings.max_request_bytes,
+                           failures_per_minute=settings.auth_failures_per_minute)
         await mcp.run_async("http", show_banner=False, host=host, port=port,
-                            host_origin_protection=True,
+                            host_origin_protection=True, middleware=[guard],
                             allowed_hosts=list(settings.allowed_hosts) or None)
     else:
         await run_stdio(mcp)
@@ -128,6 +136,8 @@ def serve(
     = None,
     backend: Annotated[str | None, typer.Option(help="docker (default) or local.")] = None,
     log_json: Annotated[bool, typer.Option("--log-json", help="Logs as JSON lines.")] = False,
+    log_format: Annotated[str | None, typer.Option(
+        "--log-format", help="console or json (JSON lines).")] = None,
     allowed_host: Annotated[list[str] | None, typer.Option(
         "--allowed-host", help="Extra Host header value HTTP accepts (repeatable).")] = None,
     insecure_no_auth: Annotated[bool, typer.Option(
@@ -135,13 +145,18 @@ def serve(
     = False,
 ) -> None:
     """Run the MCP server (stdio by default: what an MCP host launches)."""
+    if log_format not in (None, "console", "json"):
+        raise fail(f"--log-format takes console or json, got {log_format!r}")
+    log_json = log_json or log_format == "json"
     settings = load_settings(**_workspace_overrides(workspace), sandbox_uid=sandbox_uid,
                              backend=backend, log_json=log_json or None,
                              allowed_hosts=allowed_host or None)
     configure_logging(settings.log_level, settings.log_json)
-    if http and not _is_loopback(host) and not settings.http_tokens and not insecure_no_auth:
-        raise fail(f"refusing to serve HTTP on {host} without authentication; set "
-                   "CODERX_HTTP_TOKENS, bind 127.0.0.1, or pass --insecure-no-auth behind your "
+    if (http and not _is_loopback(host) and not settings.http_tokens
+            and not settings.tokens_path.exists() and not insecure_no_auth):
+        raise fail(f"refusing to serve HTTP on {host} without authentication; create "
+                   "a token (coderx-mcp tokens create NAME) or set CODERX_HTTP_TOKENS, bind "
+                   "127.0.0.1, or pass --insecure-no-auth behind your "
                    "own authenticating proxy")
     _check_workspaces(settings, http)
     asyncio.run(_serve(settings, http, host, port))

@@ -129,7 +129,23 @@ class Settings(BaseSettings):
     """Author and committer of ``session_commit`` commits and of commits made inside a
     worktree session (``Name <email>``)."""
     max_sessions: int = Field(16, ge=1, le=1000)
-    """Maximum number of open sessions."""
+    """Maximum number of open sessions (all principals together)."""
+    max_sessions_per_principal: int = Field(4, ge=1, le=1000)
+    """Sessions one HTTP principal may hold at once (a managed token's ``--max-sessions``
+    overrides it). The local owner (stdio) is bound by ``max_sessions`` only."""
+    reserved_sessions: int = Field(4, ge=0, le=1000)
+    """Session slots kept for principals holding none yet: a principal that already has a
+    session cannot take the last ones, so one principal never locks the others out."""
+    max_commands_per_principal: int = Field(8, ge=1, le=1000)
+    """``run_command`` calls one HTTP principal may have running at once."""
+    max_request_bytes: int = Field(32 << 20, ge=1 << 16)
+    """Largest HTTP request body; larger ones get 413 before anything is parsed."""
+    max_argument_keys: int = Field(10000, ge=100)
+    """Most keys and list items a tool call's arguments may hold, counted before they are
+    validated (a huge dictionary of unknown keys must not stall other principals)."""
+    auth_failures_per_minute: int = Field(10, ge=1)
+    """Failed HTTP authentications one client address may make per minute; after that it
+    gets 429 until the minute has passed."""
     idle_timeout_s: float = Field(1800.0, gt=0)
     """Sessions unused this long are closed and their containers removed."""
     reaper_interval_s: float = Field(30.0, gt=0)
@@ -149,9 +165,11 @@ class Settings(BaseSettings):
     max_file_bytes: int = Field(16 << 20, ge=1 << 16)
     """Largest file read whole, edited or written through the file tools."""
     http_tokens: dict[str, SecretStr] = {}
-    """HTTP bearer tokens: principal name → token (at least 24 characters), e.g.
-    ``CODERX_HTTP_TOKENS='{"alice": "…"}'``. Each principal owns its own sessions. Without
-    tokens every HTTP client is the same local owner, and only loopback binds are allowed."""
+    """HTTP bearer tokens in the environment, for containers and CI: principal name → token
+    (at least 24 characters), e.g. ``CODERX_HTTP_TOKENS='{"alice": "…"}'``. On a machine,
+    prefer managed tokens (``coderx-mcp tokens create``). Each principal owns its own
+    sessions. Without any token every HTTP client is the same local owner, and only loopback
+    binds are allowed."""
     allowed_hosts: list[str] = []
     """Extra Host header values the HTTP transport accepts (DNS-rebinding protection); the
     loopback names and the bound address are always accepted."""
@@ -170,6 +188,11 @@ class Settings(BaseSettings):
     """History entries older than this are deleted."""
     history_max_mb: float = Field(200.0, gt=0)
     """The oldest history entries are deleted while the file is larger than this."""
+
+    @property
+    def tokens_path(self) -> Path:
+        """The managed tokens (``coderx-mcp tokens``): hashes and policies, 0600."""
+        return self.state_dir / "tokens.json"
 
     @field_validator("http_tokens")
     @classmethod

@@ -14,6 +14,7 @@ import contextlib
 import secrets
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,7 @@ from coderx_mcp.errors import (
     WorkspaceRefused,
 )
 from coderx_mcp.pool import WarmPool
+from coderx_mcp.principals import PrincipalPolicy
 from coderx_mcp.sandbox.backends import Backend
 from coderx_mcp.sandbox.base import Sandbox, SandboxSpec
 from coderx_mcp.sandbox.instance import Instance
@@ -239,13 +241,19 @@ class SessionManager:
         policy: Allowed workspace roots and the default workspace (default: from the
             settings and the current directory).
         instance: This server (stamped on the workspaces it creates).
+        principals: The policy of an owner that is an HTTP principal; None for the local
+            owner, who is bound by the server's settings only.
     """
 
     def __init__(self, settings: Settings, backend: Backend,
-                 policy: WorkspacePolicy | None = None, instance: Instance | None = None) -> None:
+                 policy: WorkspacePolicy | None = None, instance: Instance | None = None,
+                 principals: Callable[[str], PrincipalPolicy | None] | None = None) -> None:
         self.settings = settings
         self.backend = backend
         self.policy = policy or WorkspacePolicy.from_settings(settings, Path.cwd())
+        self._principal = principals or (lambda _owner: None)
+        self._own_policies: dict[tuple[Path, ...], WorkspacePolicy] = {}
+        self._opening_by: dict[str, int] = {}
         self.workspaces = Workspaces(settings, instance or Instance.current())
         self._sessions: dict[str, Session] = {}
         self._defaults: dict[str, str] = {}
@@ -338,11 +346,55 @@ class SessionManager:
                            network=network or self.settings.network,
                            limits=limits or self.settings.limits, uid=ws.uid, gid=ws.gid)
 
-    def _limits(self, network: Network | None, cpus: float | None,
-                memory: str | None) -> SandboxLimits:
+    def policy_of(self, owner: str) -> WorkspacePolicy:
+        """The workspace policy of ``owner``: its own roots when its token has some (the
+        first is its default workspace), else the server's."""
+        pp = self._principal(owner)
+        if pp is None or not pp.roots:
+            return self.policy
+        found = self._own_policies.get(pp.roots)
+        if found is None:
+            own = self.settings.model_copy(update={"workspace": pp.roots[0],
+                                                   "workspace_roots": list(pp.roots)})
+            found = WorkspacePolicy.from_settings(own, Path.cwd(), http=True)
+            self._own_policies[pp.roots] = found
+        return found
+
+    def _check_quota(self, owner: str) -> None:
+        """Refuse a session beyond the owner's quota, or one that would leave no room for
+        principals holding none yet."""
         s = self.settings
+        total = len(self._sessions) + self._opening
+        pp = self._principal(owner)
+        if pp is None:
+            if total >= s.max_sessions:
+                raise SessionLimitReached(
+                    f"{s.max_sessions} sessions are open, the maximum; close one with "
+                    "session_close first")
+            return
+        mine = len(self.list(owner)) + self._opening_by.get(owner, 0)
+        quota = pp.max_sessions or s.max_sessions_per_principal
+        if mine >= quota:
+            raise SessionLimitReached(
+                f"you have {mine} sessions open, your maximum; close one with session_close "
+                "first")
+        free = s.max_sessions - total
+        if free <= 0 or (mine > 0 and free <= s.reserved_sessions):
+            raise SessionLimitReached(
+                f"the server has {total} of its {s.max_sessions} sessions open and keeps the "
+                "rest for other principals; close one of yours with session_close first")
+
+    def _limits(self, network: Network | None, cpus: float | None,
+                memory: str | None, owner: str = "") -> SandboxLimits:
+        s = self.settings
+        pp = self._principal(owner) if owner else None
         if network == "bridge" and not s.allow_network:
             raise ConfigError("this server does not allow network access for sessions")
+        if network == "bridge" and pp is not None and pp.network is False:
+            raise ConfigError("your token does not allow network access for sessions")
+        if pp is not None:
+            cpus = cpus if cpus is not None else pp.cpus
+            memory = memory if memory is not None else pp.memory
         if cpus is not None and not 0 < cpus <= s.max_cpus:
             raise ConfigError(f"cpus must be above 0 and at most {s.max_cpus}")
         if memory is not None:
@@ -370,27 +422,29 @@ class SessionManager:
             mode: bind (default), worktree, copy or scratch.
 
         Raises:
-            SessionLimitReached: ``max_sessions`` are open already.
+            SessionLimitReached: ``max_sessions`` are open already, the owner's quota is
+                used up, or the rest is kept for other principals.
             WorkspaceRefused: The workspace is outside the allowed roots or unusable.
             ConfigError: A bad limit or mode.
             SandboxUnavailable: The sandbox could not start.
         """
         await self.ready()
-        if len(self._sessions) + self._opening >= self.settings.max_sessions:
-            raise SessionLimitReached(
-                f"{self.settings.max_sessions} sessions are open, the maximum; close one "
-                "with session_close first")
+        self._check_quota(owner)
         self._opening += 1
+        self._opening_by[owner] = self._opening_by.get(owner, 0) + 1
         try:
+            pp = self._principal(owner)
             default = (workspace is None and network is None and cpus is None
-                       and memory is None and mode in (None, "bind"))
+                       and memory is None and mode in (None, "bind")
+                       and (pp is None or (not pp.roots and pp.cpus is None
+                                           and pp.memory is None)))
             taken = self._pool.take() if default else None
             if taken is not None:
                 sandbox, ws = taken
             else:
-                limits = self._limits(network, cpus, memory)
+                limits = self._limits(network, cpus, memory, owner)
                 sid = new_session_id()
-                ws = await self._prepare(sid, workspace, mode)
+                ws = await self._prepare(sid, workspace, mode, self.policy_of(owner))
                 sandbox = self.backend.make(self._spec_of(ws, network, limits), sid)
                 try:
                     await sandbox.start()
@@ -402,12 +456,15 @@ class SessionManager:
             self._sessions[session.id] = session
         finally:
             self._opening -= 1
+            self._opening_by[owner] -= 1
+            if not self._opening_by[owner]:
+                del self._opening_by[owner]
         _log.info("session opened", session_id=session.id, owner=owner, mode=ws.mode,
                   workspace=str(ws.host), chosen_by=ws.rule, container=sandbox.ident)
         return session
 
-    async def _prepare(self, sid: str, workspace: str | None, mode: Mode | None) -> Workspace:
-        p = self.policy
+    async def _prepare(self, sid: str, workspace: str | None, mode: Mode | None,
+                       p: WorkspacePolicy) -> Workspace:
         mode = mode or "bind"
         if mode == "scratch":
             return await self.workspaces.prepare(sid, "scratch", None, "session_open")
@@ -470,6 +527,10 @@ class SessionManager:
         except CoderxError as exc:
             return str(exc)
         return None
+
+    def list_all(self) -> list[Session]:
+        """Every open session, oldest first (health, the operator's CLI)."""
+        return list(self._sessions.values())
 
     def list(self, owner: str) -> list[Session]:
         """The owner's open sessions, oldest first."""

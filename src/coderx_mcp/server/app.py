@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import time
 import warnings
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -18,6 +19,7 @@ from fastmcp.server.dependencies import get_access_token
 from coderx_mcp.config import Settings
 from coderx_mcp.grants import Grants
 from coderx_mcp.history import HistoryStore, HistoryWriter, default_path
+from coderx_mcp.principals import PrincipalPolicy, TokenStore
 from coderx_mcp.sandbox.backends import Backend, make_backend
 from coderx_mcp.sandbox.instance import Instance
 from coderx_mcp.sessions import Session, SessionManager
@@ -25,6 +27,18 @@ from coderx_mcp.workspace.policy import WorkspacePolicy
 
 _log = structlog.get_logger("coderx.server")
 LOCAL_OWNER = "local"
+PRINCIPAL_PREFIX = "principal:"
+
+
+def principal_policies(store: TokenStore | None) -> Callable[[str], PrincipalPolicy | None]:
+    """The policy of an owner: a managed token's, the default one for a principal of
+    ``CODERX_HTTP_TOKENS``, None for the local owner."""
+    def policy(owner: str) -> PrincipalPolicy | None:
+        if not owner.startswith(PRINCIPAL_PREFIX):
+            return None
+        found = store.policy(owner.removeprefix(PRINCIPAL_PREFIX)) if store else None
+        return found or PrincipalPolicy()
+    return policy
 
 
 @dataclass
@@ -38,6 +52,8 @@ class App:
             and are not used).
         grants: Secrets granted to sessions (per-command environment, redaction).
         history: The call history writer (None when the history cannot be opened).
+        tokens: The managed tokens (None when not served over HTTP).
+        started: When the server started (``time.monotonic``).
     """
 
     settings: Settings
@@ -46,12 +62,14 @@ class App:
     roots_stale: bool = field(default=True)
     grants: Grants = field(default_factory=Grants)
     history: HistoryWriter | None = None
+    tokens: TokenStore | None = None
+    started: float = field(default_factory=time.monotonic)
 
     def owner(self, ctx: Context) -> str:
         """The principal a request acts for: the HTTP bearer token's principal, else the
         local user (stdio, or HTTP on loopback without tokens)."""
         token = get_access_token()
-        return f"principal:{token.client_id}" if token is not None else LOCAL_OWNER
+        return PRINCIPAL_PREFIX + token.client_id if token is not None else LOCAL_OWNER
 
     async def host_roots(self, ctx: Context) -> None:
         """Adopt the MCP host's roots (``roots/list``) when they may decide the default
@@ -109,6 +127,7 @@ def make_lifespan(
     backend_factory: Callable[[Settings, Instance], Backend] = make_backend,
     on_ready: Callable[[App], None] | None = None,
     http: bool = False,
+    tokens: TokenStore | None = None,
 ) -> Callable[[FastMCP], Any]:
     """A lifespan that starts the session manager and removes every sandbox on exit.
 
@@ -123,9 +142,10 @@ def make_lifespan(
         policy = WorkspacePolicy.from_settings(settings, Path.cwd(), http)
         if policy.note:
             _log.warning("default workspace", rule=policy.rule, note=policy.note)
-        manager = SessionManager(settings, backend, policy, instance)
+        manager = SessionManager(settings, backend, policy, instance,
+                                 principals=principal_policies(tokens))
         manager.start_soon()
-        app = App(settings=settings, sessions=manager, http=http,
+        app = App(settings=settings, sessions=manager, http=http, tokens=tokens,
                   history=_open_history(settings))
         if app.history is not None:
             app.history.start()

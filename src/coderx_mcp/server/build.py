@@ -9,10 +9,13 @@ from fastmcp.server.middleware import Middleware
 
 from coderx_mcp import __version__
 from coderx_mcp.config import Settings
+from coderx_mcp.principals import TokenStore
 from coderx_mcp.sandbox.backends import Backend, make_backend
 from coderx_mcp.sandbox.instance import Instance
 from coderx_mcp.server.app import App, make_lifespan
 from coderx_mcp.server.auth import BearerTokens
+from coderx_mcp.server.health import CallStats, healthz_route
+from coderx_mcp.server.limits import CallLimits
 from coderx_mcp.server.pipeline import default_middleware
 
 INSTRUCTIONS = """\
@@ -39,8 +42,9 @@ def build_server(
 
     Args:
         settings: Server settings; read from ``CODERX_*`` variables when omitted.
-        http: True when served over HTTP: bearer tokens from the settings (if any) are
-            required, and each token's principal owns its own sessions.
+        http: True when served over HTTP: bearer tokens (``CODERX_HTTP_TOKENS`` and the
+            managed tokens of the state directory, if any) are required, and each token's
+            principal owns its own sessions.
         backend_factory: Makes the sandbox backend (tests may choose another).
         on_ready: Called with the server-wide :class:`App` when the lifespan has built it.
         middleware: The per-call pipeline, outermost first (default:
@@ -52,16 +56,33 @@ def build_server(
     from coderx_mcp.tools import register_all
 
     settings = settings or Settings()
+    # A tokens file (even emptied by revocations) keeps authentication on: revoking the
+    # last token must not open the server to everyone.
+    store = TokenStore(settings.tokens_path) if http else None
+    managed = store is not None and store.path.exists()
+    auth = BearerTokens({p: t.get_secret_value() for p, t in settings.http_tokens.items()},
+                        store if managed else None) \
+        if http and (settings.http_tokens or managed) else None
+    apps: list[App] = []
+
+    def ready(app: App) -> None:
+        apps.append(app)
+        if on_ready is not None:
+            on_ready(app)
+
+    stats = CallStats()
     mcp = FastMCP(
         "coderx",
         instructions=INSTRUCTIONS,
         version=__version__,
-        lifespan=make_lifespan(settings, backend_factory, on_ready, http),
-        auth=BearerTokens({p: t.get_secret_value() for p, t in settings.http_tokens.items()})
-        if http and settings.http_tokens else None,
-        middleware=default_middleware() if middleware is None else middleware,
+        lifespan=make_lifespan(settings, backend_factory, ready, http, store),
+        auth=auth,
+        # Arguments are bounded before anything (history, validation) looks at them.
+        middleware=[CallLimits(), stats,
+                    *(default_middleware() if middleware is None else middleware)],
         mask_error_details=True,
         on_duplicate="error",
     )
+    mcp.custom_route("/healthz", methods=["GET"])(healthz_route(apps, stats, auth))
     register_all(mcp)
     return mcp
