@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import sys
 import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
@@ -22,7 +23,7 @@ import pytest
 from coderx_mcp.config import SandboxLimits, Settings
 from coderx_mcp.sandbox.backends import Backend, DockerBackend, LocalBackend
 from coderx_mcp.sandbox.docker import remove_container
-from coderx_mcp.sandbox.instance import LABEL_INSTANCE, Instance
+from coderx_mcp.sandbox.instance import LABEL_INSTANCE, LABEL_PID, Instance
 from coderx_mcp.sessions import SessionManager
 
 # Another tag tests a branch that changes containers/ without touching the shared image.
@@ -30,6 +31,9 @@ IMAGE = os.environ.get("CODERX_TEST_IMAGE", "coderx-sandbox:latest")
 NO_DOCKER_ENV = "CODERX_TESTS_NO_DOCKER"
 SANDBOX_UID = 1000
 BUILD_HINT = "build it with `coderx-mcp image build --if-stale`"
+
+SERVE = [sys.executable, "-m", "coderx_mcp", "serve"]
+"""The server as a subprocess (tests of a transport, of signals, of the CLI)."""
 
 BackendName = Literal["docker", "local"]
 MakeSettings = Callable[..., Settings]
@@ -303,3 +307,24 @@ def _history_in_tmp(tmp_path_factory: pytest.TempPathFactory,
     """Servers under test (in process or spawned) keep their history out of the user's."""
     monkeypatch.setenv("CODERX_HISTORY_PATH",
                        str(tmp_path_factory.mktemp("history") / "history.sqlite3"))
+
+
+def serve_env(**extra: str) -> dict[str, str]:
+    """The environment of a server subprocess: no ``CODERX_*`` of the caller, no pool, the
+    tested image, plus ``extra``."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("CODERX_") or k == "CODERX_HISTORY_PATH"}
+    env.update({"CODERX_POOL_SIZE": "0", "CODERX_IMAGE": IMAGE, **extra})
+    return env
+
+
+def containers_of(pid: int) -> list[Any]:
+    """The sandbox containers a server process (by pid) owns, stopped ones included."""
+    client = docker.from_env()
+    try:
+        return list(client.containers.list(all=True, filters={"label": f"{LABEL_PID}={pid}"},
+                                           ignore_removed=True))
+    finally:
+        client.close()
+
+

@@ -12,30 +12,12 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
-import docker
 import pytest
 from fastmcp import Client
 from fastmcp.client.transports import StdioTransport
-from tests.conftest import child_env, free_port, wait_port
-
-from coderx_mcp.sandbox.instance import LABEL_PID
+from tests.conftest import SERVE, containers_of, free_port, serve_env, wait_port
 
 pytestmark = pytest.mark.docker
-
-SERVE = [sys.executable, "-m", "coderx_mcp", "serve"]
-
-
-_env = child_env
-
-
-def _containers_of(pid: int) -> list[Any]:
-    client = docker.from_env()
-    try:
-        return list(client.containers.list(all=True, filters={"label": f"{LABEL_PID}={pid}"},
-                                           ignore_removed=True))
-    finally:
-        client.close()
-
 
 @pytest.fixture
 def project(tmp_path: Path) -> Path:
@@ -89,7 +71,7 @@ class RawStdio:
 @pytest.fixture
 def raw_server(project: Path) -> Iterator[RawStdio]:
     proc = subprocess.Popen([*SERVE, "--workspace", str(project)], stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=_env())
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=serve_env())
     peer = RawStdio(proc)
     try:
         init = peer.reply(peer.send("initialize", {
@@ -120,11 +102,11 @@ def test_pr10_stdout_carries_only_json_rpc(raw_server: RawStdio) -> None:
 def test_cr02_eof_on_stdin_exits_cleanly_and_removes_containers(raw_server: RawStdio) -> None:
     raw_server.call("run_command", {"command": "true"})
     pid = raw_server.proc.pid
-    assert _containers_of(pid), "the default session should have a container"
+    assert containers_of(pid), "the default session should have a container"
     assert raw_server.proc.stdin is not None
     raw_server.proc.stdin.close()
     assert raw_server.proc.wait(15) == 0
-    assert _containers_of(pid) == []
+    assert containers_of(pid) == []
 
 
 def test_cr02_sigterm_exits_cleanly_and_removes_containers(raw_server: RawStdio) -> None:
@@ -132,13 +114,13 @@ def test_cr02_sigterm_exits_cleanly_and_removes_containers(raw_server: RawStdio)
     pid = raw_server.proc.pid
     raw_server.proc.send_signal(signal.SIGTERM)
     assert raw_server.proc.wait(15) == 0
-    assert _containers_of(pid) == []
+    assert containers_of(pid) == []
 
 
 async def test_stdio_client_end_to_end(project: Path) -> None:
     transport = StdioTransport(command=sys.executable,
                                args=["-m", "coderx_mcp", "serve", "--workspace", str(project)],
-                               env=_env())
+                               env=serve_env())
     async with Client(transport) as client:
         tools = {t.name: t for t in await client.list_tools()}
         assert {"read_file", "edit_file", "grep", "run_command", "session_open"} <= set(tools)
@@ -167,7 +149,7 @@ async def http_url(project: Path) -> AsyncIterator[str]:
         [*SERVE, "--http", "--port", str(port), "--workspace", str(project)],
                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE,
-                            env=_env(CODERX_HTTP_TOKENS=json.dumps(TOKENS)))
+                            env=serve_env(CODERX_HTTP_TOKENS=json.dumps(TOKENS)))
     url = f"http://127.0.0.1:{port}/mcp"
     try:
         await _wait_port(port)
@@ -175,7 +157,7 @@ async def http_url(project: Path) -> AsyncIterator[str]:
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(20) == 0
-        assert _containers_of(proc.pid) == []
+        assert containers_of(proc.pid) == []
 
 
 async def test_http_principals_have_separate_sessions(http_url: str) -> None:
@@ -293,7 +275,7 @@ async def test_stdio_default_workspace_from_client_roots(project: Path) -> None:
     """`claude mcp add coderx -- coderx-mcp serve` from a host that sends roots: the sandbox
     sees the host's project even though the server was started in `/`."""
     transport = StdioTransport(command=sys.executable, args=["-m", "coderx_mcp", "serve"],
-                               env=_env(), cwd="/")
+                               env=serve_env(), cwd="/")
     async with Client(transport, roots=[project.as_uri()], mode="legacy") as client:
         read = await client.call_tool("read_file", {"path": "hello.txt"})
         assert read.structured_content is not None
@@ -310,7 +292,7 @@ async def test_sigterm_with_open_sessions_leaves_no_scratch(project: Path, tmp_p
     proc = subprocess.Popen(  # noqa: ASYNC220 - a server process, not awaited
         [*SERVE, "--http", "--port", str(port), "--workspace", str(project)],
         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        env=_env(CODERX_DATA_DIR=str(data)))
+        env=serve_env(CODERX_DATA_DIR=str(data)))
     try:
         await _wait_port(port)
         async with Client(f"http://127.0.0.1:{port}/mcp") as c:
@@ -323,4 +305,4 @@ async def test_sigterm_with_open_sessions_leaves_no_scratch(project: Path, tmp_p
         assert proc.wait(30) == 0
     assert list((data / "scratch").iterdir()) == []
     assert list((data / "records").iterdir()) == []
-    assert _containers_of(proc.pid) == []
+    assert containers_of(proc.pid) == []

@@ -1,0 +1,274 @@
+"""Many principals on one HTTP server: managed tokens, per-principal roots and quotas,
+ownership of sessions and outputs, bounded requests, health. Real server subprocesses,
+real tokens made by the CLI, real Docker sandboxes."""
+
+from __future__ import annotations
+
+import asyncio
+import http.client
+import json
+import signal
+import stat
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastmcp import Client
+from tests.conftest import SERVE, chown_tree, containers_of, free_port, serve_env, wait_port
+
+pytestmark = pytest.mark.docker
+CLI = [sys.executable, "-m", "coderx_mcp"]
+MCP_HEADERS = {"Accept": "application/json, text/event-stream",
+               "Content-Type": "application/json"}
+
+
+class Server:
+    """A ``serve --http`` subprocess with its state directory and stderr log."""
+
+    def __init__(self, tmp: Path, env: dict[str, str]) -> None:
+        self.tmp = tmp
+        self.env = env
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}/mcp"
+        self.log = tmp / "server.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def tokens(self, *args: str) -> subprocess.CompletedProcess[str]:
+        """Run ``coderx-mcp tokens ARGS`` against this server's state directory."""
+        return subprocess.run([*CLI, "tokens", *args], env=self.env, capture_output=True,
+                              text=True, timeout=60)
+
+    def create(self, name: str, *args: str) -> str:
+        """A new token for ``name``."""
+        done = self.tokens("create", name, *args)
+        assert done.returncode == 0, done.stderr
+        return done.stdout.strip()
+
+    async def start(self, *args: str) -> None:
+        with self.log.open("wb") as log:
+            self.proc = subprocess.Popen(  # noqa: ASYNC220 - a server process, not awaited
+                [*SERVE, "--http", "--port", str(self.port), *args],
+                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log,
+                env=self.env)
+        await wait_port(self.port)
+
+    def stop(self) -> None:
+        if self.proc is None:
+            return
+        self.proc.send_signal(signal.SIGTERM)
+        assert self.proc.wait(30) == 0
+        assert containers_of(self.proc.pid) == []
+
+    def request(self, method: str, path: str, body: bytes | None = None,
+                headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:
+        """One raw HTTP request (status, headers, body)."""
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+        try:
+            conn.request(method, path, body, headers or {})
+            resp = conn.getresponse()
+            return resp.status, {k.lower(): v for k, v in resp.getheaders()}, resp.read()
+        finally:
+            conn.close()
+
+
+@pytest.fixture
+async def make_server(tmp_path: Path) -> AsyncIterator[Callable[..., Server]]:
+    """``make_server(**env)``: a server whose state and data live under ``tmp_path``; it
+    is started by ``await server.start()`` and stopped (no container left) after the test."""
+    servers: list[Server] = []
+
+    def make(**env: str) -> Server:
+        base = tmp_path / f"srv{len(servers)}"
+        base.mkdir()
+        server = Server(base, serve_env(CODERX_STATE_DIR=str(base / "state"),
+                                        CODERX_DATA_DIR=str(base / "data"), **env))
+        servers.append(server)
+        return server
+
+    try:
+        yield make
+    finally:
+        for s in servers:
+            s.stop()
+
+
+def project(root: Path, name: str, marker: str) -> Path:
+    """A project directory the sandbox user owns, holding one marker file."""
+    d = root / name
+    d.mkdir(parents=True)
+    (d / "marker.txt").write_text(marker + "\n")
+    chown_tree(d)
+    return d
+
+
+def text(result: Any) -> str:
+    return "\n".join(getattr(c, "text", "") for c in result.content)
+
+
+async def test_tokens_create_list_revoke_without_restart(
+        make_server: Callable[..., Server], tmp_path: Path) -> None:
+    server = make_server()
+    alice = server.create("alice")
+    assert alice.startswith("cx_") and len(alice) > 40
+    path = server.tmp / "state" / "tokens.json"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert alice not in path.read_text()
+    again = server.tokens("create", "alice")
+    assert again.returncode == 1 and "exists" in again.stderr
+    await server.start()
+    async with Client(server.url, auth=alice) as c:
+        assert (await c.call_tool("run_command", {"command": "echo hi"})).data is not None
+    listed = server.tokens("list")
+    assert listed.returncode == 0 and "alice" in listed.stdout
+    assert alice not in listed.stdout and "last used 20" in listed.stdout
+    assert server.tokens("revoke", "alice").returncode == 0
+    body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "tools/list"}).encode()
+    status, headers, _ = await asyncio.to_thread(
+        server.request, "POST", "/mcp", body, {**MCP_HEADERS, "Authorization": f"Bearer {alice}"})
+    assert status == 401 and headers["www-authenticate"].startswith("Bearer")
+    unknown = server.tokens("revoke", "nobody")
+    assert unknown.returncode == 1 and "no token named 'nobody'" in unknown.stderr
+
+
+async def test_ta06_failed_authentications_logged_without_token_and_rate_limited(
+        make_server: Callable[..., Server]) -> None:
+    server = make_server(CODERX_AUTH_FAILURES_PER_MINUTE="3")
+    good = server.create("alice")
+    await server.start()
+    wrong = "cx_wrong-token-0123456789abcdefghijklmnop"
+    body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "tools/list"}).encode()
+    statuses = []
+    for _ in range(4):
+        status, _, _ = await asyncio.to_thread(
+            server.request, "POST", "/mcp", body,
+            {**MCP_HEADERS, "Authorization": f"Bearer {wrong}"})
+        statuses.append(status)
+    assert statuses == [401, 401, 401, 429]
+    # The limited address is refused even with a good token until the minute has passed.
+    status, headers, _ = await asyncio.to_thread(
+        server.request, "POST", "/mcp", body, {**MCP_HEADERS, "Authorization": f"Bearer {good}"})
+    assert status == 429 and headers["retry-after"] == "60"
+    log = server.log.read_text()
+    assert log.count("authentication failed") == 3 and "127.0.0.1" in log
+    assert wrong not in log and good not in log
+    assert not list((server.tmp / "data").glob("scratch/*"))  # nothing was created
+
+
+async def test_principal_roots_and_ownership_of_sessions_and_outputs(
+        make_server: Callable[..., Server], tmp_path: Path) -> None:
+    a_proj = project(tmp_path / "a", "proj", "alice-marker")
+    b_proj = project(tmp_path / "b", "proj", "bob-marker")
+    server = make_server()
+    alice = server.create("alice", "--roots", str(a_proj))
+    bob = server.create("bob", "--roots", str(b_proj))
+    await server.start()
+    async with Client(server.url, auth=alice) as a, Client(server.url, auth=bob) as b:
+        ra = await a.call_tool("read_file", {"path": "marker.txt"})
+        rb = await b.call_tool("read_file", {"path": "marker.txt"})
+        assert "alice-marker" in text(ra) and "bob-marker" in text(rb)
+        refused = await b.call_tool("session_open", {"workspace": str(a_proj)},
+                                    raise_on_error=False)
+        assert refused.is_error and "outside" in text(refused).lower(), text(refused)
+        run = await a.call_tool("run_command", {"command": "seq 1 50000"})
+        assert run.structured_content is not None
+        out_id, sid = run.structured_content["output_id"], run.structured_content["session"]
+        assert out_id
+        stolen = await b.call_tool("read_output", {"output_id": out_id},
+                                   raise_on_error=False)
+        assert stolen.is_error and "alice" not in text(stolen)
+        foreign = await b.call_tool("read_output", {"output_id": out_id, "session": sid},
+                                    raise_on_error=False)
+        assert foreign.is_error and "no open session" in text(foreign)
+
+
+async def test_one_principal_cannot_fill_the_server(make_server: Callable[..., Server]) -> None:
+    # The reproduced bug: one principal held all 16 slots and locked everyone out.
+    server = make_server(CODERX_MAX_SESSIONS="4", CODERX_RESERVED_SESSIONS="1",
+                         CODERX_MAX_SESSIONS_PER_PRINCIPAL="10")
+    greedy, other = server.create("greedy"), server.create("other")
+    capped = server.create("capped", "--max-sessions", "1")
+    await server.start()
+    async with Client(server.url, auth=greedy) as g, Client(server.url, auth=other) as o, \
+            Client(server.url, auth=capped) as c:
+        await g.call_tool("session_open", {})
+        await g.call_tool("session_open", {})
+        await g.call_tool("session_open", {})
+        full = await g.call_tool("session_open", {}, raise_on_error=False)
+        assert full.is_error and "other principals" in text(full), text(full)
+        ran = await o.call_tool("run_command", {"command": "echo mine"})
+        assert ran.structured_content is not None and ran.structured_content["stdout"] == "mine\n"
+        await g.call_tool("session_close", {"session": (await g.call_tool(
+            "session_list", {})).structured_content["sessions"][0]["session"]})  # type: ignore[index]
+        await c.call_tool("session_open", {})
+        over = await c.call_tool("session_open", {}, raise_on_error=False)
+        assert over.is_error and "your maximum" in text(over), text(over)
+
+
+async def test_huge_arguments_refused_before_validation_and_body_capped(
+        make_server: Callable[..., Server]) -> None:
+    server = make_server(CODERX_MAX_REQUEST_BYTES=str(4 << 20))
+    alice, bob = server.create("alice"), server.create("bob")
+    await server.start()
+    async with Client(server.url, auth=alice) as a, Client(server.url, auth=bob) as b:
+        await b.call_tool("run_command", {"command": "true"})
+        junk = {f"k{i}": i for i in range(180_000)}  # ~3 MB of unknown keys
+
+        async def heavy() -> Any:
+            return await a.call_tool("read_file", {"path": "x", **junk}, raise_on_error=False)
+
+        async def light() -> float:
+            await asyncio.sleep(0.05)
+            start = time.perf_counter()
+            await b.call_tool("glob", {"pattern": "*"})
+            return time.perf_counter() - start
+
+        refused, other = await asyncio.gather(heavy(), light())
+        assert refused.is_error and "more than 10000 keys" in text(refused), text(refused)
+        assert other < 1.0, f"another principal waited {other:.2f} s"
+    big = b'{"jsonrpc": "2.0", "id": 1, "method": "tools/list", "pad": "' + b"x" * (5 << 20) + b'"}'
+    status, _, _ = await asyncio.to_thread(
+        server.request, "POST", "/mcp", big, {**MCP_HEADERS, "Authorization": f"Bearer {alice}"})
+    assert status == 413
+
+
+async def test_healthz_status_for_anyone_details_for_a_token(
+        make_server: Callable[..., Server]) -> None:
+    server = make_server()
+    admin = server.create("ops", "--admin")
+    user = server.create("dev")
+    await server.start()
+    async with Client(server.url, auth=user) as c:
+        await c.call_tool("run_command", {"command": "true"})
+    status, _, body = await asyncio.to_thread(server.request, "GET", "/healthz")
+    assert status == 200 and json.loads(body) == {"status": "ok"}
+    status, headers, _ = await asyncio.to_thread(server.request, "GET", "/healthz?verbose")
+    assert status == 401 and "www-authenticate" in headers
+    status, _, body = await asyncio.to_thread(
+        server.request, "GET", "/healthz?verbose", None, {"Authorization": f"Bearer {user}"})
+    mine = json.loads(body)
+    assert status == 200 and mine["sessions"] == 1 and mine["sessions_by_principal"] is None
+    assert mine["image_current"] is True and mine["rss_bytes"] > 0
+    assert mine["latency_ms"]["run_command"]["n"] == 1
+    status, _, body = await asyncio.to_thread(
+        server.request, "GET", "/healthz?verbose", None, {"Authorization": f"Bearer {admin}"})
+    assert json.loads(body)["sessions_by_principal"] == {"dev": 1}
+
+
+def test_tokens_cli_refuses_bad_input(tmp_path: Path) -> None:
+    env = serve_env(CODERX_STATE_DIR=str(tmp_path / "state"))
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([*CLI, "tokens", *args], env=env, capture_output=True, text=True,
+                              timeout=60)
+
+    bad_name = run("create", "../evil")
+    assert bad_name.returncode == 1 and "not a valid principal name" in bad_name.stderr
+    missing = run("create", "x", "--roots", str(tmp_path / "nope"))
+    assert missing.returncode == 1 and "no such directory" in missing.stderr
+    memory = run("create", "x", "--memory", "lots")
+    assert memory.returncode == 1 and "--memory" in memory.stderr
+    assert not (tmp_path / "state" / "tokens.json").exists()
