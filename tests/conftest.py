@@ -7,9 +7,13 @@ locally, ``CODERX_TESTS_NO_DOCKER=1`` deselects those tests instead.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import http.client
 import os
 import shutil
+import signal
+import subprocess
 import sys
 import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -38,6 +42,7 @@ SERVE = [sys.executable, "-m", "coderx_mcp", "serve"]
 BackendName = Literal["docker", "local"]
 MakeSettings = Callable[..., Settings]
 MakeManager = Callable[..., Awaitable[SessionManager]]
+MakeServer = Callable[..., "Server"]
 
 
 def _docker_problem() -> str | None:
@@ -328,3 +333,76 @@ def containers_of(pid: int) -> list[Any]:
         client.close()
 
 
+CLI = [sys.executable, "-m", "coderx_mcp"]
+MCP_HEADERS = {"Accept": "application/json, text/event-stream",
+               "Content-Type": "application/json"}
+
+
+class Server:
+    """A ``serve --http`` subprocess with its state directory and stderr log."""
+
+    def __init__(self, tmp: Path, env: dict[str, str]) -> None:
+        self.tmp = tmp
+        self.env = env
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}/mcp"
+        self.log = tmp / "server.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def tokens(self, *args: str) -> subprocess.CompletedProcess[str]:
+        """Run ``coderx-mcp tokens ARGS`` against this server's state directory."""
+        return subprocess.run([*CLI, "tokens", *args], env=self.env, capture_output=True,
+                              text=True, timeout=60)
+
+    def create(self, name: str, *args: str) -> str:
+        """A new token for ``name``."""
+        done = self.tokens("create", name, *args)
+        assert done.returncode == 0, done.stderr
+        return done.stdout.strip()
+
+    async def start(self, *args: str) -> None:
+        with self.log.open("wb") as log:
+            self.proc = subprocess.Popen(  # noqa: ASYNC220 - a server process, not awaited
+                [*SERVE, "--http", "--port", str(self.port), *args],
+                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log,
+                env=self.env)
+        await asyncio.to_thread(wait_port, self.port)
+
+    def stop(self) -> None:
+        if self.proc is None:
+            return
+        self.proc.send_signal(signal.SIGTERM)
+        assert self.proc.wait(30) == 0
+        assert containers_of(self.proc.pid) == []
+
+    def request(self, method: str, path: str, body: bytes | None = None,
+                headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:
+        """One raw HTTP request (status, headers, body)."""
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+        try:
+            conn.request(method, path, body, headers or {})
+            resp = conn.getresponse()
+            return resp.status, {k.lower(): v for k, v in resp.getheaders()}, resp.read()
+        finally:
+            conn.close()
+
+
+@pytest.fixture
+async def make_server(tmp_path: Path) -> AsyncIterator[MakeServer]:
+    """``make_server(**env)``: a server whose state and data live under ``tmp_path``; it
+    is started by ``await server.start()`` and stopped (no container left) after the test."""
+    servers: list[Server] = []
+
+    def make(**env: str) -> Server:
+        base = tmp_path / f"srv{len(servers)}"
+        base.mkdir()
+        server = Server(base, serve_env(CODERX_STATE_DIR=str(base / "state"),
+                                        CODERX_DATA_DIR=str(base / "data"), **env))
+        servers.append(server)
+        return server
+
+    try:
+        yield make
+    finally:
+        for s in servers:
+            s.stop()

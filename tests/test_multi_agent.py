@@ -5,95 +5,18 @@ real tokens made by the CLI, real Docker sandboxes."""
 from __future__ import annotations
 
 import asyncio
-import http.client
 import json
-import signal
 import stat
 import subprocess
-import sys
 import time
-from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 from fastmcp import Client
-from tests.conftest import SERVE, chown_tree, containers_of, free_port, serve_env, wait_port
+from tests.conftest import CLI, MCP_HEADERS, MakeServer, chown_tree, serve_env
 
 pytestmark = pytest.mark.docker
-CLI = [sys.executable, "-m", "coderx_mcp"]
-MCP_HEADERS = {"Accept": "application/json, text/event-stream",
-               "Content-Type": "application/json"}
-
-
-class Server:
-    """A ``serve --http`` subprocess with its state directory and stderr log."""
-
-    def __init__(self, tmp: Path, env: dict[str, str]) -> None:
-        self.tmp = tmp
-        self.env = env
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}/mcp"
-        self.log = tmp / "server.log"
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def tokens(self, *args: str) -> subprocess.CompletedProcess[str]:
-        """Run ``coderx-mcp tokens ARGS`` against this server's state directory."""
-        return subprocess.run([*CLI, "tokens", *args], env=self.env, capture_output=True,
-                              text=True, timeout=60)
-
-    def create(self, name: str, *args: str) -> str:
-        """A new token for ``name``."""
-        done = self.tokens("create", name, *args)
-        assert done.returncode == 0, done.stderr
-        return done.stdout.strip()
-
-    async def start(self, *args: str) -> None:
-        with self.log.open("wb") as log:
-            self.proc = subprocess.Popen(  # noqa: ASYNC220 - a server process, not awaited
-                [*SERVE, "--http", "--port", str(self.port), *args],
-                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log,
-                env=self.env)
-        await wait_port(self.port)
-
-    def stop(self) -> None:
-        if self.proc is None:
-            return
-        self.proc.send_signal(signal.SIGTERM)
-        assert self.proc.wait(30) == 0
-        assert containers_of(self.proc.pid) == []
-
-    def request(self, method: str, path: str, body: bytes | None = None,
-                headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:
-        """One raw HTTP request (status, headers, body)."""
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
-        try:
-            conn.request(method, path, body, headers or {})
-            resp = conn.getresponse()
-            return resp.status, {k.lower(): v for k, v in resp.getheaders()}, resp.read()
-        finally:
-            conn.close()
-
-
-@pytest.fixture
-async def make_server(tmp_path: Path) -> AsyncIterator[Callable[..., Server]]:
-    """``make_server(**env)``: a server whose state and data live under ``tmp_path``; it
-    is started by ``await server.start()`` and stopped (no container left) after the test."""
-    servers: list[Server] = []
-
-    def make(**env: str) -> Server:
-        base = tmp_path / f"srv{len(servers)}"
-        base.mkdir()
-        server = Server(base, serve_env(CODERX_STATE_DIR=str(base / "state"),
-                                        CODERX_DATA_DIR=str(base / "data"), **env))
-        servers.append(server)
-        return server
-
-    try:
-        yield make
-    finally:
-        for s in servers:
-            s.stop()
 
 
 def project(root: Path, name: str, marker: str) -> Path:
@@ -110,7 +33,7 @@ def text(result: Any) -> str:
 
 
 async def test_tokens_create_list_revoke_without_restart(
-        make_server: Callable[..., Server], tmp_path: Path) -> None:
+        make_server: MakeServer, tmp_path: Path) -> None:
     server = make_server()
     alice = server.create("alice")
     assert alice.startswith("cx_") and len(alice) > 40
@@ -135,7 +58,7 @@ async def test_tokens_create_list_revoke_without_restart(
 
 
 async def test_ta06_failed_authentications_logged_without_token_and_rate_limited(
-        make_server: Callable[..., Server]) -> None:
+        make_server: MakeServer) -> None:
     server = make_server(CODERX_AUTH_FAILURES_PER_MINUTE="3")
     good = server.create("alice")
     await server.start()
@@ -159,7 +82,7 @@ async def test_ta06_failed_authentications_logged_without_token_and_rate_limited
 
 
 async def test_principal_roots_and_ownership_of_sessions_and_outputs(
-        make_server: Callable[..., Server], tmp_path: Path) -> None:
+        make_server: MakeServer, tmp_path: Path) -> None:
     a_proj = project(tmp_path / "a", "proj", "alice-marker")
     b_proj = project(tmp_path / "b", "proj", "bob-marker")
     server = make_server()
@@ -185,7 +108,7 @@ async def test_principal_roots_and_ownership_of_sessions_and_outputs(
         assert foreign.is_error and "no open session" in text(foreign)
 
 
-async def test_one_principal_cannot_fill_the_server(make_server: Callable[..., Server]) -> None:
+async def test_one_principal_cannot_fill_the_server(make_server: MakeServer) -> None:
     # The reproduced bug: one principal held all 16 slots and locked everyone out.
     server = make_server(CODERX_MAX_SESSIONS="4", CODERX_RESERVED_SESSIONS="1",
                          CODERX_MAX_SESSIONS_PER_PRINCIPAL="10")
@@ -209,7 +132,7 @@ async def test_one_principal_cannot_fill_the_server(make_server: Callable[..., S
 
 
 async def test_huge_arguments_refused_before_validation_and_body_capped(
-        make_server: Callable[..., Server]) -> None:
+        make_server: MakeServer) -> None:
     server = make_server(CODERX_MAX_REQUEST_BYTES=str(4 << 20))
     alice, bob = server.create("alice"), server.create("bob")
     await server.start()
@@ -236,7 +159,7 @@ async def test_huge_arguments_refused_before_validation_and_body_capped(
 
 
 async def test_healthz_status_for_anyone_details_for_a_token(
-        make_server: Callable[..., Server]) -> None:
+        make_server: MakeServer) -> None:
     server = make_server()
     admin = server.create("ops", "--admin")
     user = server.create("dev")

@@ -20,6 +20,7 @@ from rich.console import Console
 from coderx_mcp import __version__
 from coderx_mcp.cli_history import history_app
 from coderx_mcp.cli_keys import keys_app
+from coderx_mcp.cli_ops import doctor, sessions_app
 from coderx_mcp.cli_tokens import tokens_app
 from coderx_mcp.config import Settings
 from coderx_mcp.errors import CoderxError
@@ -32,6 +33,8 @@ app.add_typer(image_app, name="image")
 app.add_typer(keys_app, name="keys")
 app.add_typer(history_app, name="history")
 app.add_typer(tokens_app, name="tokens")
+app.add_typer(sessions_app, name="sessions")
+app.command()(doctor)
 err = Console(stderr=True, soft_wrap=True)  # one error, one line, whatever the width
 
 
