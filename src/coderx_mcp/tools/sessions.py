@@ -209,10 +209,11 @@ def register(mcp: FastMCP) -> None:
         app = app_of(ctx)
         problem = await app.sessions.problem()
         await app.host_roots(ctx)
-        policy = app.sessions.policy
+        owner = app.owner(ctx)  # a principal sees its own roots and sessions, no one else's
+        policy = app.sessions.policy_of(owner)
         out = HealthOut(
             session="", backend=app.sessions.backend.name, isolated=app.sessions.backend.isolated,
-            ok=problem is None, problem=problem, open_sessions=app.sessions.count,
+            ok=problem is None, problem=problem, open_sessions=len(app.sessions.list(owner)),
             warm_pool_ready=app.sessions.pool.ready,
             default_workspace=str(policy.default) if policy.default else None,
             workspace_rule=policy.rule, workspace_roots=[str(r) for r in policy.roots],
