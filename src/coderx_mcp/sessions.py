@@ -21,18 +21,17 @@ from typing import Any
 import structlog
 from pydantic import BaseModel
 
-from coderx_mcp.config import Network, SandboxLimits, Settings, parse_size
+from coderx_mcp.config import Network, SandboxLimits, Settings
 from coderx_mcp.errors import (
     CoderxError,
-    ConfigError,
     SandboxGone,
     SandboxUnavailable,
-    SessionLimitReached,
     SessionNotFound,
     WorkspaceRefused,
 )
 from coderx_mcp.pool import WarmPool
 from coderx_mcp.principals import PrincipalPolicy
+from coderx_mcp.quotas import Quotas
 from coderx_mcp.sandbox.backends import Backend
 from coderx_mcp.sandbox.base import Sandbox, SandboxSpec
 from coderx_mcp.sandbox.instance import Instance
@@ -251,8 +250,7 @@ class SessionManager:
         self.settings = settings
         self.backend = backend
         self.policy = policy or WorkspacePolicy.from_settings(settings, Path.cwd())
-        self._principal = principals or (lambda _owner: None)
-        self._own_policies: dict[tuple[Path, ...], WorkspacePolicy] = {}
+        self.quotas = Quotas(settings, principals or (lambda _owner: None))
         self._opening_by: dict[str, int] = {}
         self.workspaces = Workspaces(settings, instance or Instance.current())
         self._sessions: dict[str, Session] = {}
@@ -347,66 +345,8 @@ class SessionManager:
                            limits=limits or self.settings.limits, uid=ws.uid, gid=ws.gid)
 
     def policy_of(self, owner: str) -> WorkspacePolicy:
-        """The workspace policy of ``owner``: its own roots when its token has some (the
-        first is its default workspace), else the server's."""
-        pp = self._principal(owner)
-        if pp is None or not pp.roots:
-            return self.policy
-        found = self._own_policies.get(pp.roots)
-        if found is None:
-            own = self.settings.model_copy(update={"workspace": pp.roots[0],
-                                                   "workspace_roots": list(pp.roots)})
-            found = WorkspacePolicy.from_settings(own, Path.cwd(), http=True)
-            self._own_policies[pp.roots] = found
-        return found
-
-    def _check_quota(self, owner: str) -> None:
-        """Refuse a session beyond the owner's quota, or one that would leave no room for
-        principals holding none yet."""
-        s = self.settings
-        total = len(self._sessions) + self._opening
-        pp = self._principal(owner)
-        if pp is None:
-            if total >= s.max_sessions:
-                raise SessionLimitReached(
-                    f"{s.max_sessions} sessions are open, the maximum; close one with "
-                    "session_close first")
-            return
-        mine = len(self.list(owner)) + self._opening_by.get(owner, 0)
-        quota = pp.max_sessions or s.max_sessions_per_principal
-        if mine >= quota:
-            raise SessionLimitReached(
-                f"you have {mine} sessions open, your maximum; close one with session_close "
-                "first")
-        free = s.max_sessions - total
-        if free <= 0 or (mine > 0 and free <= s.reserved_sessions):
-            raise SessionLimitReached(
-                f"the server has {total} of its {s.max_sessions} sessions open and keeps the "
-                "rest for other principals; close one of yours with session_close first")
-
-    def _limits(self, network: Network | None, cpus: float | None,
-                memory: str | None, owner: str = "") -> SandboxLimits:
-        s = self.settings
-        pp = self._principal(owner) if owner else None
-        if network == "bridge" and not s.allow_network:
-            raise ConfigError("this server does not allow network access for sessions")
-        if network == "bridge" and pp is not None and pp.network is False:
-            raise ConfigError("your token does not allow network access for sessions")
-        if pp is not None:
-            cpus = cpus if cpus is not None else pp.cpus
-            memory = memory if memory is not None else pp.memory
-        if cpus is not None and not 0 < cpus <= s.max_cpus:
-            raise ConfigError(f"cpus must be above 0 and at most {s.max_cpus}")
-        if memory is not None:
-            try:
-                size = parse_size(memory)
-            except ValueError as exc:
-                raise ConfigError(str(exc)) from None
-            if not 64 << 20 <= size <= parse_size(s.max_memory):
-                raise ConfigError(f"memory must be between 64m and {s.max_memory}")
-        return s.limits.model_copy(update={k: v for k, v in
-                                           {"cpus": cpus, "memory": memory}.items()
-                                           if v is not None})
+        """The workspace policy of ``owner`` (its token's roots, else the server's)."""
+        return self.quotas.workspace_policy(owner, self.policy)
 
     async def open(self, owner: str, workspace: str | None = None, network: Network | None = None,
                    cpus: float | None = None, memory: str | None = None,
@@ -429,20 +369,19 @@ class SessionManager:
             SandboxUnavailable: The sandbox could not start.
         """
         await self.ready()
-        self._check_quota(owner)
+        self.quotas.check_open(owner, len(self._sessions) + self._opening,
+                               len(self.list(owner)) + self._opening_by.get(owner, 0))
         self._opening += 1
         self._opening_by[owner] = self._opening_by.get(owner, 0) + 1
         try:
-            pp = self._principal(owner)
             default = (workspace is None and network is None and cpus is None
                        and memory is None and mode in (None, "bind")
-                       and (pp is None or (not pp.roots and pp.cpus is None
-                                           and pp.memory is None)))
+                       and self.quotas.takes_pool(owner))
             taken = self._pool.take() if default else None
             if taken is not None:
                 sandbox, ws = taken
             else:
-                limits = self._limits(network, cpus, memory, owner)
+                limits = self.quotas.limits(owner, network, cpus, memory)
                 sid = new_session_id()
                 ws = await self._prepare(sid, workspace, mode, self.policy_of(owner))
                 sandbox = self.backend.make(self._spec_of(ws, network, limits), sid)
