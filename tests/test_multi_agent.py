@@ -210,3 +210,21 @@ def test_tokens_cli_refuses_bad_input(tmp_path: Path) -> None:
     memory = run("create", "x", "--memory", "lots")
     assert memory.returncode == 1 and "--memory" in memory.stderr
     assert not (tmp_path / "state" / "tokens.json").exists()
+
+
+async def test_json_logs_carry_principal_request_and_duration(make_server: MakeServer) -> None:
+    server = make_server()
+    token = server.create("alice")
+    await server.start("--log-format", "json")
+    async with Client(server.url, auth=token) as c:
+        await c.call_tool("run_command", {"command": "echo secret-output"})
+    server.stop()
+    server.proc = None
+    events = [json.loads(line) for line in server.log.read_text().splitlines()
+              if line.startswith("{")]
+    (end,) = [e for e in events if e.get("event") == "tool call ended"]
+    assert end["tool"] == "run_command" and end["principal"] == "principal:alice"
+    assert end["ok"] is True and end["duration_ms"] > 0 and end["request_id"]
+    assert end.get("session_id", "").startswith("s-")
+    assert any(e.get("event") == "tool call started" for e in events)
+    assert token not in server.log.read_text()

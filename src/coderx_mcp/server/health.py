@@ -28,7 +28,8 @@ _SAMPLES = 2000  # latest durations kept per tool: percentiles of recent traffic
 
 
 class CallStats(Middleware):
-    """Times every tool call, logs its end with duration and principal, keeps samples."""
+    """Times every tool call, logs its start and end (with the request id, principal and,
+    once resolved, session id bound for every line of the call), keeps samples."""
 
     def __init__(self) -> None:
         self.samples: dict[str, deque[float]] = {}
@@ -40,19 +41,21 @@ class CallStats(Middleware):
     ) -> Any:
         ctx = context.fastmcp_context
         owner = app_of(ctx).owner(ctx) if ctx is not None else "local"
+        rid = ctx.request_id if ctx is not None and ctx.request_context else None
         tool = context.message.name
-        _log.debug("tool call started", tool=tool, principal=owner)
-        start = time.perf_counter()
-        ok = False
-        try:
-            result = await call_next(context)
-            ok = True
-            return result
-        finally:
-            ms = (time.perf_counter() - start) * 1000
-            self.samples.setdefault(tool, deque(maxlen=_SAMPLES)).append(ms)
-            _log.info("tool call ended", tool=tool, principal=owner, ok=ok,
-                      duration_ms=round(ms, 1))
+        # Every line logged during the call (the session's too) carries these.
+        with structlog.contextvars.bound_contextvars(request_id=rid, principal=owner):
+            _log.info("tool call started", tool=tool)
+            start = time.perf_counter()
+            ok = False
+            try:
+                result = await call_next(context)
+                ok = True
+                return result
+            finally:
+                ms = (time.perf_counter() - start) * 1000
+                self.samples.setdefault(tool, deque(maxlen=_SAMPLES)).append(ms)
+                _log.info("tool call ended", tool=tool, ok=ok, duration_ms=round(ms, 1))
 
     def latency(self) -> dict[str, dict[str, float]]:
         """p50 and p99 (milliseconds) and the sample count of each tool."""
