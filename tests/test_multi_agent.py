@@ -56,12 +56,15 @@ async def test_tokens_create_list_revoke_without_restart(
     again = server.tokens("create", "alice")
     assert again.returncode == 1 and "exists" in again.stderr
     await server.start()
-    async with Client(server.url, auth=alice) as c:
-        assert (await c.call_tool("run_command", {"command": "echo hi"})).data is not None
-    listed = server.tokens("list")
-    assert listed.returncode == 0 and "alice" in listed.stdout
-    assert alice not in listed.stdout and "last used 20" in listed.stdout
-    assert server.tokens("revoke", "alice").returncode == 0
+    with pytest.raises(Exception):  # noqa: B017 - the client's own error for a 401
+        async with Client(server.url, auth=alice) as c:
+            assert (await c.call_tool("run_command", {"command": "echo hi"})).data is not None
+            listed = server.tokens("list")
+            assert listed.returncode == 0 and "alice" in listed.stdout
+            assert alice not in listed.stdout and "last used 20" in listed.stdout
+            assert server.tokens("revoke", "alice").returncode == 0
+            await c.call_tool("run_command", {"command": "echo again"})  # same connection
+    assert "authentication failed" in server.log.read_text()
     body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "tools/list"}).encode()
     status, headers, _ = await asyncio.to_thread(
         server.request, "POST", "/mcp", body, {**MCP_HEADERS, "Authorization": f"Bearer {alice}"})
