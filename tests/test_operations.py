@@ -61,18 +61,9 @@ def test_doctor_names_each_problem_with_its_fix(doctor_env: dict[str, str],
     assert lines["ok   docker"]
 
 
-@pytest.fixture
-def engine() -> Iterator[docker.DockerClient]:
-    client = docker.from_env()
-    try:
-        yield client
-    finally:
-        client.close()
-
-
 @pytest.mark.parametrize("fault", ["sessions kill", "docker kill"])
 async def test_container_lost_from_outside_is_reported_once_then_reopened(
-        make_server: MakeServer, engine: docker.DockerClient, fault: str) -> None:
+        make_server: MakeServer, docker_client: docker.DockerClient, fault: str) -> None:
     server = make_server()
     token = server.create("alice")
     await server.start()
@@ -86,7 +77,7 @@ async def test_container_lost_from_outside_is_reported_once_then_reopened(
             done = cli(server.env, "sessions", "kill", sid)
             assert done.returncode == 0, done.stderr
         else:
-            (box,) = engine.containers.list(filters={"label": f"coderx.session={sid}"})
+            (box,) = docker_client.containers.list(filters={"label": f"coderx.session={sid}"})
             box.kill()
         lost = await c.call_tool("run_command", {"command": "true"}, raise_on_error=False)
         message = lost.content[0].text  # type: ignore[union-attr]
