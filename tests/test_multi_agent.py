@@ -102,13 +102,19 @@ async def test_principal_roots_and_ownership_of_sessions_and_outputs(
     a_proj = project(tmp_path / "a", "proj", "alice-marker")
     b_proj = project(tmp_path / "b", "proj", "bob-marker")
     server = make_server()
-    alice = server.create("alice", "--roots", str(a_proj))
+    alice = server.create("alice", "--roots", str(a_proj), "--cpus", "0.5", "--memory", "256m",
+                          "--no-network")
     bob = server.create("bob", "--roots", str(b_proj))
     await server.start()
     async with Client(server.url, auth=alice) as a, Client(server.url, auth=bob) as b:
         ra = await a.call_tool("read_file", {"path": "marker.txt"})
         rb = await b.call_tool("read_file", {"path": "marker.txt"})
         assert "alice-marker" in text(ra) and "bob-marker" in text(rb)
+        info = (await a.call_tool("session_info", {})).structured_content
+        assert info is not None
+        assert info["info"]["limits"]["cpus"] == 0.5 and info["info"]["limits"]["memory"] == "256m"
+        no_net = await a.call_tool("session_open", {"network": "bridge"}, raise_on_error=False)
+        assert no_net.is_error and "your token does not allow network" in text(no_net)
         health = (await b.call_tool("health", {})).structured_content
         assert health is not None and health["workspace_roots"] == [str(b_proj)]
         assert health["open_sessions"] == 1 and str(a_proj) not in json.dumps(health)
