@@ -237,3 +237,21 @@ async def test_json_logs_carry_principal_request_and_duration(make_server: MakeS
     assert end.get("session_id", "").startswith("s-")
     assert any(e.get("event") == "tool call started" for e in events)
     assert token not in server.log.read_text()
+
+
+async def test_a_principal_commands_in_flight_are_capped(make_server: MakeServer) -> None:
+    server = make_server()
+    one = server.create("one", "--max-commands", "1")
+    other = server.create("other", "--max-commands", "1")
+    await server.start()
+    async with Client(server.url, auth=one) as a, Client(server.url, auth=other) as b:
+        await a.call_tool("run_command", {"command": "true"})
+        await b.call_tool("run_command", {"command": "true"})
+        slow = asyncio.ensure_future(a.call_tool("run_command", {"command": "sleep 3"}))
+        await asyncio.sleep(1.0)
+        refused = await a.call_tool("run_command", {"command": "true"}, raise_on_error=False)
+        assert refused.is_error and "1 commands running, your maximum" in text(refused)
+        assert not (await b.call_tool("run_command", {"command": "true"})).is_error
+        assert not (await a.call_tool("glob", {"pattern": "*"})).is_error  # files still go
+        assert not (await slow).is_error
+        assert not (await a.call_tool("run_command", {"command": "true"})).is_error

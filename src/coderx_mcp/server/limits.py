@@ -9,7 +9,6 @@ principal, so one principal cannot occupy every slot of the machine.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from typing import Any
 
 import mcp.types as mt
@@ -17,8 +16,7 @@ from fastmcp.exceptions import ToolError
 from fastmcp.server.middleware import CallNext, Middleware, MiddlewareContext
 from fastmcp.tools.base import ToolResult
 
-from coderx_mcp.principals import PrincipalPolicy
-from coderx_mcp.server.app import App, app_of
+from coderx_mcp.server.app import app_of
 
 COMMAND_TOOLS = frozenset({"run_command"})
 """Tools whose calls count against a principal's ``max_commands``."""
@@ -42,15 +40,9 @@ def count_items(value: Any, limit: int) -> int:
 
 
 class CallLimits(Middleware):
-    """Refuses arguments with too many keys and a principal's commands beyond its quota.
+    """Refuses arguments with too many keys and a principal's commands beyond its quota."""
 
-    Args:
-        principal_of: The policy of an owner (None: the local owner, not limited here).
-    """
-
-    def __init__(self, principal_of: Callable[[App, str], PrincipalPolicy | None] | None = None
-                 ) -> None:
-        self._principal_of = principal_of or _policy_from_app
+    def __init__(self) -> None:
         self._running: dict[str, int] = {}
 
     async def on_call_tool(
@@ -69,7 +61,7 @@ class CallLimits(Middleware):
         if context.message.name not in COMMAND_TOOLS:
             return await call_next(context)
         owner = app.owner(ctx)
-        policy = self._principal_of(app, owner)
+        policy = app.sessions.quotas.principal(owner)
         if policy is None:
             return await call_next(context)
         quota = policy.max_commands or app.settings.max_commands_per_principal
@@ -85,8 +77,3 @@ class CallLimits(Middleware):
             if not self._running[owner]:
                 del self._running[owner]
 
-
-def _policy_from_app(app: App, owner: str) -> PrincipalPolicy | None:
-    from coderx_mcp.server.app import principal_policies
-
-    return principal_policies(app.tokens)(owner)
