@@ -99,6 +99,7 @@ class TokenStore:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._stamp: tuple[int, int] | None = None
+        self._loaded = False
         self._by_hash: dict[str, TokenRecord] = {}
         self._by_name: dict[str, TokenRecord] = {}
         self._touched: dict[str, float] = {}
@@ -124,10 +125,10 @@ class TokenStore:
             stamp: tuple[int, int] | None = (st.st_mtime_ns, st.st_size)
         except FileNotFoundError:
             stamp = None
-        if stamp == self._stamp and (self._by_name or stamp is None):
+        if self._loaded and stamp == self._stamp:
             return
         data = self._read()
-        self._stamp = stamp
+        self._stamp, self._loaded = stamp, True
         self._by_hash = {r.sha256: r for r in data.tokens}
         self._by_name = {r.name: r for r in data.tokens}
 
