@@ -34,16 +34,22 @@ class HttpGuard:
         self.per_minute = failures_per_minute
         self._failures: dict[str, deque[float]] = {}
 
-    def _recent(self, address: str, now: float) -> deque[float]:
+    def _count(self, address: str, now: float) -> int:
+        """Failures of ``address`` in the last minute (old ones forgotten)."""
         times = self._failures.get(address)
         if times is None:
-            if len(self._failures) >= _MAX_ADDRESSES:
-                self._failures = {a: t for a, t in self._failures.items()
-                                  if t and now - t[-1] < _WINDOW_S}
-            times = self._failures.setdefault(address, deque())
+            return 0
         while times and now - times[0] >= _WINDOW_S:
             times.popleft()
-        return times
+        if not times:
+            del self._failures[address]
+        return len(times)
+
+    def _fail(self, address: str, now: float) -> None:
+        if address not in self._failures and len(self._failures) >= _MAX_ADDRESSES:
+            self._failures = {a: t for a, t in self._failures.items()
+                              if t and now - t[-1] < _WINDOW_S}
+        self._failures.setdefault(address, deque()).append(now)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -51,7 +57,7 @@ class HttpGuard:
             return
         address = (scope.get("client") or ("unknown", 0))[0]
         now = time.monotonic()
-        if len(self._recent(address, now)) >= self.per_minute:
+        if self._count(address, now) >= self.per_minute:
             await _answer(send, 429, b"too many failed authentications; retry in a minute\n",
                           [(b"retry-after", b"60")])
             return
@@ -80,7 +86,7 @@ class HttpGuard:
             if message["type"] == "http.response.start":
                 started = True
                 if message["status"] == 401:
-                    self._recent(address, time.monotonic()).append(time.monotonic())
+                    self._fail(address, time.monotonic())
                     _log.warning("authentication failed", client=address,
                                  path=scope.get("path"),
                                  had_token=b"authorization" in dict(scope.get("headers", [])))
