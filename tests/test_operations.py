@@ -113,7 +113,8 @@ async def test_sigkilled_server_mid_command_leaves_nothing_after_prune(
     listed = cli(server.env, "sessions", "list")
     assert f"server {dead} (gone)" in listed.stdout
     pruned = cli(server.env, "sessions", "prune")
-    assert pruned.returncode == 0 and "removed 1 container(s) and 1 workspace(s)" in \
+    # Any server starting on this machine meanwhile may reap the container first.
+    assert pruned.returncode == 0 and "workspace(s) of servers that are gone" in \
         pruned.stderr, pruned.stderr
     assert containers_of(dead) == []
     assert not any(p.exists() for p in scratch)
