@@ -111,7 +111,8 @@ async def test_sigkilled_server_mid_command_leaves_nothing_after_prune(
     scratch = list((server.tmp / "data").glob("scratch/*"))
     assert scratch
     listed = cli(server.env, "sessions", "list")
-    assert f"server {dead} (gone)" in listed.stdout
+    if containers_of(dead):  # still there after the listing: any starting server may reap it
+        assert f"server {dead} (gone)" in listed.stdout
     pruned = cli(server.env, "sessions", "prune")
     # Any server starting on this machine meanwhile may reap the container first.
     assert pruned.returncode == 0 and "workspace(s) of servers that are gone" in \
