@@ -200,6 +200,7 @@ async def test_healthz_status_for_anyone_details_for_a_token(
     assert status == 200 and mine["sessions"] == 1 and mine["sessions_by_principal"] is None
     assert mine["image_current"] is True and mine["rss_bytes"] > 0
     assert mine["latency_ms"]["run_command"]["n"] == 1
+    assert isinstance(mine["history_queue"], int)
     status, _, body = await asyncio.to_thread(
         server.request, "GET", "/healthz?verbose", None, {"Authorization": f"Bearer {admin}"})
     assert json.loads(body)["sessions_by_principal"] == {"dev": 1}

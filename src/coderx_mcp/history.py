@@ -278,6 +278,11 @@ class HistoryWriter:
         self._retention = (max_age_days, max_bytes)
         self._pruned = 0.0
 
+    @property
+    def pending(self) -> int:
+        """Entries queued and not written yet (``/healthz?verbose``)."""
+        return len(self._queue)
+
     def record(self, entry: Entry) -> None:
         """Queue one entry (O(1); never blocks)."""
         self._queue.append(entry)

@@ -2,7 +2,7 @@
 
 Details: the sandbox backend (Docker reachable, image present and current), sessions (per
 principal for an admin token, one's own otherwise), the warm pool, uptime, server RSS and
-tool latency p50/p99 since start (recorded by :class:`CallStats`).
+tool latency p50/p99 since start (recorded by :class:`CallStats`) and the history's queue.
 """
 
 from __future__ import annotations
@@ -96,6 +96,8 @@ class Health(BaseModel):
     uptime_s: float
     rss_bytes: int | None
     latency_ms: dict[str, dict[str, float]]
+    history_queue: int | None
+    """History entries waiting to be written (None: no history)."""
 
 
 async def image_current(app: App) -> bool | None:
@@ -124,7 +126,8 @@ async def health(app: App, stats: CallStats, owner: str | None, admin: bool) -> 
         sessions_by_principal={k.removeprefix(PRINCIPAL_PREFIX): v for k, v in by.items()}
         if admin else None,
         warm_pool=app.sessions.pool.ready, uptime_s=round(time.monotonic() - app.started, 1),
-        rss_bytes=rss_bytes(), latency_ms=stats.latency())
+        rss_bytes=rss_bytes(), latency_ms=stats.latency(),
+        history_queue=app.history.pending if app.history is not None else None)
 
 
 def healthz_route(apps: list[App], stats: CallStats, verifier: TokenVerifier | None) -> Any:
