@@ -314,15 +314,6 @@ def _history_in_tmp(tmp_path_factory: pytest.TempPathFactory,
                        str(tmp_path_factory.mktemp("history") / "history.sqlite3"))
 
 
-def serve_env(**extra: str) -> dict[str, str]:
-    """The environment of a server subprocess: no ``CODERX_*`` of the caller, no pool, the
-    tested image, plus ``extra``."""
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith("CODERX_") or k == "CODERX_HISTORY_PATH"}
-    env.update({"CODERX_POOL_SIZE": "0", "CODERX_IMAGE": IMAGE, **extra})
-    return env
-
-
 def containers_of(pid: int) -> list[Any]:
     """The sandbox containers a server process (by pid) owns, stopped ones included."""
     client = docker.from_env()
@@ -396,7 +387,7 @@ async def make_server(tmp_path: Path) -> AsyncIterator[MakeServer]:
     def make(**env: str) -> Server:
         base = tmp_path / f"srv{len(servers)}"
         base.mkdir()
-        server = Server(base, serve_env(CODERX_STATE_DIR=str(base / "state"),
+        server = Server(base, child_env(CODERX_STATE_DIR=str(base / "state"),
                                         CODERX_DATA_DIR=str(base / "data"), **env))
         servers.append(server)
         return server

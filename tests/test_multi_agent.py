@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 from fastmcp import Client
-from tests.conftest import CLI, MCP_HEADERS, MakeServer, chown_tree, serve_env
+from tests.conftest import CLI, MCP_HEADERS, MakeServer, child_env, chown_tree
 
 pytestmark = pytest.mark.docker
 HEAVY_CLIENT = """
@@ -207,7 +207,7 @@ async def test_healthz_status_for_anyone_details_for_a_token(
 
 
 def test_tokens_cli_refuses_bad_input(tmp_path: Path) -> None:
-    env = serve_env(CODERX_STATE_DIR=str(tmp_path / "state"))
+    env = child_env(CODERX_STATE_DIR=str(tmp_path / "state"))
 
     def run(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run([*CLI, "tokens", *args], env=env, capture_output=True, text=True,

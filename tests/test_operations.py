@@ -15,7 +15,7 @@ from pathlib import Path
 import docker
 import pytest
 from fastmcp import Client
-from tests.conftest import CLI, MakeServer, Server, containers_of, free_port, serve_env
+from tests.conftest import CLI, MakeServer, Server, child_env, containers_of, free_port
 
 pytestmark = pytest.mark.docker
 
@@ -26,7 +26,7 @@ def cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
 
 @pytest.fixture
 def doctor_env(tmp_path: Path) -> dict[str, str]:
-    return serve_env(CODERX_DATA_DIR=str(tmp_path / "data"),
+    return child_env(CODERX_DATA_DIR=str(tmp_path / "data"),
                      CODERX_STATE_DIR=str(tmp_path / "state"),
                      CODERX_KEY_FILE=str(tmp_path / "keys.enc"))
 

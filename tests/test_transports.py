@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from fastmcp import Client
 from fastmcp.client.transports import StdioTransport
-from tests.conftest import SERVE, containers_of, free_port, serve_env, wait_port
+from tests.conftest import SERVE, child_env, containers_of, free_port, wait_port
 
 pytestmark = pytest.mark.docker
 
@@ -71,7 +71,7 @@ class RawStdio:
 @pytest.fixture
 def raw_server(project: Path) -> Iterator[RawStdio]:
     proc = subprocess.Popen([*SERVE, "--workspace", str(project)], stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=serve_env())
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=child_env())
     peer = RawStdio(proc)
     try:
         init = peer.reply(peer.send("initialize", {
@@ -120,7 +120,7 @@ def test_cr02_sigterm_exits_cleanly_and_removes_containers(raw_server: RawStdio)
 async def test_stdio_client_end_to_end(project: Path) -> None:
     transport = StdioTransport(command=sys.executable,
                                args=["-m", "coderx_mcp", "serve", "--workspace", str(project)],
-                               env=serve_env())
+                               env=child_env())
     async with Client(transport) as client:
         tools = {t.name: t for t in await client.list_tools()}
         assert {"read_file", "edit_file", "grep", "run_command", "session_open"} <= set(tools)
@@ -149,7 +149,7 @@ async def http_url(project: Path) -> AsyncIterator[str]:
         [*SERVE, "--http", "--port", str(port), "--workspace", str(project)],
                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE,
-                            env=serve_env(CODERX_HTTP_TOKENS=json.dumps(TOKENS)))
+                            env=child_env(CODERX_HTTP_TOKENS=json.dumps(TOKENS)))
     url = f"http://127.0.0.1:{port}/mcp"
     try:
         await _wait_port(port)
@@ -275,7 +275,7 @@ async def test_stdio_default_workspace_from_client_roots(project: Path) -> None:
     """`claude mcp add coderx -- coderx-mcp serve` from a host that sends roots: the sandbox
     sees the host's project even though the server was started in `/`."""
     transport = StdioTransport(command=sys.executable, args=["-m", "coderx_mcp", "serve"],
-                               env=serve_env(), cwd="/")
+                               env=child_env(), cwd="/")
     async with Client(transport, roots=[project.as_uri()], mode="legacy") as client:
         read = await client.call_tool("read_file", {"path": "hello.txt"})
         assert read.structured_content is not None
@@ -292,7 +292,7 @@ async def test_sigterm_with_open_sessions_leaves_no_scratch(project: Path, tmp_p
     proc = subprocess.Popen(  # noqa: ASYNC220 - a server process, not awaited
         [*SERVE, "--http", "--port", str(port), "--workspace", str(project)],
         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        env=serve_env(CODERX_DATA_DIR=str(data)))
+        env=child_env(CODERX_DATA_DIR=str(data)))
     try:
         await _wait_port(port)
         async with Client(f"http://127.0.0.1:{port}/mcp") as c:
