@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Make sure a Docker engine answers `docker info`. Idempotent and fast when it does.
-# Otherwise installs Debian's docker.io when dockerd is missing (needs root and apt),
-# starts dockerd in the background (log: /var/log/dockerd.log) and waits up to 60 s.
+# Make sure a Docker engine answers `docker info` and `docker-compose` exists (the compose
+# deployment and its test). Idempotent and fast when both do. Otherwise installs Debian's
+# docker.io / docker-compose when missing (needs root and apt), starts dockerd in the
+# background (log: /var/log/dockerd.log) and waits up to 60 s.
 set -euo pipefail
 
 WAIT_SECONDS="${CODERX_DOCKER_WAIT:-60}"
@@ -13,6 +14,15 @@ dockerd_running() {
     if command -v pgrep >/dev/null 2>&1; then pgrep -x dockerd >/dev/null 2>&1; return; fi
     [[ -s /var/run/docker.pid ]] && kill -0 "$(cat /var/run/docker.pid)" 2>/dev/null
 }
+
+if ! command -v docker-compose >/dev/null 2>&1 && [[ $(id -u) -eq 0 ]] \
+        && command -v apt-get >/dev/null 2>&1; then
+    printf 'ensure-docker: installing docker-compose with apt-get\n' >&2
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq >/dev/null
+    apt-get install -y -qq --no-install-recommends docker-compose >/dev/null \
+        || die "apt-get install docker-compose failed"
+fi
 
 docker_ok && exit 0
 
