@@ -186,6 +186,26 @@ async def test_di07_crlf_edit_with_lf_strings_keeps_crlf(client: Client[Any],
     assert (out["sha256"], out["size"], out["first_line"]) == (sha(on_disk), len(on_disk), 2)
 
 
+async def test_di07_inserted_newlines_follow_a_crlf_file(client: Client[Any],
+                                                          tool_workspace: Path) -> None:
+    """Regression (issue 8): LFs the model inserts never land bare in a CRLF file."""
+    write_host_file(tool_workspace, "c.txt", b"alpha\r\nbeta\r\ngamma\r\n")
+    await ok(client, "read_file", path="c.txt")
+    await ok(client, "edit_file", path="c.txt", old_string="beta", new_string="BETA\nDELTA")
+    assert (tool_workspace / "c.txt").read_bytes() == b"alpha\r\nBETA\r\nDELTA\r\ngamma\r\n"
+    await ok(client, "multi_edit", path="c.txt", edits=[
+        {"old_string": "alpha", "new_string": "A1\nA2"},
+        {"old_string": "gamma", "new_string": "G\n\nH"}])
+    assert (tool_workspace / "c.txt").read_bytes() == (
+        b"A1\r\nA2\r\nBETA\r\nDELTA\r\nG\r\n\r\nH\r\n")
+    out = await ok(client, "write_file", path="c.txt", content="new\ntext\n")
+    assert (tool_workspace / "c.txt").read_bytes() == b"new\r\ntext\r\n"
+    assert out["size"] == 12
+    # A new file (and an LF one) is written exactly as given.
+    await ok(client, "write_file", path="n.txt", content="x\ny\n")
+    assert (tool_workspace / "n.txt").read_bytes() == b"x\ny\n"
+
+
 async def test_di08_mixed_endings_and_lone_cr_untouched(client: Client[Any],
                                                         tool_workspace: Path) -> None:
     data = b"a\r\nb has \r inside\nc\r\nd\n"

@@ -239,8 +239,9 @@ def register(mcp: FastMCP) -> None:
         An existing file must have been read in this session with read_file (or its current
         sha256 passed as `expected_hash`) and must be unchanged since, otherwise nothing is
         written. Prefer edit_file for changes to existing files. A byte-order mark of the old
-        file is kept, its mode bits too; new files are UTF-8. `content` is written exactly: no
-        line-number prefixes from read_file.
+        file is kept, its mode bits too, and its line endings: over a CRLF file, the LFs of
+        `content` become CRLF. New files are UTF-8 and written exactly. No line-number
+        prefixes from read_file in `content`.
         """
         core.check_path(path)
         app = app_of(ctx)
@@ -268,8 +269,8 @@ def register(mcp: FastMCP) -> None:
                 if known != r["sha256"]:
                     raise StaleFile(core.stale_message(rel, known, r["sha256"]),
                                     current=r["sha256"])
-                head = (core.payload(r) if r["whole"] else base64.b64decode(r["head"]))[:4]
-                data = encode(content, core.like_for_write(head))
+                head = core.payload(r) if r["whole"] else base64.b64decode(r["head"])
+                data = encode(core.content_for_write(content, head), core.like_for_write(head))
                 expect = {"expect_sha256": known}
             if len(data) > max_bytes:
                 raise FileTooLarge(f"content is {len(data)} bytes encoded, above this server's "

@@ -16,11 +16,13 @@ from typing import Any, Final
 
 from coderx_mcp.errors import ToolInputError
 from coderx_mcp.text import (
+    SNIFF_BYTES,
     BinaryFileError,
     Decoded,
     TextError,
     UnsupportedEncodingError,
     decode,
+    follow_newlines,
     is_binary,
     newline_stats,
     render_numbered,
@@ -220,6 +222,27 @@ def like_for_write(existing_head: bytes | None) -> Decoded:
     if head.startswith(codecs.BOM_UTF8):
         return Decoded("", "utf-8-sig", True, "\n", True)
     return Decoded("", "utf-8", False, "\n", True)
+
+
+def content_for_write(content: str, existing: bytes) -> str:
+    """write_file content with the line endings of the file it replaces.
+
+    The model never sees CRs in read_file, so rewriting a CRLF file with the
+    text it read must not silently turn the file into LF. Content that holds a
+    CR was written deliberately and is kept as is, as is content for a file
+    whose style cannot be told (binary, UTF-16 head, no line breaks).
+
+    Args:
+        content: The new text from the model.
+        existing: The replaced file's bytes (whole, or its first bytes).
+    """
+    if "\r" in content or "\n" not in content or existing.startswith(_UTF16_BOMS):
+        return content
+    sample = existing[:SNIFF_BYTES]
+    if is_binary(sample):
+        return content
+    newline, _ = newline_stats(sample.decode("utf-8", "replace"))
+    return follow_newlines(content, newline)
 
 
 def edit_check(path: str, d: Decoded) -> None:
