@@ -200,7 +200,7 @@ async def test_di07_inserted_newlines_follow_a_crlf_file(client: Client[Any],
         b"A1\r\nA2\r\nBETA\r\nDELTA\r\nG\r\n\r\nH\r\n")
     out = await ok(client, "write_file", path="c.txt", content="new\ntext\n")
     assert (tool_workspace / "c.txt").read_bytes() == b"new\r\ntext\r\n"
-    assert out["size"] == 12
+    assert out["size"] == 11
     # A new file (and an LF one) is written exactly as given.
     await ok(client, "write_file", path="n.txt", content="x\ny\n")
     assert (tool_workspace / "n.txt").read_bytes() == b"x\ny\n"
@@ -223,7 +223,7 @@ async def test_di09_bom_hidden_on_read_and_kept_on_edit_and_write(client: Client
     await ok(client, "edit_file", path="bom.txt", old_string="world", new_string="there")
     assert (tool_workspace / "bom.txt").read_bytes() == b"\xef\xbb\xbfhello\r\nthere\r\n"
     await ok(client, "write_file", path="bom.txt", content="new\n")
-    assert (tool_workspace / "bom.txt").read_bytes() == b"\xef\xbb\xbfnew\n"
+    assert (tool_workspace / "bom.txt").read_bytes() == b"\xef\xbb\xbfnew\r\n"  # CRLF kept
     await ok(client, "write_file", path="plain.txt", content="x\n")
     assert (tool_workspace / "plain.txt").read_bytes() == b"x\n"
 
