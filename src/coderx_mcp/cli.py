@@ -276,11 +276,27 @@ def call(
         raise fail(str(exc)) from None
     text = "\n".join(getattr(c, "text", "") for c in res.content)
     if res.is_error:
-        raise fail(text.strip().splitlines()[0] if text.strip() else "the tool failed")
+        # The whole message: an edit miss's diagnosis or a regex error spans several lines.
+        sys.stderr.write(f"error: {text.strip() or 'the tool failed'}\n")
+        raise typer.Exit(1)
+    data = _result_data(res.structured_content, res.meta, text)
     if as_json:
-        sys.stdout.write(json.dumps(res.structured_content, indent=2) + "\n")
+        sys.stdout.write(json.dumps(data, indent=2) + "\n")
     else:
         sys.stdout.write(text + ("\n" if not text.endswith("\n") else ""))
+    code = data.get("exit_code")
+    if isinstance(code, int) and code:  # a command's status, so `call` is scriptable
+        raise typer.Exit(code if 0 < code < 256 else 1)
+
+
+def _result_data(structured: dict[str, Any] | None, meta: dict[str, Any] | None,
+                 text: str) -> dict[str, Any]:
+    """A result as one JSON object: structured content, or a payload tool's facts and text."""
+    from coderx_mcp.tools.common import META_KEY
+
+    if structured is not None:
+        return structured
+    return {**(meta or {}).get(META_KEY, {}), "text": text}
 
 
 @app.command()

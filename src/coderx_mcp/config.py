@@ -146,6 +146,9 @@ class Settings(BaseSettings):
     """A ``run_command`` still running after this long becomes a background process."""
     output_cap: int = Field(30000, ge=1000, le=1 << 20)
     """Bytes of each output stream shown in a reply (head and tail kept)."""
+    read_max_chars: int = Field(40_000, ge=2_000, le=1 << 22)
+    """Most characters one read_file reply shows (about 10K tokens by default); past it the
+    reply ends at a whole line and names the offset that continues."""
     max_file_bytes: int = Field(16 << 20, ge=1 << 16)
     """Largest file read whole, edited or written through the file tools."""
     http_tokens: dict[str, SecretStr] = {}

@@ -11,6 +11,7 @@ from mcp.types import CallToolResult
 
 from coderx_mcp.config import SandboxLimits, Settings
 from coderx_mcp.server import build_server
+from coderx_mcp.tools.common import META_KEY
 
 
 @pytest.fixture
@@ -67,12 +68,28 @@ async def call(c: Client[Any], tool: str, **args: Any) -> CallToolResult:
     return await c.call_tool(tool, args, raise_on_error=False)
 
 
+def facts(r: CallToolResult) -> dict[str, Any]:
+    """What a successful result says: its structured content, or for payload tools (sent
+    once, as text) the facts in ``_meta`` plus the ``text``."""
+    if r.structured_content is not None:
+        return dict(r.structured_content)
+    assert r.meta is not None and META_KEY in r.meta, "neither structured content nor facts"
+    return {**r.meta[META_KEY], "text": r.content[0].text}  # type: ignore[union-attr]
+
+
+def body(text: str) -> str:
+    """The numbered lines of a read_file text: without its header and paging hint."""
+    lines = text.split("\n")[1:]
+    if lines and lines[-1].startswith("[") and "call read_file with offset=" in lines[-1]:
+        lines.pop()
+    return "\n".join(lines)
+
+
 async def ok(c: Client[Any], tool: str, **args: Any) -> dict[str, Any]:
-    """Call a tool that must succeed; its structured result."""
+    """Call a tool that must succeed; what it says (see :func:`facts`)."""
     r = await call(c, tool, **args)
     assert not r.is_error, r.content[0].text  # type: ignore[union-attr]
-    assert r.structured_content is not None
-    return dict(r.structured_content)
+    return facts(r)
 
 
 async def err(c: Client[Any], tool: str, **args: Any) -> str:

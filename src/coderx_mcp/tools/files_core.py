@@ -60,6 +60,18 @@ def short(digest: str | None) -> str:
     return digest[:12] if digest else "deleted"
 
 
+def expected(expected_hash: str | None, current: str) -> str | None:
+    """The full hash an ``expected_hash`` argument names (it may be a prefix of ``current``).
+
+    A prefix of the current hash can only mean the current hash; any other value is
+    returned as given (lower-cased) and fails the freshness check with a clear message.
+    """
+    if expected_hash is None:
+        return None
+    want = expected_hash.lower()
+    return current if current.startswith(want) else want
+
+
 def not_read_error(path: str) -> ToolInputError:
     """The refusal for overwriting or editing a file this session never read."""
     return ToolInputError(f"refusing to overwrite {path}: read it first with read_file (or pass "
@@ -120,8 +132,8 @@ def payload(reply: dict[str, Any]) -> bytes:
     return text.encode("utf-8") if text is not None else base64.b64decode(reply["data"])
 
 
-def view_whole(reply: dict[str, Any], offset: int, limit: int) -> ReadView:
-    """Render a window of a file the runner sent whole.
+def view_whole(reply: dict[str, Any], offset: int, limit: int, max_chars: int) -> ReadView:
+    """Render a window of a file the runner sent whole, at most ``max_chars`` characters.
 
     Raises:
         BinaryFileError: The file is binary.
@@ -129,7 +141,7 @@ def view_whole(reply: dict[str, Any], offset: int, limit: int) -> ReadView:
     """
     path, data = reply["path"], payload(reply)
     d = decode_whole(path, data)
-    r = render_numbered(d.text, 1 if not d.text else offset, limit, MAX_LINE_CHARS)
+    r = render_numbered(d.text, 1 if not d.text else offset, limit, MAX_LINE_CHARS, max_chars)
     return ReadView(path, reply["sha256"], reply["size"], r.total_lines, r.first_line,
                     r.last_line, r.truncated, r.next_offset, d.encoding, d.bom, d.newline,
                     d.mixed_newlines, r.content, r.cut_lines, True, d)
@@ -156,7 +168,8 @@ def _renumber(content: str, shift: int) -> str:
                      (line.partition("\t") for line in content.split("\n")))
 
 
-def view_window(reply: dict[str, Any], offset: int, limit: int, max_bytes: int) -> ReadView:
+def view_window(reply: dict[str, Any], offset: int, limit: int, max_bytes: int,
+                max_chars: int) -> ReadView:
     """Render the line window the runner sent for a file above ``max_bytes``.
 
     Raises:
@@ -180,7 +193,7 @@ def view_window(reply: dict[str, Any], offset: int, limit: int, max_bytes: int) 
         window = window[len(codecs.BOM_UTF8):]
     text, encoding = _window_text(window, len(window) >= max_bytes)
     newline, mixed = newline_stats(text)
-    r = render_numbered(text, 1, limit, MAX_LINE_CHARS) if text else None
+    r = render_numbered(text, 1, limit, MAX_LINE_CHARS, max_chars) if text else None
     content = "" if r is None else _renumber(r.content, offset - 1)
     last = offset - 1 + (r.last_line if r else 0)
     more = last < total
@@ -193,10 +206,10 @@ def view_window(reply: dict[str, Any], offset: int, limit: int, max_bytes: int) 
 def read_text(v: ReadView) -> str:
     """The text rendering of read_file: a header line, numbered lines, a paging hint."""
     if v.total_lines == 0:
-        return f"{v.path} is empty ({v.size} bytes, sha256 {short(v.sha256)})"
+        return f"{v.path} is empty ({v.size} bytes, sha256 {v.sha256})"
     facts = [f"{v.total_lines} lines", f"{v.size} bytes", v.encoding + (" BOM" if v.bom else ""),
              "mixed line endings" if v.mixed_newlines else newline_name(v.newline),
-             f"sha256 {short(v.sha256)}"]
+             f"sha256 {v.sha256}"]
     if v.encoding == "latin-1":
         facts.append("not UTF-8: shown as latin-1, read-only")
     if v.cut_lines:
@@ -205,7 +218,7 @@ def read_text(v: ReadView) -> str:
     if not v.truncated:
         return f"{header}\n{v.content}"
     return (f"{header}\n{v.content}\n[{v.total_lines - v.last_line} more lines: call read_file "
-            f"with offset={v.next_offset} to continue]")
+            f"with offset={v.next_offset} to continue]")  # also when the size cap stopped it
 
 
 def like_for_write(existing_head: bytes | None) -> Decoded:
