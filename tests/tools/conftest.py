@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 from fastmcp import Client, FastMCP
 from mcp.types import CallToolResult
+from tests.conftest import IMAGE
 
 from coderx_mcp.config import SandboxLimits, Settings
 from coderx_mcp.server import build_server
@@ -33,6 +34,7 @@ def make_settings(tool_workspace: Path, tmp_path: Path) -> Callable[..., Setting
             "data_dir": tmp_path / "data",
             "state_dir": tmp_path / "state",
             "pool_size": 0,
+            "image": IMAGE,  # the tested image (CODERX_TEST_IMAGE), not always :latest
             "limits": SandboxLimits(memory="512m", pids=256),
         }
         base.update(overrides)

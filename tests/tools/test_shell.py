@@ -193,6 +193,21 @@ async def test_read_output_head_tail_grep_and_streams(client: Client[Any]) -> No
     assert f'read_output("{oid}", offset=4)' in text_of(page)
 
 
+async def test_read_output_grep_cannot_hang_the_session(client: Client[Any]) -> None:
+    """Catastrophic backtracking in Python's re hung the runner for good; the search now
+    runs in ripgrep (linear time, the grep tool's dialect) and the session stays usable."""
+    oid = (await run(client, "printf '%s!\\n' $(printf 'a%.0s' $(seq 34)); echo aaa"))[
+        "output_id"]
+    started = time.monotonic()
+    r = await call(client, "read_output", output_id=oid, grep="^(a+)+$")
+    assert not r.is_error and time.monotonic() - started < 15
+    assert text_of(r).startswith("2:aaa")
+    rust = await call(client, "read_output", output_id=oid, grep=r"\Aa{3}\z")
+    assert "2:aaa" in text_of(rust)
+    assert "Rust regex" in await err(client, "read_output", output_id=oid, grep="(?<=a)b")
+    assert (await run(client, "echo alive"))["stdout"] == "alive\n"
+
+
 async def test_unknown_output_id_points_to_process_list(client: Client[Any]) -> None:
     for tool in ("read_output", "process_output", "process_kill"):
         text = await err(client, tool, output_id="deadbeef")
