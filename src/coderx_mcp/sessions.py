@@ -135,6 +135,8 @@ class Session:
         self.active = 0
         self.known_hashes: dict[str, str] = {}
         self.texts = TextCache()
+        # process_output's cursor per output id: each call returns only what is new.
+        self.output_cursors: dict[str, int] = {}
         self._path_locks: dict[str, asyncio.Lock] = {}
         self._restart_lock = asyncio.Lock()
         self._loss_reported = False
@@ -213,6 +215,7 @@ class Session:
             self._loss_reported = False
             self.known_hashes.clear()
             self.texts = TextCache()
+            self.output_cursors.clear()
             _log.info("session restarted with a fresh sandbox", session_id=self.id)
 
     def info(self) -> SessionInfo:

@@ -156,7 +156,7 @@ async def test_ce07_50mb_output_is_capped_and_fully_pageable(client: Client[Any]
     seen = 0
     offset = 0
     while True:
-        page = await ok(client, "read_output", output_id=oid, offset=offset, limit=1 << 20)
+        page = await ok(client, "read_output", output_id=oid, byte_offset=offset, limit=1 << 20)
         assert page["offset"] == offset and page["total_bytes"] == total
         seen += len(page["text"].encode())
         if page["eof"]:
@@ -165,7 +165,7 @@ async def test_ce07_50mb_output_is_capped_and_fully_pageable(client: Client[Any]
     assert seen == total
     line = "a" * width + "\n"
     for k in (0, 1, 12345, lines - 2):
-        page = await ok(client, "read_output", output_id=oid, offset=k * (width + 1),
+        page = await ok(client, "read_output", output_id=oid, byte_offset=k * (width + 1),
                         limit=width + 1)
         assert page["text"] == line
     last = await ok(client, "read_output", output_id=oid, tail=2)
@@ -190,7 +190,7 @@ async def test_read_output_head_tail_grep_and_streams(client: Client[Any]) -> No
     assert "regular expression" in await err(client, "read_output", output_id=oid, grep="(")
     assert "at most one" in await err(client, "read_output", output_id=oid, head=1, tail=1)
     page = await call(client, "read_output", output_id=oid, limit=4)
-    assert f'read_output("{oid}", offset=4)' in text_of(page)
+    assert f'read_output("{oid}", byte_offset=4)' in text_of(page)
 
 
 async def test_read_output_grep_cannot_hang_the_session(client: Client[Any]) -> None:
@@ -206,6 +206,16 @@ async def test_read_output_grep_cannot_hang_the_session(client: Client[Any]) -> 
     assert "2:aaa" in text_of(rust)
     assert "Rust regex" in await err(client, "read_output", output_id=oid, grep="(?<=a)b")
     assert (await run(client, "echo alive"))["stdout"] == "alive\n"
+
+
+async def test_process_list_shows_only_the_models_commands(client: Client[Any]) -> None:
+    """The server's own commands (git check-ignore, rg) are not the model's processes."""
+    await run(client, "git init -q . && echo x > a.txt")
+    await ok(client, "list_dir")
+    await ok(client, "grep", pattern="x")
+    listed = await ok(client, "process_list", include_commands=True)
+    commands = [p["command"] for p in listed["processes"]]
+    assert commands and all(c.startswith(("git init", "echo")) for c in commands), commands
 
 
 async def test_unknown_output_id_points_to_process_list(client: Client[Any]) -> None:
@@ -228,15 +238,19 @@ async def test_command_outliving_return_after_continues_in_background(
     assert s["stdout"] == "first\n" and s["next_offset"] == 6
     oid = s["output_id"]
     assert f"still running in the background as {oid}" in text_of(r)
-    assert f'process_output("{oid}", since_offset=6)' in text_of(r)
+    assert f'process_output("{oid}")' in text_of(r)
     listed = await ok(client, "process_list")
     assert [p["running"] for p in listed["processes"] if p["output_id"] == oid] == [True]
     t0 = time.monotonic()
-    out = await ok(client, "process_output", output_id=oid, since_offset=6, wait=10)
+    # No since_offset: the server remembers what was shown (run_command showed "first").
+    out = await ok(client, "process_output", output_id=oid, wait=10)
     assert out["text"] == "second\n" and time.monotonic() - t0 < 4
-    done = await ok(client, "process_output", output_id=oid, since_offset=out["next_offset"],
-                    wait=10)
+    done = await ok(client, "process_output", output_id=oid, wait=10)
+    if done["running"]:
+        done = await ok(client, "process_output", output_id=oid, wait=10)
     assert done["text"] == "" and not done["running"] and done["exit_code"] == 0
+    again = await ok(client, "process_output", output_id=oid, since_offset=0)
+    assert again["text"] == "first\nsecond\n"
 
 
 async def test_progress_notifications_carry_the_latest_output(client: Client[Any]) -> None:

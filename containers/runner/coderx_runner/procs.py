@@ -46,6 +46,7 @@ class Proc:
         self.script: str | None = None
         self.stdout_limit: int | None = None  # exec's ``stdout_limit``: stop the group past it
         self.limited = False
+        self.internal = False  # a server-side command (git check-ignore, rg): never listed
 
     async def wait(self, timeout: float | None = None) -> bool:
         """Wait for the exit without cancelling anything; True if it exited."""

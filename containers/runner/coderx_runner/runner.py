@@ -122,6 +122,7 @@ class Runner:
         proc = await self.procs.start("exec", req["command"], req.get("cwd"), req.get("env"),
                                       False, req.get("argv"), req.get("output_id"))
         assert proc.popen is not None
+        proc.internal = req.get("argv") is not None  # the server's own argv commands
         if req.get("stdout_limit") is not None:  # set before any output is read
             proc.stdout_limit = int(req["stdout_limit"])
         wait = timeout if return_after is None else min(timeout, float(return_after))
@@ -278,7 +279,8 @@ class Runner:
              "kind": p.kind, **p.exit_info(),
              "runtime_s": round((p.ended or now) - p.started, 3),
              "output_bytes": p.sizes["all"]}
-            for p in self.procs.by_id.values() if p.kind == "spawn" or req.get("all")]}
+            for p in self.procs.by_id.values()
+            if not p.internal and (p.kind == "spawn" or req.get("all"))]}
 
 
 # ripgrep's regex engine runs in linear time, so no pattern can hang the runner (Python's

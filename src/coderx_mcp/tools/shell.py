@@ -214,6 +214,8 @@ def register(mcp: FastMCP) -> None:
                     await ticker
         out, err = r["stdout"], r["stderr"]
         next_offset = out["total_bytes"] + err["total_bytes"]
+        if r.get("running"):  # process_output continues after what this reply showed
+            s.output_cursors[r["output_id"]] = next_offset
         model = RunOut(
             session=s.id, output_id=r["output_id"], exit_code=r["exit_code"],
             signal=r["signal"], timed_out=r["timed_out"], oom_killed=r["oom_killed"],
@@ -227,11 +229,14 @@ def register(mcp: FastMCP) -> None:
     async def read_output(
         ctx: Context,
         output_id: OutputId,
-        offset: Annotated[int, Field(description="Byte offset to read from.", ge=0)] = 0,
-        limit: Annotated[int, Field(description="Most bytes to return.", ge=1,
-                                    le=1 << 20)] = 65536,
+        byte_offset: Annotated[int, Field(
+            description="Byte position to read from (next_offset of the previous page); "
+                        "not a line number.", ge=0)] = 0,
+        limit: Annotated[int | None, Field(
+            description="Most bytes to return (default: run_command's output cap).", ge=1,
+            le=1 << 20)] = None,
         head: Annotated[int | None, Field(
-            description="Only the first N lines from `offset` (within `limit` bytes).",
+            description="Only the first N lines from `byte_offset` (within `limit` bytes).",
             ge=1, le=100_000)] = None,
         tail: Annotated[int | None, Field(
             description="Only the last N lines (within the last `limit` bytes).",
@@ -247,12 +252,14 @@ def register(mcp: FastMCP) -> None:
     ) -> ToolResult:
         """Page through the full output of an earlier run_command or process of this session.
 
-        Returns `limit` bytes from `offset` and `next_offset` to continue; or only the first
-        (`head`) or last (`tail`) lines; or, with `grep`, the matching lines (at most 200).
+        Returns `limit` bytes from `byte_offset` and `next_offset` to continue; or only the
+        first (`head`) or last (`tail`) lines; or, with `grep`, the matching lines (at most 200).
         """
         if sum(x is not None for x in (head, tail, grep)) > 1:
             raise ToolInputError("use at most one of head, tail and grep")
-        s = await app_of(ctx).session(ctx, session)
+        app = app_of(ctx)
+        limit = limit or app.settings.output_cap  # one page size with run_command
+        s = await app.session(ctx, session)
         if grep is not None:
             g = await _call(s, "grep_output", output_id=output_id, pattern=grep, stream=stream,
                             max_matches=200)
@@ -269,7 +276,7 @@ def register(mcp: FastMCP) -> None:
         if tail is not None:
             args.update(tail=limit, lines=tail)
         else:
-            args.update(offset=offset, limit=limit)
+            args.update(offset=byte_offset, limit=limit)
             if head is not None:
                 args["lines"] = head
         r = await _call(s, "output", **args)
@@ -319,22 +326,28 @@ def register(mcp: FastMCP) -> None:
     async def process_output(
         ctx: Context,
         output_id: OutputId,
-        since_offset: Annotated[int, Field(
-            description="Byte offset already seen (next_offset of the previous call).",
-            ge=0)] = 0,
+        since_offset: Annotated[int | None, Field(
+            description="Byte offset to start from (0 = everything again); omit for the "
+                        "output that is new since your last process_output call.",
+            ge=0)] = None,
         wait: Annotated[float, Field(
             description="Seconds to wait for new output or the exit (max 30).",
             ge=0, le=30)] = 0,
-        limit: Annotated[int, Field(description="Most bytes to return.", ge=1,
-                                    le=1 << 20)] = 65536,
+        limit: Annotated[int | None, Field(
+            description="Most bytes to return (default: run_command's output cap).", ge=1,
+            le=1 << 20)] = None,
         session: SessionArg = None,
     ) -> ToolResult:
-        """Output of a background process since `since_offset`, whether it still runs, and
-        its exit code. With `wait`, waits up to that many seconds for new output or the exit.
-        Pass the returned next_offset as since_offset next time."""
-        s = await app_of(ctx).session(ctx, session)
-        r = await _call(s, "output", output_id=output_id, offset=since_offset, limit=limit,
+        """New output of a background process since your last call for it, whether it
+        still runs, and its exit code. With `wait`, waits up to that many seconds for new
+        output or the exit. `since_offset` re-reads from a byte offset instead."""
+        app = app_of(ctx)
+        limit = limit or app.settings.output_cap
+        s = await app.session(ctx, session)
+        start = s.output_cursors.get(output_id, 0) if since_offset is None else since_offset
+        r = await _call(s, "output", output_id=output_id, offset=start, limit=limit,
                         wait=wait, until_output=True)
+        s.output_cursors[output_id] = r["next_offset"]
         model = ProcOutputOut(
             session=s.id, output_id=output_id, text=r["text"], offset=r["offset"],
             next_offset=r["next_offset"], total_bytes=r["total_bytes"], running=r["running"],

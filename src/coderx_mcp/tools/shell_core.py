@@ -45,7 +45,7 @@ def run_status(r: Mapping[str, Any], timeout: float, next_offset: int) -> str:
     if r.get("running"):
         oid = r["output_id"]
         return (f"still running in the background as {oid} (after {dur}); follow it with "
-                f'process_output("{oid}", since_offset={next_offset}) or stop it with '
+                f'process_output("{oid}") (new output each call) or stop it with '
                 f'process_kill("{oid}")')
     if r.get("timed_out"):
         head = f"TIMED OUT after {seconds(timeout)} (process group killed)"
@@ -92,19 +92,19 @@ def render_page(r: Mapping[str, Any], eof: bool) -> str:
     if eof:
         more = "end of output" + ("" if r.get("running") else f", {exit_words(r)}")
     else:
-        more = f'more: read_output("{oid}", offset={r["next_offset"]})'
+        more = f'more: read_output("{oid}", byte_offset={r["next_offset"]})'
     return f"{body}[{where} · {more}]"
 
 
 def render_process_output(r: Mapping[str, Any]) -> str:
-    """New output of a process, then its state and the offset to ask from next."""
+    """New output of a process, then its state and how to go on."""
     text = r["text"]
     body = text if not text or text.endswith("\n") else text + "\n"
     state = exit_words(r)
     if r["next_offset"] < r["total_bytes"]:
-        state += f"; more output is waiting: since_offset={r['next_offset']}"
+        state += "; more output is waiting: call process_output again"
     elif r.get("running"):
-        state += f"; next since_offset={r['next_offset']}"
+        state += "; the next process_output call shows what is new"
     return (body or "(no new output)\n") + f"[{r['output_id']}: {state}]"
 
 
