@@ -129,11 +129,15 @@ def serve(
     insecure_no_auth: Annotated[bool, typer.Option(
         "--insecure-no-auth", help="Allow a non-loopback HTTP bind without authentication.")]
     = False,
+    allow_network: Annotated[bool, typer.Option(
+        "--allow-network", help="Let session_open ask for network='bridge' (off by default: "
+        "network is the operator's decision).")] = False,
 ) -> None:
     """Run the MCP server (stdio by default: what an MCP host launches)."""
     settings = load_settings(**_workspace_overrides(workspace), sandbox_uid=sandbox_uid,
                              backend=backend, log_json=log_json or None,
-                             allowed_hosts=allowed_host or None)
+                             allowed_hosts=allowed_host or None,
+                             allow_network=allow_network or None)
     configure_logging(settings.log_level, settings.log_json)
     if http and not _is_loopback(host) and not settings.http_tokens and not insecure_no_auth:
         raise fail(f"refusing to serve HTTP on {host} without authentication; set "

@@ -105,8 +105,10 @@ class Settings(BaseSettings):
     """Server state (instance records)."""
     network: Network = "none"
     """Default network of a session: ``none`` (no interface but loopback) or ``bridge``."""
-    allow_network: bool = True
-    """Whether sessions may ask for ``bridge`` networking at all."""
+    allow_network: bool = False
+    """Whether a session may ask for ``bridge`` networking (session_open's ``network``).
+    Network is the operator's decision (``--allow-network``), never the model's: off by
+    default, and the ``network`` default above applies whatever this says."""
     limits: SandboxLimits = SandboxLimits()
     """Default resource limits of a session's container."""
     max_memory: str = "8g"

@@ -344,8 +344,11 @@ class SessionManager:
     def _limits(self, network: Network | None, cpus: float | None,
                 memory: str | None) -> SandboxLimits:
         s = self.settings
-        if network == "bridge" and not s.allow_network:
-            raise ConfigError("this server does not allow network access for sessions")
+        if network == "bridge" and network != s.network and not s.allow_network:
+            raise ConfigError(
+                "network access is the operator's decision and this server does not allow it "
+                "for sessions (start it with --allow-network, or CODERX_ALLOW_NETWORK=1, to "
+                "let session_open ask for network='bridge')")
         if cpus is not None and not 0 < cpus <= s.max_cpus:
             raise ConfigError(f"cpus must be above 0 and at most {s.max_cpus}")
         if memory is not None:

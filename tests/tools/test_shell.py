@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from fastmcp import Client
 from fastmcp.client.client import CallToolResult
-from tests.tools.conftest import call, err, ok
+from tests.tools.conftest import call, err, facts, ok
 
 from coderx_mcp.config import Settings
 from coderx_mcp.server import build_server
@@ -99,6 +99,10 @@ async def test_ce04_background_child_does_not_hold_the_call(client: Client[Any])
     r = await run(client, "sleep 1000 & echo started")
     assert time.monotonic() - t0 < 3
     assert r["stdout"] == "started\n" and r["exit_code"] == 0
+    # Adopted as a background process (not killed, not holding the call); it ends with
+    # process_kill or with the session.
+    assert r["left_running"] and await processes(client, "sleep 1000") == ["sleep 1000"]
+    await ok(client, "process_kill", output_id=r["output_id"])
     assert await processes(client, "sleep 1000") == []
 
 
@@ -216,6 +220,59 @@ async def test_process_list_shows_only_the_models_commands(client: Client[Any]) 
     listed = await ok(client, "process_list", include_commands=True)
     commands = [p["command"] for p in listed["processes"]]
     assert commands and all(c.startswith(("git init", "echo")) for c in commands), commands
+
+
+@pytest.mark.parametrize("command", ["sleep 300 &", "nohup sleep 301 >/dev/null 2>&1 &",
+                                     "(sleep 303 &)"])
+async def test_leftover_children_are_adopted_not_killed(client: Client[Any],
+                                                        command: str) -> None:
+    """`cmd &` used to die silently when the command returned; now it keeps running as a
+    background process of the session, named in the reply, listed, killable."""
+    r = await call(client, "run_command", command=command)
+    out = facts(r)
+    oid = out["output_id"]
+    assert out["exit_code"] == 0 and any("sleep 30" in p for p in out["left_running"]), out
+    assert f"left running in the background as {oid}" in text_of(r)
+    assert "sleep 30" in (await run(client, "ps -eo args"))["stdout"]
+    listed = await ok(client, "process_list")
+    assert [p["running"] for p in listed["processes"] if p["output_id"] == oid] == [True]
+    await ok(client, "process_kill", output_id=oid)
+    assert "sleep 30" not in (await run(client, "ps -eo args"))["stdout"]
+
+
+async def test_background_server_output_is_readable_and_unbuffered(client: Client[Any]) -> None:
+    r = await run(client, "python3 -c 'import time; print(\"serving\"); time.sleep(60)' &")
+    oid = r["output_id"]
+    seen = ""
+    for _ in range(20):
+        seen += (await ok(client, "process_output", output_id=oid, wait=1))["text"]
+        if "serving" in seen:
+            break
+    assert "serving" in seen  # PYTHONUNBUFFERED=1: no waiting for the exit
+    assert (await run(client, "echo $PYTHONUNBUFFERED"))["stdout"] == "1\n"
+    await ok(client, "process_kill", output_id=oid)
+
+
+async def test_cwd_argument_is_per_call(client: Client[Any]) -> None:
+    await run(client, "mkdir -p sub && cd sub")
+    there = await run(client, "pwd", cwd="/etc")
+    assert there["stdout"] == "/etc\n"
+    assert (await run(client, "pwd"))["stdout"] == "/workspace/sub\n"
+
+
+async def test_model_cannot_give_itself_network(client: Client[Any]) -> None:
+    """Network is the operator's decision (--allow-network), not a tool argument."""
+    text = await err(client, "session_open", network="bridge")
+    assert "--allow-network" in text and "operator" in text
+    await ok(client, "run_command", command="true")  # the default session
+    other = (await ok(client, "session_open"))["session"]
+    listed = await call(client, "session_list")
+    lines = text_of(listed).split("\n")
+    default = facts(listed)["session"]
+    assert default != other
+    assert any(line.startswith(f"session {default}") and line.endswith("(your default)")
+               for line in lines)
+    assert "alive yes" in text_of(listed) and "True" not in text_of(listed)
 
 
 async def test_unknown_output_id_points_to_process_list(client: Client[Any]) -> None:

@@ -14,7 +14,7 @@ from typing import Any
 from . import PROTOCOL_VERSION
 from .errors import BadRequest, RunnerError, UnknownProcess
 from .files import Paths, file_list, file_read, file_stat, file_write
-from .procs import Proc, ProcTable
+from .procs import Proc, ProcTable, group_members
 from .shell import Shell
 
 
@@ -141,13 +141,21 @@ class Runner:
                 return self.procs.report(proc, cap, foreground=False)
             proc.timed_out = True
             await self.procs.terminate(proc)
+        elif req.get("argv") is None and group_members(proc.popen.pid):
+            # `cmd &` left processes running: they become a background process of the
+            # session under this output id (listed, readable, killable, ended with the
+            # session), never a silent kill.
+            proc.adopted = True
+            proc.kind = "spawn"
+            await _settled(proc.popen.pid)
         else:
-            self.procs.kill_group(proc)  # background leftovers would otherwise outlive the call
+            self.procs.kill_group(proc)  # an internal command's leftovers never outlive it
         foreground = req.get("argv") is None
         if foreground:
             self.shell.adopt(proc.path("state"))
         with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(proc.drained.wait(), 0.5)
+            # Adopted processes may hold the pipes for good: take what is there now.
+            await asyncio.wait_for(proc.drained.wait(), 0.05 if proc.adopted else 0.5)
         report = self.procs.report(proc, cap, foreground=foreground)
         # Replacement bashes start a moment after this reply (Popen holds the runner for a
         # few hundred microseconds, which a request arriving right away would wait for); the
@@ -270,6 +278,9 @@ class Runner:
         if was:
             proc.killed = True
             await self.procs.terminate(proc)
+            await proc.wait(2)  # report how it ended (SIGKILL is seen a moment later)
+            if proc.adopted:
+                await _settled(proc.popen.pid if proc.popen else 0, gone=True)
         return {"output_id": proc.id, "was_running": was, **proc.exit_info()}
 
     async def op_procs(self, req: dict[str, Any]) -> dict[str, Any]:
@@ -325,3 +336,21 @@ async def _rg_lines(pattern: str, path: str) -> AsyncIterator[tuple[int, str]]:
         if rg.returncode is None:
             rg.kill()
             await rg.wait()
+
+
+async def _settled(pgid: int, gone: bool = False, limit_s: float = 1.0) -> None:
+    """Wait (briefly) until the group's members show what they run, or until it is gone.
+
+    A child forked just before its shell exited still shows the shell's command line
+    until it execs, and a killed one shows in /proc until it is reaped.
+    """
+    deadline = time.monotonic() + limit_s
+    while time.monotonic() < deadline:
+        members = group_members(pgid)
+        done = not members if gone else not any(c.startswith(_SHELL) for _, c in members)
+        if done:
+            return
+        await asyncio.sleep(0.01)
+
+
+_SHELL = "/bin/bash --noprofile --norc -c"

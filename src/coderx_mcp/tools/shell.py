@@ -42,6 +42,10 @@ class RunOut(Out):
     timed_out: bool
     oom_killed: bool
     backgrounded: bool = Field(description="Still running: follow with process_output.")
+    left_running: list[str] = Field(
+        default_factory=list,
+        description="Processes the command left running (`cmd &`), now a background process "
+                    "under output_id: process_output, process_kill; they end with the session.")
     stdout: str = Field(description="Standard output (head and tail if capped).")
     stderr: str = Field(description="Standard error (head and tail if capped).")
     stdout_bytes: int
@@ -175,7 +179,8 @@ def register(mcp: FastMCP) -> None:
                         f"(default 120, at most {MAX_TIMEOUT_S}).", gt=0,
             le=MAX_TIMEOUT_S)] = None,
         cwd: Annotated[str | None, Field(
-            description="Directory to run in (absolute, or relative to the current one).",
+            description="Directory for this call only (absolute, or relative to the current "
+                        "one); the next command starts where the session was.",
             max_length=4096)] = None,
         return_after: Annotated[float | None, Field(
             description="Seconds after which a still-running command is left running in the "
@@ -191,7 +196,10 @@ def register(mcp: FastMCP) -> None:
         - Output is capped (head and tail kept); read_output(output_id) pages through all of it.
         - At `timeout` the whole process group is killed. A command still running after
           `return_after` seconds keeps running in the background; follow it with
-          process_output(output_id). Use process_start for servers and interactive programs.
+          process_output(output_id). Processes a command leaves running (`cmd &`) keep
+          running as a background process under its output_id (the reply names them).
+          Use process_start for servers and interactive programs.
+        - `cwd` applies to this call only; `cd` in the command persists.
         """
         app = app_of(ctx)
         s = await app.session(ctx, session)
@@ -214,12 +222,13 @@ def register(mcp: FastMCP) -> None:
                     await ticker
         out, err = r["stdout"], r["stderr"]
         next_offset = out["total_bytes"] + err["total_bytes"]
-        if r.get("running"):  # process_output continues after what this reply showed
+        if r.get("running") or r.get("left_running"):  # process_output goes on from here
             s.output_cursors[r["output_id"]] = next_offset
         model = RunOut(
             session=s.id, output_id=r["output_id"], exit_code=r["exit_code"],
             signal=r["signal"], timed_out=r["timed_out"], oom_killed=r["oom_killed"],
-            backgrounded=r["running"], stdout=out["text"], stderr=err["text"],
+            backgrounded=r["running"], left_running=r.get("left_running") or [],
+            stdout=out["text"], stderr=err["text"],
             stdout_bytes=out["total_bytes"], stderr_bytes=err["total_bytes"],
             truncated=bool(out["omitted_bytes"] or err["omitted_bytes"]),
             duration_ms=r["duration_ms"], cwd=r["cwd"], next_offset=next_offset)

@@ -57,7 +57,18 @@ def run_status(r: Mapping[str, Any], timeout: float, next_offset: int) -> str:
     else:
         head = f"exit {r.get('exit_code')}"
     cwd = f" · cwd {r['cwd']}" if r.get("cwd") else ""
-    return f"{head} · {dur}{cwd}"
+    return f"{head} · {dur}{cwd}" + left_running_note(r)
+
+
+def left_running_note(r: Mapping[str, Any]) -> str:
+    """What a finished command left running (``cmd &``), now a background process."""
+    left = r.get("left_running") or []
+    if not left:
+        return ""
+    oid = r["output_id"]
+    return (f"\nleft running in the background as {oid}: " + "; ".join(left)
+            + f'\nread its output with process_output("{oid}"), stop it with '
+            f'process_kill("{oid}"); it ends with the session')
 
 
 def render_run(command: str, r: Mapping[str, Any], timeout: float, next_offset: int) -> str:
