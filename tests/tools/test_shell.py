@@ -275,6 +275,28 @@ async def test_model_cannot_give_itself_network(client: Client[Any]) -> None:
     assert "alive yes" in text_of(listed) and "True" not in text_of(listed)
 
 
+async def test_sessions_do_not_vanish_silently(make_settings: Callable[..., Settings]) -> None:
+    """Running work keeps a session alive; an expired one says so (when, why, what was
+    reset) on its next call, and its id says "expired", not "not found"."""
+    settings = make_settings(idle_timeout_s=1.5, reaper_interval_s=0.3)
+    async with Client(build_server(settings)) as c:
+        first = await run(c, "cd /tmp && export X=1")
+        sid = first["session"]
+        job = (await ok(c, "process_start", command="sleep 1000"))["output_id"]
+        await asyncio.sleep(3)
+        again = await run(c, 'echo "$X"')
+        assert again["session"] == sid and again["stdout"] == "1\n"  # kept alive by the job
+        await ok(c, "process_kill", output_id=job)
+        await asyncio.sleep(3)
+        text = await err(c, "run_command", command="pwd")
+        assert f"session {sid} expired at" in text and "idle for more than 2 s" in text
+        assert "cwd" in text and "background processes" in text and "repeat" in text
+        fresh = await run(c, "pwd")
+        assert fresh["session"] != sid and fresh["stdout"] == "/workspace\n"
+        named = await err(c, "run_command", command="true", session=sid)
+        assert "expired" in named and "not found" not in named and "no open" not in named
+
+
 async def test_unknown_output_id_points_to_process_list(client: Client[Any]) -> None:
     for tool in ("read_output", "process_output", "process_kill"):
         text = await err(client, tool, output_id="deadbeef")

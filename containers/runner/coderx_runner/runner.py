@@ -203,7 +203,12 @@ class Runner:
             if req.get("until_output"):
                 end = time.monotonic() + wait
                 while proc.sizes[stream] <= offset and time.monotonic() < end:
-                    if await proc.wait(min(0.05, end - time.monotonic())):
+                    step = min(0.05, end - time.monotonic())
+                    if proc.exited.done():  # adopted leftovers: poll until they end
+                        if not proc.running:
+                            break
+                        await asyncio.sleep(step)
+                    elif await proc.wait(step):
                         break
             else:
                 await proc.wait(wait)
