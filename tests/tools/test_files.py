@@ -134,6 +134,15 @@ async def test_expected_hash_accepts_the_shown_prefix(client: Client[Any],
                                         expected_hash="abc")
 
 
+async def test_missing_path_error_says_paths_are_relative_to_workspace(
+        client: Client[Any], tool_workspace: Path) -> None:
+    write_host_file(tool_workspace, "src/shop/cart.py", b"x = 1\n")
+    await ok(client, "run_command", command="cd src")
+    text = await err(client, "read_file", path="shop/cart.py")
+    assert "does not exist" in text and "relative to /workspace" in text
+    assert (await ok(client, "read_file", path="src/shop/cart.py"))["total_lines"] == 1
+
+
 async def test_read_cuts_long_lines_and_reports_empty_files(client: Client[Any],
                                                             tool_workspace: Path) -> None:
     write_host_file(tool_workspace, "long.txt", b"x" * 5000 + b"\nshort\n")
