@@ -1,5 +1,6 @@
 """The `coderx-mcp` command line as a newcomer uses it."""
 
+import json
 import os
 import subprocess
 import sys
@@ -49,13 +50,39 @@ def test_call_runs_a_tool_in_a_throwaway_session() -> None:
 
 
 @pytest.mark.docker
-def test_call_error_exits_nonzero_with_one_line(tmp_path: Path) -> None:
-    os.chown(tmp_path, 1000, 1000)
+def test_call_error_exits_nonzero_with_the_whole_message(tmp_path: Path) -> None:
+    (tmp_path / "a.txt").write_text("alpha\nbeta\n")
+    chown_tree(tmp_path)
     r = run("call", "--workspace", str(tmp_path), "read_file", "--arg", "path=missing.txt")
     assert r.returncode == 1
-    assert "does not exist" in r.stderr
-    assert r.stderr.strip().count("\n") == 0
+    assert "does not exist" in r.stderr and "Traceback" not in r.stderr
     assert r.stdout == ""
+    # A multi-line error (an edit miss's diagnosis) arrives whole, not its first line only.
+    r = run("call", "--workspace", str(tmp_path), "edit_file", "--arg", "path=a.txt",
+            "--arg", "old_string=betta", "--arg", "new_string=x", "--arg",
+            "expected_hash=" + __import__("hashlib").sha256(b"alpha\nbeta\n").hexdigest())
+    assert r.returncode == 1 and r.stderr.count("\n") > 1 and "beta" in r.stderr, r.stderr
+
+
+@pytest.mark.docker
+def test_call_propagates_a_commands_exit_status() -> None:
+    r = run("call", "run_command", "--arg", "command=echo out; exit 3")
+    assert r.returncode == 3 and "out" in r.stdout
+    assert run("call", "run_command", "--arg", "command=false").returncode == 1
+
+
+def test_version_option_tools_json_and_plain_help() -> None:
+    r = run("--version")
+    assert r.returncode == 0 and r.stdout.startswith("coderx-mcp ")
+    listed = json.loads(run("tools", "--json").stdout)
+    by_name = {t["name"]: t for t in listed}
+    assert by_name["edit_file"]["inputSchema"]["properties"]["old_string"]
+    assert "outputSchema" not in by_name["read_file"]  # sent once, as text
+    assert "outputSchema" in by_name["edit_file"]
+    for line in run("tools").stdout.splitlines():
+        assert line.rstrip().endswith((".", ")")), line  # whole first sentences
+    for args in (["--help"], ["serve", "--help"], ["call", "--help"]):
+        assert "<bool>" not in run(*args).stdout
 
 
 @pytest.mark.docker

@@ -23,8 +23,23 @@ from coderx_mcp.errors import CoderxError
 from coderx_mcp.logs import configure_logging
 
 app = typer.Typer(help="Coder-X MCP: container-isolated coding tools for AI agents.",
-                  no_args_is_help=True, add_completion=False)
-image_app = typer.Typer(help="Build and inspect the sandbox image.", no_args_is_help=True)
+                  no_args_is_help=True, add_completion=False,
+                  rich_markup_mode=None)  # plain click help: no <bool> on flags
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        sys.stdout.write(f"coderx-mcp {__version__}\n")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(version: Annotated[bool, typer.Option(
+        "--version", callback=_print_version, is_eager=True,
+        help="Print the version and exit.")] = False) -> None:
+    """Coder-X MCP: container-isolated coding tools for AI agents."""
+image_app = typer.Typer(help="Build and inspect the sandbox image.", no_args_is_help=True,
+                        rich_markup_mode=None)
 app.add_typer(image_app, name="image")
 err = Console(stderr=True, soft_wrap=True)  # one error, one line, whatever the width
 
@@ -224,27 +239,46 @@ def _parse_args(pairs: list[str], schema: dict[str, Any]) -> dict[str, Any]:
 
 
 @app.command()
-def tools() -> None:
-    """List the tools this server publishes."""
+def tools(
+    as_json: Annotated[bool, typer.Option(
+        "--json", help="Every tool as MCP lists it: description, input and output schema.")]
+    = False,
+) -> None:
+    """List the tools this server publishes.
+
+    One line each: name, read-only or writes, the description's first sentence.
+    """
     from coderx_mcp.server import build_server
 
     mcp = build_server(Settings(pool_size=0))
 
     async def listing() -> list[Any]:
-        return list(await mcp.list_tools())
+        return [t.to_mcp_tool() for t in await mcp.list_tools()]
 
-    for t in asyncio.run(listing()):
+    listed = asyncio.run(listing())
+    if as_json:
+        sys.stdout.write(json.dumps([t.model_dump(mode="json", by_alias=True, exclude_none=True)
+                                     for t in listed], indent=2) + "\n")
+        return
+    for t in listed:
         ann = t.annotations
         flag = "read-only" if ann and ann.read_only_hint else "writes"
-        doc = (t.description or "").strip().splitlines()[0] if t.description else ""
-        sys.stdout.write(f"{t.name:<16} {flag:<9} {doc}\n")
+        sys.stdout.write(f"{t.name:<16} {flag:<9} {_first_sentence(t.description or '')}\n")
+
+
+def _first_sentence(doc: str) -> str:
+    """The first sentence of a description, whole even when it spans lines."""
+    flat = " ".join(doc.split())
+    end = flat.find(". ")
+    return flat if end < 0 else flat[:end + 1]
 
 
 @app.command()
 def call(
-    tool: Annotated[str, typer.Argument(help="Tool name (see `coderx-mcp tools`).")],
+    tool: Annotated[str, typer.Argument(metavar="TOOL",
+                                        help="Tool name (see `coderx-mcp tools`).")],
     arg: Annotated[list[str] | None, typer.Option(
-        "--arg", "-a", help="Tool argument as key=value (repeatable).")] = None,
+        "--arg", "-a", metavar="KEY=VALUE", help="Tool argument (repeatable).")] = None,
     workspace: Annotated[Path | None, typer.Option(
         help="Host directory mounted at /workspace (default: a throwaway scratch dir).")] = None,
     sandbox_uid: Annotated[int | None, typer.Option(
