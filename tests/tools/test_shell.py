@@ -241,7 +241,8 @@ async def test_leftover_children_are_adopted_not_killed(client: Client[Any],
 
 
 async def test_background_server_output_is_readable_and_unbuffered(client: Client[Any]) -> None:
-    r = await run(client, "python3 -c 'import time; print(\"serving\"); time.sleep(60)' &")
+    r = await run(client, "python3 -c 'import time; time.sleep(1); print(\"serving\"); "
+                          "time.sleep(60)' &")
     oid = r["output_id"]
     seen = ""
     for _ in range(20):
