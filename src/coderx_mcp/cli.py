@@ -198,16 +198,19 @@ def image_build(
 @image_app.command("status")
 def image_status_cmd(image: Annotated[str | None, typer.Option(help="Image name.")] = None
                      ) -> None:
-    """Say whether the sandbox image exists and matches this version."""
+    """Say whether the sandbox image is up to date; print its size, Python and tools."""
     import docker
 
-    from coderx_mcp.image import image_status, missing_image_message
+    from coderx_mcp.image import image_report, image_status, missing_image_message
 
     settings = load_settings(image=image)
     try:
-        status = image_status(docker.from_env(), settings.image)
+        client = docker.from_env()
+        status = image_status(client, settings.image)
+        report = image_report(client, settings.image) if status.exists else []
     except docker.errors.DockerException as exc:
         raise fail(f"cannot reach the Docker engine: {exc}") from None
+    sys.stdout.write("".join(f"  {line}\n" for line in report))
     if not status.up_to_date:
         raise fail(missing_image_message(settings.image))
     err.print(f"{settings.image} is up to date ({status.context_hash})")

@@ -298,6 +298,28 @@ async def test_sessions_do_not_vanish_silently(make_settings: Callable[..., Sett
         assert "expired" in named and "not found" not in named and "no open" not in named
 
 
+async def test_pip_install_editable_works_in_the_workspace(client: Client[Any]) -> None:
+    """The obvious install path works: pip lands in the user site (the tool venv is
+    read-only) and the image's python and pytest import the project."""
+    await run(client, "mkdir -p demo && echo 'X = 42' > demo/__init__.py && printf '"
+                      "[project]\\nname = \"demo\"\\nversion = \"0.1\"\\n[tool.setuptools]"
+                      "\\npackages = [\"demo\"]\\n' > pyproject.toml")
+    r = await run(client, "pip install --no-build-isolation -e .", timeout=300)
+    assert r["exit_code"] == 0, r["stdout"] + r["stderr"]
+    r = await run(client, "cd /tmp && python3 -c 'import demo; print(demo.X)' && "
+                          "echo 'import demo' > /tmp/test_d.py && "
+                          "echo 'def test_x(): assert demo.X == 42' >> /tmp/test_d.py && "
+                          "pytest -q -p no:cacheprovider /tmp/test_d.py")
+    assert r["stdout"].startswith("42\n") and r["exit_code"] == 0, r["stdout"] + r["stderr"]
+
+
+async def test_no_network_fails_fast_with_a_clear_line(client: Client[Any]) -> None:
+    t0 = time.monotonic()
+    r = await call(client, "run_command", command="pip install requests", timeout=120)
+    assert time.monotonic() - t0 < 8 and facts(r)["exit_code"] != 0
+    assert "this session has no network" in text_of(r) and "--allow-network" in text_of(r)
+
+
 async def test_unknown_output_id_points_to_process_list(client: Client[Any]) -> None:
     for tool in ("read_output", "process_output", "process_kill"):
         text = await err(client, tool, output_id="deadbeef")

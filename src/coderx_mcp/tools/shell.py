@@ -232,7 +232,8 @@ def register(mcp: FastMCP) -> None:
             stdout_bytes=out["total_bytes"], stderr_bytes=err["total_bytes"],
             truncated=bool(out["omitted_bytes"] or err["omitted_bytes"]),
             duration_ms=r["duration_ms"], cwd=r["cwd"], next_offset=next_offset)
-        return result(model, core.render_run(command, r, limit, next_offset))
+        text = core.render_run(command, r, limit, next_offset)
+        return result(model, text + core.no_network_note(r, s.sandbox.spec.network))
 
     @tool(mcp, out=PageOut, read_only=True, idempotent=True, title="Read command output")
     async def read_output(

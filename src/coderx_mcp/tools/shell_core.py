@@ -4,6 +4,7 @@ No MCP and no I/O here: each function turns a runner reply (plain dicts, see
 ``containers/runner/coderx_runner``) into the text a model reads.
 """
 
+import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -58,6 +59,23 @@ def run_status(r: Mapping[str, Any], timeout: float, next_offset: int) -> str:
         head = f"exit {r.get('exit_code')}"
     cwd = f" · cwd {r['cwd']}" if r.get("cwd") else ""
     return f"{head} · {dur}{cwd}" + left_running_note(r)
+
+
+# What resolvers and clients print when there is no network at all (pip, curl, git, npm).
+_NO_NET = re.compile(r"Temporary failure in name resolution|Could not resolve host|"
+                     r"Name or service not known|Network is unreachable|EAI_AGAIN|"
+                     r"Failed to establish a new connection|getaddrinfo failed")
+
+
+def no_network_note(r: Mapping[str, Any], network: str) -> str:
+    """A line saying the session has no network, when a command failed for want of one."""
+    if network != "none" or not r.get("exit_code"):
+        return ""
+    if not (_NO_NET.search(r["stderr"]["text"]) or _NO_NET.search(r["stdout"]["text"])):
+        return ""
+    return ("\nnote: this session has no network (network 'none'), so downloads fail; install "
+            "from files in /workspace, or ask the operator to start the server with "
+            "--allow-network and open a session with session_open(network='bridge')")
 
 
 def left_running_note(r: Mapping[str, Any]) -> str:
