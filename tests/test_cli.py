@@ -124,3 +124,19 @@ def test_cr10_missing_image_names_the_build_command() -> None:
     assert r.returncode == 1
     last = r.stderr.strip().splitlines()[-1]
     assert last.startswith("error:") and "coderx-mcp image build" in last
+
+
+def test_serve_logs_to_a_file_and_exits_cleanly_at_eof(tmp_path: Path) -> None:
+    """--log-file takes the logs off stderr; the end of stdin ends the server without a
+    traceback."""
+    init = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        "protocolVersion": "2025-06-18", "capabilities": {},
+        "clientInfo": {"name": "t", "version": "1"}}})
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CODERX_")}
+    env.update(CODERX_IMAGE=IMAGE, CODERX_POOL_SIZE="0", CODERX_LOG_LEVEL="debug")
+    log = tmp_path / "server.log"
+    r = subprocess.run([*CLI, "serve", "--log-file", str(log)], input=init + "\n",
+                       capture_output=True, text=True, timeout=60, env=env, cwd=tmp_path)
+    assert '"id":1' in r.stdout.replace(" ", "")
+    assert "Traceback" not in r.stderr and "Traceback" not in log.read_text()
+    assert log.read_text().strip() and r.stderr.strip() == "", r.stderr

@@ -147,13 +147,18 @@ def serve(
     allow_network: Annotated[bool, typer.Option(
         "--allow-network", help="Let session_open ask for network='bridge' (off by default: "
         "network is the operator's decision).")] = False,
+    log_file: Annotated[Path | None, typer.Option(
+        help="Append logs to this file instead of stderr.")] = None,
 ) -> None:
     """Run the MCP server (stdio by default: what an MCP host launches)."""
     settings = load_settings(**_workspace_overrides(workspace), sandbox_uid=sandbox_uid,
                              backend=backend, log_json=log_json or None,
                              allowed_hosts=allowed_host or None,
-                             allow_network=allow_network or None)
-    configure_logging(settings.log_level, settings.log_json)
+                             allow_network=allow_network or None, log_file=log_file)
+    try:
+        configure_logging(settings.log_level, settings.log_json, settings.log_file)
+    except OSError as exc:
+        raise fail(f"cannot open the log file {settings.log_file}: {exc.strerror}") from None
     if http and not _is_loopback(host) and not settings.http_tokens and not insecure_no_auth:
         raise fail(f"refusing to serve HTTP on {host} without authentication; set "
                    "CODERX_HTTP_TOKENS, bind 127.0.0.1, or pass --insecure-no-auth behind your "

@@ -162,6 +162,8 @@ class Settings(BaseSettings):
     loopback names and the bound address are always accepted."""
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     """Log level (logs always go to stderr)."""
+    log_file: Path | None = None
+    """Append logs to this file instead of stderr (``--log-file``)."""
     log_json: bool = False
     """Emit logs as JSON lines."""
 

@@ -37,7 +37,7 @@ class Shell:
     def _base_env() -> dict[str, str]:
         keep = ("PATH", "HOME", "LANG", "LC_ALL", "TERM", "USER", "PYTHONDONTWRITEBYTECODE",
                 "PAGER", "GIT_PAGER", "GIT_EDITOR", "GIT_TERMINAL_PROMPT", "DEBIAN_FRONTEND",
-                "VIRTUAL_ENV", "TZ")
+                "VIRTUAL_ENV", "TZ", "PIP_RETRIES", "PIP_TIMEOUT", "PIP_DISABLE_PIP_VERSION_CHECK")
         env = {k: v for k, v in os.environ.items() if k in keep}
         env.setdefault("PATH", "/usr/local/bin:/usr/bin:/bin")
         env.update({"PAGER": "cat", "GIT_PAGER": "cat", "GIT_TERMINAL_PROMPT": "0",
