@@ -61,10 +61,12 @@ def run_status(r: Mapping[str, Any], timeout: float, next_offset: int) -> str:
     return f"{head} · {dur}{cwd}" + left_running_note(r)
 
 
-# What resolvers and clients print when there is no network at all (pip, curl, git, npm).
+# What resolvers and clients print when there is no network at all (pip, curl, wget, git,
+# npm); only looked for in sessions without network.
 _NO_NET = re.compile(r"Temporary failure in name resolution|Could not resolve host|"
                      r"Name or service not known|Network is unreachable|EAI_AGAIN|"
-                     r"Failed to establish a new connection|getaddrinfo failed")
+                     r"Failed to establish a new connection|getaddrinfo failed|ENOTFOUND|"
+                     r"No matching distribution found|unable to resolve host address")
 
 
 def no_network_note(r: Mapping[str, Any], network: str) -> str:
