@@ -124,6 +124,7 @@ def test_cr10_missing_image_names_the_build_command() -> None:
     assert r.returncode == 1
     last = r.stderr.strip().splitlines()[-1]
     assert last.startswith("error:") and "coderx-mcp image build" in last
+    assert r.stderr.count("is missing or out of date") == 1  # said once, not logged too
 
 
 def test_serve_logs_to_a_file_and_exits_cleanly_at_eof(tmp_path: Path) -> None:

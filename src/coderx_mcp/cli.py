@@ -305,7 +305,8 @@ def call(
     overrides = _workspace_overrides([workspace]) if workspace else {"client_roots": False,
                                                                         "use_cwd": False}
     settings = load_settings(**overrides, sandbox_uid=sandbox_uid, backend=backend, pool_size=0)
-    configure_logging("error", settings.log_json)
+    # Only what cannot be reported otherwise: a tool error is printed once, as the result.
+    configure_logging("critical", settings.log_json)
     _check_workspaces(settings)
 
     async def run() -> Any:
