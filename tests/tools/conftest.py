@@ -87,6 +87,27 @@ def body(text: str) -> str:
     return "\n".join(lines)
 
 
+def tree_paths(text: str, root: str = "") -> list[str]:
+    """The paths list_dir's indented tree shows, in order (``root``: the listed directory)."""
+    stack: list[str] = []
+    out = []
+    for line in text.split("\n")[1:]:
+        if line.startswith("["):  # the "listing stopped" note
+            continue
+        depth = (len(line) - len(line.lstrip(" "))) // 2 - 1
+        name = line.strip()
+        if name.endswith("/"):
+            name = name[:-1]
+        elif name.endswith(" -> (symlink)"):
+            name = name[: -len(" -> (symlink)")]
+        else:
+            name = name.rsplit("  ", 1)[0]  # "name  1.2 KB"
+        del stack[depth:]
+        stack.append(name)
+        out.append("/".join([root, *stack] if root else stack))
+    return out
+
+
 async def ok(c: Client[Any], tool: str, **args: Any) -> dict[str, Any]:
     """Call a tool that must succeed; what it says (see :func:`facts`)."""
     r = await call(c, tool, **args)

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 from fastmcp import Client
-from tests.tools.conftest import body, call, err, facts, ok, write_host_file
+from tests.tools.conftest import body, call, err, facts, ok, tree_paths, write_host_file
 
 from coderx_mcp.config import Settings
 from coderx_mcp.server import build_server
@@ -493,18 +493,19 @@ async def test_list_dir_skips_vcs_deps_and_gitignored(client: Client[Any],
         write_host_file(tool_workspace, rel, b"build/\n*.log\n" if rel == ".gitignore" else b"x")
     _git_init(tool_workspace)
     r = await call(client, "list_dir")
-    out = r.structured_content
-    assert out is not None and not r.is_error, r.content
-    paths = {e["path"] for e in out["entries"]}
+    assert r.structured_content is None and not r.is_error, r.content  # the tree, once
+    out = facts(r)
+    paths = set(tree_paths(out["text"]))
     assert paths == {".gitignore", "keep.md", "src", "src/main.py"}
     assert out["ignored"] == 3  # build, build/out.o, app.log
     text = r.content[0].text  # type: ignore[union-attr]
     assert "src/\n    main.py  1 B" in text and "3 gitignored hidden" in text
     every = await ok(client, "list_dir", include_ignored=True)
-    assert {"build", "build/out.o", "app.log"} <= {e["path"] for e in every["entries"]}
-    assert not any(e["path"].startswith((".git/", "node_modules")) for e in every["entries"])
+    listed = tree_paths(every["text"])
+    assert {"build", "build/out.o", "app.log"} <= set(listed)
+    assert not any(p.startswith((".git/", "node_modules")) for p in listed)
     sub = await ok(client, "list_dir", path="src", depth=1)
-    assert [e["path"] for e in sub["entries"]] == ["src/main.py"]
+    assert tree_paths(sub["text"], "src") == ["src/main.py"]
 
 
 async def test_list_dir_caps_entries_with_note(client: Client[Any],
@@ -512,8 +513,8 @@ async def test_list_dir_caps_entries_with_note(client: Client[Any],
     for i in range(30):
         write_host_file(tool_workspace, f"f{i:02d}.txt", b"x")
     r = await call(client, "list_dir", max_entries=10)
-    out = r.structured_content
-    assert out is not None and out["truncated"] and len(out["entries"]) == 10
+    out = facts(r)
+    assert out["truncated"] and len(tree_paths(out["text"])) == 10
     assert "stopped at 10 entries" in r.content[0].text  # type: ignore[union-attr]
     assert "2000" in await err(client, "list_dir", max_entries=5000)
     assert "not a directory" in await err(client, "list_dir", path="f00.txt")

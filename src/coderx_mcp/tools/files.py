@@ -104,6 +104,8 @@ class ListOut(Out):
     truncated: bool
     ignored: int = Field(description="Entries hidden because git ignores them.")
 
+    payload: ClassVar[frozenset[str]] = frozenset({"entries"})
+
 
 @dataclass(frozen=True, slots=True)
 class _Seen:
