@@ -287,3 +287,11 @@ async def docker_manager(make_manager: MakeManager) -> SessionManager:
 async def local_manager(make_manager: MakeManager) -> SessionManager:
     """A started manager on the local (unisolated) backend."""
     return await make_manager("local")
+
+
+@pytest.fixture(autouse=True)
+def _history_in_tmp(tmp_path_factory: pytest.TempPathFactory,
+                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """Servers under test (in process or spawned) keep their history out of the user's."""
+    monkeypatch.setenv("CODERX_HISTORY_PATH",
+                       str(tmp_path_factory.mktemp("history") / "history.sqlite3"))

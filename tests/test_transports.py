@@ -26,7 +26,8 @@ SERVE = [sys.executable, "-m", "coderx_mcp", "serve"]
 
 
 def _env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CODERX_")}
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("CODERX_") or k == "CODERX_HISTORY_PATH"}
     env.update({"CODERX_POOL_SIZE": "0", "CODERX_IMAGE": IMAGE, **extra})
     return env
 
@@ -196,6 +197,14 @@ async def test_http_principals_have_separate_sessions(http_url: str) -> None:
         listed = await b.call_tool("session_list", {})
         assert listed.structured_content is not None
         assert [s["session"] for s in listed.structured_content["sessions"]] == [sb]
+        # The history is per principal too: bob sees neither alice's calls nor her session.
+        mine = await a.call_tool("history", {"tool": "run_command"})
+        theirs = await b.call_tool("history", {"session": sa})
+        assert mine.structured_content is not None and theirs.structured_content is not None
+        assert [e["session"] for e in mine.structured_content["entries"]] == [sa]
+        assert theirs.structured_content["entries"] == []
+        seen = await b.read_resource("coderx://sessions")
+        assert sa not in seen[0].text and sb in seen[0].text  # type: ignore[union-attr]
 
 
 async def test_ta02_http_rejects_foreign_host_header(http_url: str) -> None:

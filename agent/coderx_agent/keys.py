@@ -41,9 +41,8 @@ class Keys:
 
     def _from_store(self, name: str) -> str | None:
         try:  # lazily: a library module without MCP or Docker imports (allowed for the agent)
-            from coderx_mcp.keystore import open_store
-
             from coderx_mcp import errors
+            from coderx_mcp.keystore import open_store
         except ImportError:
             return None
         # The store raises KeyStoreError subclasses (looked up so this module type-checks

@@ -18,6 +18,8 @@ from pydantic import ValidationError
 from rich.console import Console
 
 from coderx_mcp import __version__
+from coderx_mcp.cli_history import history_app
+from coderx_mcp.cli_keys import keys_app
 from coderx_mcp.config import Settings
 from coderx_mcp.errors import CoderxError
 from coderx_mcp.logs import configure_logging
@@ -41,6 +43,8 @@ def _main(version: Annotated[bool, typer.Option(
 image_app = typer.Typer(help="Build and inspect the sandbox image.", no_args_is_help=True,
                         rich_markup_mode=None)
 app.add_typer(image_app, name="image")
+app.add_typer(keys_app, name="keys")
+app.add_typer(history_app, name="history")
 err = Console(stderr=True, soft_wrap=True)  # one error, one line, whatever the width
 
 

@@ -166,6 +166,17 @@ class Settings(BaseSettings):
     """Append logs to this file instead of stderr (``--log-file``)."""
     log_json: bool = False
     """Emit logs as JSON lines."""
+    pytest_command: list[str] = ["python3", "-m", "pytest"]
+    """How ``run_tests`` starts pytest inside the sandbox (a project venv's python, say)."""
+    key_file: Path | None = None
+    """Encrypted key store (``coderx-mcp keys``); None: ``$CODERX_KEY_FILE`` or
+    ``~/.coder_x_key.enc``. Its passphrase comes from ``CODERX_KEY_PASSPHRASE``."""
+    history_path: Path | None = None
+    """SQLite file of the call history; None: ``history.sqlite3`` in the user data directory."""
+    history_max_age_days: float = Field(90.0, gt=0)
+    """History entries older than this are deleted."""
+    history_max_mb: float = Field(200.0, gt=0)
+    """The oldest history entries are deleted while the file is larger than this."""
 
     @field_validator("http_tokens")
     @classmethod

@@ -25,7 +25,12 @@
     │       ├── UnknownProcess(SandboxError, LookupError)
     │       ├── BadRequest(SandboxError, ValueError)
     │       └── RemoteOSError(SandboxError, OSError)
-    └── ToolInputError(CoderxError, ValueError)   a tool's own argument check failed
+    ├── ToolInputError(CoderxError, ValueError)   a tool's own argument check failed
+    └── KeyStoreError                             the encrypted key store (keystore.py)
+        ├── KeyStoreLocked                        no passphrase given
+        ├── WrongPassphrase                       the passphrase does not open the store
+        ├── KeyStoreCorrupt                       tampered, truncated or not a key store
+        └── KeyNotFound(KeyStoreError, LookupError)
 
 Runner errors travel as data (``{"type": ..., "message": ...}``) and are re-raised here by
 type in :func:`error_from_runner`. Domain errors become MCP tool errors in exactly one
@@ -140,6 +145,26 @@ class RequestCancelled(SandboxError):
 
 class ToolInputError(CoderxError, ValueError):
     """A tool argument passed schema validation but makes no sense (bad range, bad regex)."""
+
+
+class KeyStoreError(CoderxError):
+    """The key store could not be read, opened or written; the file is left as it was."""
+
+
+class KeyStoreLocked(KeyStoreError):
+    """No passphrase was given (``CODERX_KEY_PASSPHRASE`` or a prompt)."""
+
+
+class WrongPassphrase(KeyStoreError):
+    """The passphrase does not decrypt the key store."""
+
+
+class KeyStoreCorrupt(KeyStoreError):
+    """The file is not a key store this version can read (tampered, truncated, other)."""
+
+
+class KeyNotFound(KeyStoreError, LookupError):
+    """No key has that name."""
 
 
 _BY_TYPE: dict[str, type[SandboxError]] = {

@@ -7,6 +7,19 @@ import sys
 from pathlib import Path
 
 import structlog
+from structlog.typing import EventDict, WrappedLogger
+
+from coderx_mcp.context import maybe_current
+
+
+def redact_secrets(_logger: WrappedLogger, _method: str, event: EventDict) -> EventDict:
+    """Replace granted secret values in a log event (the tool call's server grants)."""
+    scope = maybe_current()
+    redactor = scope.app.grants.redactor() if scope is not None else None
+    if redactor is None:
+        return event
+    return {k: redactor.redact_data(v) if isinstance(v, (str, dict, list, tuple)) else v
+            for k, v in event.items()}
 
 
 def configure_logging(level: str = "info", json: bool = False,
@@ -35,7 +48,7 @@ def configure_logging(level: str = "info", json: bool = False,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
     ]
     structlog.configure(
-        processors=[*shared, structlog.processors.format_exc_info, renderer],
+        processors=[*shared, structlog.processors.format_exc_info, redact_secrets, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(lvl),
         logger_factory=structlog.PrintLoggerFactory(file=out),
         cache_logger_on_first_use=True,
@@ -44,7 +57,7 @@ def configure_logging(level: str = "info", json: bool = False,
     handler.setFormatter(structlog.stdlib.ProcessorFormatter(
         foreign_pre_chain=[*shared, structlog.stdlib.add_logger_name],
         processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta,
-                    structlog.processors.format_exc_info, renderer]))
+                    structlog.processors.format_exc_info, redact_secrets, renderer]))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(max(lvl, logging.WARNING))

@@ -34,9 +34,9 @@ from coderx_mcp.errors import (
     StaleFile,
     UnknownProcess,
 )
+from coderx_mcp.ops import ReadResult
 from coderx_mcp.sandbox.instance import LABEL_INSTANCE, LABEL_SESSION
 from coderx_mcp.sessions import Session, SessionManager
-from coderx_mcp.tools.files_core import payload
 
 MakeManager = Callable[..., Awaitable[SessionManager]]
 SANDBOX_UID = 1000
@@ -256,7 +256,7 @@ async def test_write_then_read_round_trips(session: Session, workspace: Path) ->
     assert w["sha256"] == hashlib.sha256(data).hexdigest()
     assert (workspace / "dir" / "new.bin").read_bytes() == data
     r = await session.call("read", path="dir/new.bin")
-    assert payload(r) == data and r["sha256"] == w["sha256"]
+    assert ReadResult.model_validate(r).payload() == data and r["sha256"] == w["sha256"]
     again = await session.call("write", path="dir/new.bin", data=b64(b"v2"),
                                expect_sha256=w["sha256"])
     assert again["created"] is False
@@ -280,7 +280,7 @@ async def test_concurrent_writes_are_atomic(session: Session, workspace: Path) -
     ops += [session.call("read", path="big.txt") for _ in range(8)]
     results = await asyncio.gather(*ops)
     for read in results[len(payloads):]:
-        assert payload(read) in payloads  # never a mix or a prefix
+        assert ReadResult.model_validate(read).payload() in payloads  # never a mix or a prefix
     assert (workspace / "big.txt").read_bytes() in payloads
     assert [n for n in os.listdir(workspace) if n.startswith(".coderx-tmp-")] == []
 

@@ -36,6 +36,7 @@ def make_settings(tool_workspace: Path, tmp_path: Path) -> Callable[..., Setting
             "pool_size": 0,
             "image": IMAGE,  # the tested image (CODERX_TEST_IMAGE), not always :latest
             "limits": SandboxLimits(memory="512m", pids=256),
+            "history_path": tool_workspace.parent / "history.sqlite3",
         }
         base.update(overrides)
         return Settings(**base)

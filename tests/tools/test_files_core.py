@@ -2,28 +2,30 @@
 
 import base64
 import hashlib
-from typing import Any
 
 import pytest
 
 from coderx_mcp.errors import ToolInputError
+from coderx_mcp.ops import ReadResult
 from coderx_mcp.text import BinaryFileError, TextError, UnsupportedEncodingError, encode
 from coderx_mcp.tools import files_core as core
 
 
-def _whole(data: bytes, path: str = "f.txt") -> dict[str, Any]:
-    return {"path": path, "size": len(data), "sha256": hashlib.sha256(data).hexdigest(),
-            "whole": True, "data": base64.b64encode(data).decode()}
+def _whole(data: bytes, path: str = "f.txt") -> ReadResult:
+    return ReadResult.model_validate({
+        "path": path, "size": len(data), "sha256": hashlib.sha256(data).hexdigest(),
+        "whole": True, "data": base64.b64encode(data).decode()})
 
 
-def _window(data: bytes, first: int, limit: int) -> dict[str, Any]:
+def _window(data: bytes, first: int, limit: int) -> ReadResult:
     """What the runner sends for a file above its max_bytes (lines first..first+limit-1)."""
     lines = data.splitlines(keepends=True)
     window = b"".join(lines[first - 1:first - 1 + limit])
-    return {"path": "big.txt", "size": len(data), "sha256": hashlib.sha256(data).hexdigest(),
-            "whole": False, "total_lines": len(lines), "line_offset": first,
-            "head": base64.b64encode(data[:8192]).decode(),
-            "data": base64.b64encode(window).decode()}
+    return ReadResult.model_validate({
+        "path": "big.txt", "size": len(data), "sha256": hashlib.sha256(data).hexdigest(),
+        "whole": False, "total_lines": len(lines), "line_offset": first,
+        "head": base64.b64encode(data[:8192]).decode(),
+        "data": base64.b64encode(window).decode()})
 
 
 @pytest.mark.parametrize("bad", ["a\x00b", "a\nb", "x\r", "\x7f"])

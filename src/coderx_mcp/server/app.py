@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import warnings
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -15,6 +16,8 @@ from fastmcp import Context, FastMCP
 from fastmcp.server.dependencies import get_access_token
 
 from coderx_mcp.config import Settings
+from coderx_mcp.grants import Grants
+from coderx_mcp.history import HistoryStore, HistoryWriter, default_path
 from coderx_mcp.sandbox.backends import Backend, make_backend
 from coderx_mcp.sandbox.instance import Instance
 from coderx_mcp.sessions import Session, SessionManager
@@ -33,12 +36,16 @@ class App:
         sessions: The session manager.
         http: Served over HTTP (the MCP host's roots are paths on another machine then,
             and are not used).
+        grants: Secrets granted to sessions (per-command environment, redaction).
+        history: The call history writer (None when the history cannot be opened).
     """
 
     settings: Settings
     sessions: SessionManager
     http: bool = False
     roots_stale: bool = field(default=True)
+    grants: Grants = field(default_factory=Grants)
+    history: HistoryWriter | None = None
 
     def owner(self, ctx: Context) -> str:
         """The principal a request acts for: the HTTP bearer token's principal, else the
@@ -85,6 +92,18 @@ def app_of(ctx: Context) -> App:
     return app
 
 
+def _open_history(settings: Settings) -> HistoryWriter | None:
+    """The history writer; a history that cannot be opened is logged, not fatal."""
+    path = settings.history_path or default_path()
+    try:
+        store = HistoryStore(path)
+    except (OSError, sqlite3.Error) as exc:
+        _log.error("history disabled: cannot open its database", path=str(path), error=str(exc))
+        return None
+    return HistoryWriter(store, settings.history_max_age_days,
+                         int(settings.history_max_mb * (1 << 20)))
+
+
 def make_lifespan(
     settings: Settings,
     backend_factory: Callable[[Settings, Instance], Backend] = make_backend,
@@ -106,12 +125,19 @@ def make_lifespan(
             _log.warning("default workspace", rule=policy.rule, note=policy.note)
         manager = SessionManager(settings, backend, policy, instance)
         manager.start_soon()
-        app = App(settings=settings, sessions=manager, http=http)
+        app = App(settings=settings, sessions=manager, http=http,
+                  history=_open_history(settings))
+        if app.history is not None:
+            app.history.start()
         if on_ready is not None:
             on_ready(app)
         try:
             yield {"app": app}
         finally:
-            await manager.shutdown()
+            try:
+                await manager.shutdown()
+            finally:
+                if app.history is not None:
+                    await app.history.close()
 
     return lifespan

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from fastmcp import FastMCP
+from fastmcp.server.middleware import Middleware
 
 from coderx_mcp import __version__
 from coderx_mcp.config import Settings
@@ -12,8 +13,7 @@ from coderx_mcp.sandbox.backends import Backend, make_backend
 from coderx_mcp.sandbox.instance import Instance
 from coderx_mcp.server.app import App, make_lifespan
 from coderx_mcp.server.auth import BearerTokens
-from coderx_mcp.server.errors import ErrorMapping
-from coderx_mcp.server.roots import HostRoots
+from coderx_mcp.server.pipeline import default_middleware
 
 INSTRUCTIONS = """\
 Coder-X runs every command and file operation inside an isolated sandbox container whose
@@ -33,6 +33,7 @@ def build_server(
     http: bool = False,
     backend_factory: Callable[[Settings, Instance], Backend] = make_backend,
     on_ready: Callable[[App], None] | None = None,
+    middleware: list[Middleware] | None = None,
 ) -> FastMCP:
     """Create the Coder-X MCP server.
 
@@ -42,6 +43,8 @@ def build_server(
             required, and each token's principal owns its own sessions.
         backend_factory: Makes the sandbox backend (tests may choose another).
         on_ready: Called with the server-wide :class:`App` when the lifespan has built it.
+        middleware: The per-call pipeline, outermost first (default:
+            :func:`~coderx_mcp.server.pipeline.default_middleware`).
 
     Returns:
         The FastMCP server; its lifespan starts and stops the sessions.
@@ -56,7 +59,7 @@ def build_server(
         lifespan=make_lifespan(settings, backend_factory, on_ready, http),
         auth=BearerTokens({p: t.get_secret_value() for p, t in settings.http_tokens.items()})
         if http and settings.http_tokens else None,
-        middleware=[ErrorMapping(), HostRoots()],
+        middleware=default_middleware() if middleware is None else middleware,
         mask_error_details=True,
         on_duplicate="error",
     )

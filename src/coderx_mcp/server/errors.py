@@ -9,14 +9,9 @@ its traceback on stderr and masked for the client.
 from __future__ import annotations
 
 import logging
-from typing import Any
 
-import mcp.types as mt
 import structlog
 from fastmcp.exceptions import ToolError
-from fastmcp.exceptions import ValidationError as FastMCPValidationError
-from fastmcp.server.middleware import CallNext, Middleware, MiddlewareContext
-from fastmcp.tools.base import ToolResult
 from pydantic import ValidationError
 
 from coderx_mcp.errors import CoderxError
@@ -56,20 +51,3 @@ def to_tool_error(exc: BaseException, tool: str) -> ToolError:
                exc_info=exc)
     return ToolError(f"internal error in {tool} ({type(exc).__name__}); the server log has "
                      "the details")
-
-
-class ErrorMapping(Middleware):
-    """Rewrites argument-validation errors; domain errors are mapped in the tool wrapper."""
-
-    async def on_call_tool(
-        self,
-        context: MiddlewareContext[mt.CallToolRequestParams],
-        call_next: CallNext[mt.CallToolRequestParams, ToolResult],
-    ) -> Any:
-        try:
-            return await call_next(context)
-        except FastMCPValidationError as exc:
-            cause = exc.__cause__
-            if isinstance(cause, ValidationError):
-                raise ToolError(describe_validation(cause), log_level=logging.INFO) from None
-            raise ToolError("invalid arguments", log_level=logging.INFO) from None

@@ -1,16 +1,18 @@
 """What every tool shares: the decorator that registers it, the session argument, results."""
 
 import functools
+import logging
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, ClassVar, Final, TypeVar
 
-import structlog
 from fastmcp import FastMCP
+from fastmcp.exceptions import ToolError
 from fastmcp.tools.base import ToolResult
 from mcp.types import ToolAnnotations
 from pydantic import BaseModel, ConfigDict, Field
 
-from coderx_mcp.server.errors import to_tool_error
+NO_SESSION_TAG = "coderx:no-session"
+"""Tag of tools the pipeline resolves no session for (``server/pipeline.py`` reads it)."""
 
 F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
 
@@ -59,25 +61,28 @@ def tool(
     destructive: bool = False,
     idempotent: bool = False,
     title: str | None = None,
+    session: bool = True,
 ) -> Callable[[F], F]:
-    """Register an async function as a tool with truthful annotations and error mapping.
+    """Register an async function as a tool with truthful annotations.
 
-    Errors raised by the function become MCP tool errors in
-    :func:`coderx_mcp.server.errors.to_tool_error`, the one translation point.
+    Args:
+        session: False when the tool runs in no session even though it may take a
+            ``session`` argument (e.g. as a filter): the pipeline then resolves none.
+
+    Errors raised by the function travel, as the cause of a quiet ``ToolError``, to the
+    pipeline (``server/pipeline.py``), which maps them once for the client.
     """
 
     def deco(fn: F) -> F:
-        name = fn.__name__
-
         @functools.wraps(fn)
         async def wrapper(*args: Any, **kwargs: Any) -> Any:
-            ctx = kwargs.get("ctx")
-            rid = ctx.request_id if ctx is not None and ctx.request_context else None
-            with structlog.contextvars.bound_contextvars(tool=name, request_id=rid):
-                try:
-                    return await fn(*args, **kwargs)
-                except Exception as exc:
-                    raise to_tool_error(exc, name) from None
+            try:
+                return await fn(*args, **kwargs)
+            except ToolError:
+                raise
+            except Exception as exc:
+                # FastMCP would log every expected error with a traceback at ERROR.
+                raise ToolError("tool failed", log_level=logging.DEBUG) from exc
 
         annotations = ToolAnnotations(
             title=title, read_only_hint=read_only,
@@ -86,7 +91,8 @@ def tool(
         )
         payload = issubclass(out, Out) and bool(out.payload)
         mcp.tool(wrapper, name=fn.__name__, annotations=annotations,
-                 output_schema=None if payload else out.model_json_schema())
+                 output_schema=None if payload else out.model_json_schema(),
+                 tags=None if session else {NO_SESSION_TAG})
         return fn
 
     return deco

@@ -7,7 +7,6 @@ its current content (the whole-file sha256 of the last read or write), or when t
 names the expected hash.
 """
 
-import base64
 import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -17,8 +16,9 @@ from fastmcp import Context, FastMCP
 from fastmcp.tools.base import ToolResult
 from pydantic import BaseModel, Field
 
+from coderx_mcp.context import app_of, session_ops
 from coderx_mcp.errors import FileAlreadyExists, FileTooLarge, PathNotFound, StaleFile
-from coderx_mcp.server.app import app_of
+from coderx_mcp.ops import SessionOps, WriteResult
 from coderx_mcp.sessions import Session
 from coderx_mcp.text import (
     Decoded,
@@ -123,19 +123,18 @@ def _check_size(max_bytes: int, **lengths: int) -> None:
                                f"{max_bytes}-byte file limit; nothing was written")
 
 
-def _note(reply: dict[str, Any]) -> str | None:
-    if reply.get("hardlink_severed"):
+def _note(reply: WriteResult) -> str | None:
+    if reply.hardlink_severed:
         return ("the file had other hard links: it was replaced by a new file, so the other "
                 "links keep the old content")
     return None
 
 
-async def _edit(ctx: Context, session: str | None, path: str, expected_hash: str | None,
+async def _edit(ctx: Context, path: str, expected_hash: str | None,
                 change: Callable[[Decoded], EditOutcome]) -> ToolResult:
     """Read, check freshness, change, and write one file under the session's path lock."""
-    app = app_of(ctx)
-    s = await app.session(ctx, session)
-    max_bytes = app.settings.max_file_bytes
+    max_bytes = app_of(ctx).settings.max_file_bytes
+    s, ops = session_ops()
     key = core.lock_key(core.check_path(path))
     async with s.path_lock(key):
         # Fast path: this session saw the file last (read or write); the write below still
@@ -148,17 +147,17 @@ async def _edit(ctx: Context, session: str | None, path: str, expected_hash: str
             with contextlib.suppress(TextError):  # judged again on fresh content below
                 outcome = change(d)
         if outcome is None:
-            r = await s.call("read", path=path, max_bytes=max_bytes, line_limit=1)
-            rel, current = r["path"], r["sha256"]
-            if not r["whole"]:
-                raise FileTooLarge(f"{rel} is {r['size']} bytes, above the {max_bytes}-byte "
+            r = await ops.read(path, max_bytes=max_bytes)
+            rel, current = r.path, r.sha256
+            if not r.whole:
+                raise FileTooLarge(f"{rel} is {r.size} bytes, above the {max_bytes}-byte "
                                    "limit for edits; change it with a shell command (sed, python)")
             known = core.expected(expected_hash, current) or s.known_hashes.get(rel)
             if known is None:
                 raise core.not_read_error(rel)
             if known != current:
                 raise StaleFile(core.stale_message(rel, known, current), current=current)
-            d = core.decode_whole(rel, core.payload(r))
+            d = core.decode_whole(rel, r.payload())
             core.edit_check(rel, d)
             outcome = change(d)
         data = encode(outcome.new_text, d)
@@ -166,31 +165,31 @@ async def _edit(ctx: Context, session: str | None, path: str, expected_hash: str
             raise FileTooLarge(f"the edit would make {rel} {len(data)} bytes, above the "
                                f"{max_bytes}-byte limit; nothing was written")
         try:
-            w = await _write(s, rel, path, data, expect_sha256=current)
+            w = await _write(s, ops, rel, path, data, expect_sha256=current)
         finally:
             s.texts.drop(key)
-        s.texts.put(key, _Seen(w["path"], w["sha256"], core.decode_whole(rel, data)), len(data))
+        s.texts.put(key, _Seen(w.path, w.sha256, core.decode_whole(rel, data)), len(data))
     n = outcome.replacements
-    out = EditOut(session=s.id, path=rel, sha256=w["sha256"], size=w["size"], replacements=n,
+    out = EditOut(session=s.id, path=rel, sha256=w.sha256, size=w.size, replacements=n,
                   first_line=outcome.first_line, snippet=outcome.snippet, note=_note(w))
     text = (f"edited {rel}: {n} replacement{'s' if n != 1 else ''}, first change at line "
-            f"{outcome.first_line} (sha256 {core.short(w['sha256'])})"
+            f"{outcome.first_line} (sha256 {core.short(w.sha256)})"
             + (f"\nnote: {out.note}" if out.note else "") + f"\n{outcome.snippet}")
     return result(out, text)
 
 
-async def _write(s: Session, rel: str, path: str, data: bytes, **expect: Any) -> dict[str, Any]:
+async def _write(s: Session, ops: SessionOps, rel: str, path: str, data: bytes,
+                 **expect: Any) -> WriteResult:
     """Write through the runner and remember the hash it computed from disk."""
     try:
-        w = await s.call("write", path=path, data=base64.b64encode(data).decode("ascii"),
-                         **expect)
+        w = await ops.write(path, data, **expect)
     except StaleFile as exc:
         raise StaleFile(core.stale_message(rel, expect["expect_sha256"], exc.current),
                         current=exc.current) from None
     except FileAlreadyExists:
         raise FileAlreadyExists(f"{rel} was created by someone else meanwhile; read it with "
                                 "read_file before overwriting it") from None
-    s.known_hashes[w["path"]] = w["sha256"]
+    s.known_hashes[w.path] = w.sha256
     return w
 
 
@@ -216,13 +215,12 @@ def register(mcp: FastMCP) -> None:
         (use list_dir for directories). Never copy the line-number prefixes into edits.
         """
         core.check_path(path)
-        app = app_of(ctx)
-        s = await app.session(ctx, session)
-        max_bytes = app.settings.max_file_bytes
-        r = await s.call("read", path=path, max_bytes=max_bytes, line_offset=offset,
-                         line_limit=limit)
-        cap = app.settings.read_max_chars
-        v = (core.view_whole(r, offset, limit, cap) if r["whole"]
+        settings = app_of(ctx).settings
+        max_bytes = settings.max_file_bytes
+        s, ops = session_ops()
+        r = await ops.read(path, max_bytes=max_bytes, line_offset=offset, line_limit=limit)
+        cap = settings.read_max_chars
+        v = (core.view_whole(r, offset, limit, cap) if r.whole
              else core.view_window(r, offset, limit, max_bytes, cap))
         s.known_hashes[v.path] = v.sha256
         if v.decoded is not None and v.decoded.editable:
@@ -259,34 +257,33 @@ def register(mcp: FastMCP) -> None:
             raise ReadArtifactError(
                 "content looks like read_file output (line-number prefixes such as '     1\\t' "
                 "or a line-truncation marker); write the file's real text without them")
-        s = await app.session(ctx, session)
+        s, ops = session_ops()
         async with s.path_lock(core.lock_key(path)):
             expect: dict[str, Any]
             try:
-                r = await s.call("read", path=path, max_bytes=max_bytes, line_limit=1)
+                r = await ops.read(path, max_bytes=max_bytes)
             except PathNotFound:
                 r = None
             if r is None:
                 data = encode(content, core.like_for_write(None))
                 rel, expect = core.lock_key(path), {"expect_absent": True}
             else:
-                rel = r["path"]
-                known = core.expected(expected_hash, r["sha256"]) or s.known_hashes.get(rel)
+                rel = r.path
+                known = core.expected(expected_hash, r.sha256) or s.known_hashes.get(rel)
                 if known is None:
                     raise core.not_read_error(rel)
-                if known != r["sha256"]:
-                    raise StaleFile(core.stale_message(rel, known, r["sha256"]),
-                                    current=r["sha256"])
-                head = core.payload(r) if r["whole"] else base64.b64decode(r["head"])
+                if known != r.sha256:
+                    raise StaleFile(core.stale_message(rel, known, r.sha256), current=r.sha256)
+                head = r.payload() if r.whole else core.b64(r.head)
                 data = encode(core.content_for_write(content, head), core.like_for_write(head))
                 expect = {"expect_sha256": known}
             if len(data) > max_bytes:
                 raise FileTooLarge(f"content is {len(data)} bytes encoded, above this server's "
                                    f"{max_bytes}-byte file limit; nothing was written")
             s.texts.drop(core.lock_key(path))
-            w = await _write(s, rel, path, data, **expect)
-        out = WriteOut(session=s.id, path=w["path"], sha256=w["sha256"], size=w["size"],
-                       created=w["created"], note=_note(w))
+            w = await _write(s, ops, rel, path, data, **expect)
+        out = WriteOut(session=s.id, path=w.path, sha256=w.sha256, size=w.size,
+                       created=w.created, note=_note(w))
         verb = "created" if out.created else "overwrote"
         return result(out, f"{verb} {out.path} ({out.size} bytes, sha256 "
                            f"{core.short(out.sha256)})" + (f"\nnote: {out.note}" if out.note
@@ -319,7 +316,7 @@ def register(mcp: FastMCP) -> None:
         if looks_like_read_artifact(new_string):
             raise ReadArtifactError("new_string contains read_file line-number prefixes or a "
                                     "truncation marker; pass the real text without them")
-        return await _edit(ctx, session, path, expected_hash, lambda d: apply_edit(
+        return await _edit(ctx, path, expected_hash, lambda d: apply_edit(
             d.text, old_string, new_string, replace_all, d.newline))
 
     @tool(mcp, out=EditOut, read_only=False, destructive=True, title="Apply several edits")
@@ -344,7 +341,7 @@ def register(mcp: FastMCP) -> None:
             if looks_like_read_artifact(e.new_string):
                 raise ReadArtifactError(f"edit {i}: new_string contains read_file line-number "
                                         "prefixes or a truncation marker; pass the real text")
-        return await _edit(ctx, session, path, expected_hash,
+        return await _edit(ctx, path, expected_hash,
                            lambda d: apply_edits(d.text, edits, d.newline))
 
     @tool(mcp, out=ListOut, read_only=True, idempotent=True, title="List a directory")
@@ -366,13 +363,13 @@ def register(mcp: FastMCP) -> None:
         files ignored by git. Stops at `max_entries` and says so.
         """
         core.check_path(path)
-        s = await app_of(ctx).session(ctx, session)
+        s, ops = session_ops()
         fetch = max_entries if include_ignored else min(4 * max_entries, 8000)
-        r = await s.call("list", path=path, depth=depth, max_entries=fetch)
+        r = await ops.call("list", path=path, depth=depth, max_entries=fetch)
         entries: list[dict[str, Any]] = r["entries"]
         truncated, hidden = bool(r["truncated"]), 0
         if not include_ignored and entries:
-            ignored = await _git_ignored(s, entries)
+            ignored = await _git_ignored(ops, entries)
             kept = core.drop_ignored(entries, ignored)
             hidden, entries = len(entries) - len(kept), kept
         if len(entries) > max_entries:
@@ -382,15 +379,14 @@ def register(mcp: FastMCP) -> None:
         return result(out, core.tree_text(r["path"], entries, truncated, max_entries, hidden))
 
 
-async def _git_ignored(s: Session, entries: list[dict[str, Any]]) -> set[str]:
+async def _git_ignored(ops: SessionOps, entries: list[dict[str, Any]]) -> set[str]:
     """Entry paths git ignores; empty when the workspace is not a git repository."""
     ignored: set[str] = set()
     for batch in core.check_ignore_batches(entries):
         argv = ["git", "-c", "safe.directory=*", "-c", "core.quotePath=false", "check-ignore",
                 "--", *batch]
-        r = await s.call("exec", command="git check-ignore", argv=argv, timeout=30,
-                         cap=1 << 20)
-        if r.get("exit_code") not in (0, 1):  # 128: not a repository (or git failed)
+        r = await ops.exec("git check-ignore", argv=argv, timeout=30, cap=1 << 20)
+        if r.exit_code not in (0, 1):  # 128: not a repository (or git failed)
             return set()
-        ignored |= core.parse_check_ignore(r["stdout"]["text"])
+        ignored |= core.parse_check_ignore(r.stdout.text)
     return ignored

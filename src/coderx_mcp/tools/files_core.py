@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from coderx_mcp.errors import ToolInputError
+from coderx_mcp.ops import ReadResult
 from coderx_mcp.text import (
     SNIFF_BYTES,
     BinaryFileError,
@@ -126,23 +127,22 @@ class ReadView:
     decoded: Decoded | None = None  # the whole file, when it was read whole
 
 
-def payload(reply: dict[str, Any]) -> bytes:
-    """The file bytes of a runner ``read`` reply (UTF-8 text, or base64 ``data``)."""
-    text = reply.get("text")
-    return text.encode("utf-8") if text is not None else base64.b64decode(reply["data"])
+def b64(text: str | None) -> bytes:
+    """Bytes of a base64 field of a runner reply (empty when absent)."""
+    return base64.b64decode(text or "")
 
 
-def view_whole(reply: dict[str, Any], offset: int, limit: int, max_chars: int) -> ReadView:
+def view_whole(reply: ReadResult, offset: int, limit: int, max_chars: int) -> ReadView:
     """Render a window of a file the runner sent whole, at most ``max_chars`` characters.
 
     Raises:
         BinaryFileError: The file is binary.
         TextError: ``offset`` is past the last line.
     """
-    path, data = reply["path"], payload(reply)
+    path, data = reply.path, reply.payload()
     d = decode_whole(path, data)
     r = render_numbered(d.text, 1 if not d.text else offset, limit, MAX_LINE_CHARS, max_chars)
-    return ReadView(path, reply["sha256"], reply["size"], r.total_lines, r.first_line,
+    return ReadView(path, reply.sha256, reply.size, r.total_lines, r.first_line,
                     r.last_line, r.truncated, r.next_offset, d.encoding, d.bom, d.newline,
                     d.mixed_newlines, r.content, r.cut_lines, True, d)
 
@@ -168,7 +168,7 @@ def _renumber(content: str, shift: int) -> str:
                      (line.partition("\t") for line in content.split("\n")))
 
 
-def view_window(reply: dict[str, Any], offset: int, limit: int, max_bytes: int,
+def view_window(reply: ReadResult, offset: int, limit: int, max_bytes: int,
                 max_chars: int) -> ReadView:
     """Render the line window the runner sent for a file above ``max_bytes``.
 
@@ -177,8 +177,8 @@ def view_window(reply: dict[str, Any], offset: int, limit: int, max_bytes: int,
         UnsupportedEncodingError: A UTF-16/32 file too big to page by lines.
         TextError: ``offset`` is past the last line.
     """
-    path, size, total = reply["path"], reply["size"], reply["total_lines"]
-    head, window = base64.b64decode(reply["head"]), base64.b64decode(reply["data"])
+    path, size, total = reply.path, reply.size, reply.total_lines or 0
+    head, window = b64(reply.head), b64(reply.data)
     if head.startswith(_UTF16_BOMS):
         raise UnsupportedEncodingError(
             f"{path} is UTF-16/32 encoded and {size} bytes, above the {max_bytes}-byte limit "
@@ -197,7 +197,7 @@ def view_window(reply: dict[str, Any], offset: int, limit: int, max_bytes: int,
     content = "" if r is None else _renumber(r.content, offset - 1)
     last = offset - 1 + (r.last_line if r else 0)
     more = last < total
-    return ReadView(path, reply["sha256"], size, total, offset, last, more,
+    return ReadView(path, reply.sha256, size, total, offset, last, more,
                     last + 1 if more else None,
                     "utf-8-sig" if bom and encoding == "utf-8" else encoding, bom, newline, mixed,
                     content, r.cut_lines if r else 0, False)

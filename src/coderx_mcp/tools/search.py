@@ -15,9 +15,9 @@ from fastmcp import Context, FastMCP
 from fastmcp.tools.base import ToolResult
 from pydantic import BaseModel, Field
 
+from coderx_mcp.context import session_ops
 from coderx_mcp.errors import NotRegularFile, PathNotFound, ToolInputError
-from coderx_mcp.server.app import app_of
-from coderx_mcp.sessions import Session
+from coderx_mcp.ops import SessionOps
 from coderx_mcp.tools import search_core as core
 from coderx_mcp.tools.common import Out, SessionArg, result, tool
 
@@ -77,13 +77,13 @@ class GlobOut(Out):
     next_offset: int | None
 
 
-async def _target(s: Session, path: str, need_dir: bool) -> core.Target:
+async def _target(ops: SessionOps, path: str, need_dir: bool) -> core.Target:
     """Resolve ``path`` in the runner (confined to the workspace) into a search target."""
     if path in _ROOTS:
         return core.Target()
     if "\0" in path:
         raise ToolInputError("path must not contain NUL bytes")
-    st = await s.call("stat", path=path)
+    st = await ops.call("stat", path=path)
     if not st.get("exists"):
         raise PathNotFound(f"{path!r} does not exist in the workspace")
     kind = st.get("type")
@@ -93,23 +93,23 @@ async def _target(s: Session, path: str, need_dir: bool) -> core.Target:
     return core.target_for(str(st["path"]), str(kind))
 
 
-async def _run(s: Session, argv: list[str], target: core.Target,
+async def _run(ops: SessionOps, argv: list[str], target: core.Target,
                term: str) -> tuple[core.Output, list[str], str | None]:
     """Run ripgrep once; returns (output, warnings, why it was stopped early)."""
-    r = await s.call("exec", command=shlex.join(argv)[:300], argv=argv, cwd=target.cwd,
-                     timeout=_TIMEOUT_S, cap=_CAP, stdout_limit=_STDOUT_LIMIT)
-    stderr = str((r.get("stderr") or {}).get("text", ""))
+    r = await ops.exec(shlex.join(argv)[:300], argv=argv, cwd=target.cwd,
+                       timeout=_TIMEOUT_S, cap=_CAP, stdout_limit=_STDOUT_LIMIT)
+    stderr = r.stderr.text
     stopped = None
-    if r.get("timed_out"):
+    if r.timed_out:
         stopped = f"the search was stopped after {_TIMEOUT_S} s"
-    elif r.get("stopped_at_limit"):
+    elif r.stopped_at_limit:
         stopped = "the search was stopped after 1 MiB of results"
-    elif r.get("exit_code") is None:
-        raise ToolInputError(f"ripgrep ended with {r.get('signal')}: {stderr.strip()[:500]}")
-    error, warnings = core.split_stderr(stderr, r.get("exit_code"))
+    elif r.exit_code is None:
+        raise ToolInputError(f"ripgrep ended with {r.signal}: {stderr.strip()[:500]}")
+    error, warnings = core.split_stderr(stderr, r.exit_code)
     if error is not None:
         raise ToolInputError(error)
-    return core.Output.of(r.get("stdout") or {}, stopped is not None, term), warnings, stopped
+    return core.Output.of(r.stdout.model_dump(), stopped is not None, term), warnings, stopped
 
 
 def _footer(what: str, page: core.Page[Any], offset: int, stopped: str | None,
@@ -182,15 +182,15 @@ def register(mcp: FastMCP) -> None:
             if value is not None and "\0" in value:
                 raise ToolInputError(f"{name} must not contain NUL bytes (write \\x00 in a "
                                      "pattern to match one)")
-        s = await app_of(ctx).session(ctx, session)
-        target = await _target(s, path, need_dir=False)
+        s, ops = session_ops()
+        target = await _target(ops, path, need_dir=False)
         argv = core.grep_argv(
             pattern, output_mode, target, glob=glob, type_=type, ignore_case=ignore_case,
             before=context if before is None else before,
             after=context if after is None else after,
             multiline=multiline, include_ignored=include_ignored)
         term = "\0" if output_mode == "files_with_matches" else "\n"
-        out, warnings, stopped = await _run(s, argv, target, term)
+        out, warnings, stopped = await _run(ops, argv, target, term)
         limit = head_limit or core.DEFAULT_LIMITS[output_mode]
         model = GrepOut(session=s.id, mode=output_mode, files=[], lines=[], counts=[],
                         total=None, total_matching_lines=None, truncated=False,
@@ -243,10 +243,10 @@ def register(mcp: FastMCP) -> None:
             pattern = core.normalize_glob(pattern, path in _ROOTS)
         except ValueError as exc:
             raise ToolInputError(str(exc)) from None
-        s = await app_of(ctx).session(ctx, session)
-        target = await _target(s, path, need_dir=True)
+        s, ops = session_ops()
+        target = await _target(ops, path, need_dir=True)
         argv = core.glob_argv(pattern, target, include_ignored=include_ignored)
-        out, warnings, stopped = await _run(s, argv, target, "\0")
+        out, warnings, stopped = await _run(ops, argv, target, "\0")
         page = core.parse_files(out, target, offset, head_limit)
         footer, nxt = _footer("files", page, offset, stopped, "the pattern or path")
         model = GlobOut(session=s.id, files=page.items, total=page.total,

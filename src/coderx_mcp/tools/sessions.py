@@ -6,8 +6,8 @@ from fastmcp import Context, FastMCP
 from fastmcp.tools.base import ToolResult
 from pydantic import Field
 
+from coderx_mcp.context import app_of, session_ops
 from coderx_mcp.errors import GitError, ToolInputError
-from coderx_mcp.server.app import app_of
 from coderx_mcp.sessions import SessionInfo
 from coderx_mcp.tools.common import Out, SessionArg, result, tool
 from coderx_mcp.workspace import worktree as wtree
@@ -131,7 +131,7 @@ def register(mcp: FastMCP) -> None:
     @tool(mcp, out=SessionOut, read_only=True, idempotent=True, title="Describe a session")
     async def session_info(ctx: Context, session: SessionArg = None) -> ToolResult:
         """Show a session's workspace, network, limits and state."""
-        s = await app_of(ctx).session(ctx, session)
+        s, _ = session_ops()
         info = s.info()
         return result(SessionOut(session=s.id, info=info), _render(info))
 
@@ -146,8 +146,9 @@ def register(mcp: FastMCP) -> None:
         workspaces are deleted, a worktree directory is removed (its branch kept unless
         keep=false); a bound host directory is left as it is."""
         app = app_of(ctx)
-        s = await app.session(ctx, session)
+        s, _ = session_ops()
         done = await app.sessions.close(s.id, app.owner(ctx), keep)
+        app.grants.drop(s.id)
         text = "\n".join([f"closed session {s.id}", *done])
         return result(SessionCloseOut(session=s.id, closed=True, workspace=done), text)
 
@@ -160,7 +161,7 @@ def register(mcp: FastMCP) -> None:
         """Show the session's changes since it started: changed files, a stat line and the
         unified diff (paged: pass `next_offset` as `offset` for more)."""
         app = app_of(ctx)
-        s = await app.session(ctx, session)
+        s, _ = session_ops()
         await s.baseline()
         d = await s.shadow.diff()
         lines = d.patch.splitlines(keepends=True)
@@ -191,7 +192,7 @@ def register(mcp: FastMCP) -> None:
         """Commit every change of a worktree session on its branch coderx/<session>
         (git runs on the host with hooks disabled). Only for mode 'worktree' sessions."""
         app = app_of(ctx)
-        s = await app.session(ctx, session)
+        s, _ = session_ops()
         wt = s.workspace.worktree
         if wt is None:
             raise GitError(f"session_commit needs a worktree session; session {s.id} is in "

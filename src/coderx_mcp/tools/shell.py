@@ -5,10 +5,7 @@ capped head and tail, and ``read_output`` pages through the rest without the ser
 ever holding it whole.
 """
 
-import asyncio
-import contextlib
 import secrets
-import time
 from typing import Annotated, Any, Literal
 
 import structlog
@@ -16,16 +13,16 @@ from fastmcp import Context, FastMCP
 from fastmcp.tools.base import ToolResult
 from pydantic import BaseModel, Field
 
-from coderx_mcp.errors import CoderxError, ToolInputError, UnknownProcess
-from coderx_mcp.server.app import app_of
-from coderx_mcp.sessions import Session
+from coderx_mcp.context import app_of, current, session_ops
+from coderx_mcp.errors import ToolInputError, UnknownProcess
+from coderx_mcp.ops import OutputPage, SessionOps
 from coderx_mcp.tools import shell_core as core
 from coderx_mcp.tools.common import Out, SessionArg, result, tool
+from coderx_mcp.tools.progress import following
 
 _log = structlog.get_logger("coderx.shell")
 
 MAX_TIMEOUT_S = 600
-PROGRESS_EVERY_S = 1.0
 
 OutputId = Annotated[str, Field(
     description="The output_id of an earlier run_command or process_start of this session.",
@@ -130,40 +127,45 @@ class ProcListOut(Out):
     processes: list[ProcInfo]
 
 
-async def _call(s: Session, op: str, **args: Any) -> dict[str, Any]:
+def _unknown(exc: UnknownProcess, ops: SessionOps) -> UnknownProcess:
+    """An unknown-id error that says where the valid ids are."""
+    return UnknownProcess(f"{exc} in session {ops.session.id}; process_list shows this "
+                          "session's processes (include_commands=true adds run_command outputs)")
+
+
+async def _call(ops: SessionOps, op: str, **args: Any) -> dict[str, Any]:
     """A runner call whose unknown-id error says where the valid ids are."""
     try:
-        return await s.call(op, **args)
+        return await ops.call(op, **args)
     except UnknownProcess as exc:
-        raise UnknownProcess(f"{exc} in session {s.id}; process_list shows this session's "
-                             "processes (include_commands=true adds run_command outputs)") from None
+        raise _unknown(exc, ops) from None
 
 
-def _wants_progress(ctx: Context) -> bool:
-    """Whether the client asked for progress (sent a progress token) with this call."""
-    rc = ctx.request_context
-    return bool(rc is not None and rc.meta and rc.meta.get("progressToken") is not None)
+async def _output(ops: SessionOps, output_id: str, **window: Any) -> OutputPage:
+    """A page of output whose unknown-id error says where the valid ids are."""
+    try:
+        return await ops.output(output_id, **window)
+    except UnknownProcess as exc:
+        raise _unknown(exc, ops) from None
 
 
-async def _progress(ctx: Context, s: Session, oid: str, total: float) -> None:
-    """Every second, tell the client how long the command ran and its last output lines.
-
-    Best effort: a failed look-up or notification skips one beat, never the command.
-    """
-    start = time.monotonic()
-    while True:
-        await asyncio.sleep(PROGRESS_EVERY_S)
-        elapsed = round(time.monotonic() - start, 1)
-        try:
-            r = await s.call("output", output_id=oid, stream="all", tail=4096, lines=3)
-        except CoderxError as exc:  # not started yet, or the sandbox is gone: the exec says
-            _log.debug("progress look-up failed", error=str(exc))
-            continue
-        msg = core.last_lines(r["text"]) or f"running for {elapsed:g} s, no output yet"
-        try:
-            await ctx.report_progress(progress=elapsed, total=total, message=msg)
-        except Exception as exc:  # a lost notification must not fail the command
-            _log.warning("progress notification failed", error=repr(exc))
+async def _unsplit(ops: SessionOps, page: OutputPage) -> OutputPage:
+    """With keys granted, redact a page together with its neighbours in the stream, so a
+    granted value the page's edges cut is masked however small the page (one more read on
+    each side, only while something is granted)."""
+    redactor = current().app.grants.redactor()
+    if redactor is None:
+        return page
+    n = redactor.longest
+    before = after = ""
+    if page.offset > 0:
+        start = max(0, page.offset - n)
+        before = (await ops.output(page.output_id, stream=page.stream, offset=start,
+                                   limit=page.offset - start)).text
+    if page.next_offset < page.total_bytes:
+        after = (await ops.output(page.output_id, stream=page.stream, offset=page.next_offset,
+                                  limit=n)).text
+    return page.model_copy(update={"text": redactor.redact_between(before, page.text, after)})
 
 
 def register(mcp: FastMCP) -> None:
@@ -201,39 +203,28 @@ def register(mcp: FastMCP) -> None:
           Use process_start for servers and interactive programs.
         - `cwd` applies to this call only; `cd` in the command persists.
         """
-        app = app_of(ctx)
-        s = await app.session(ctx, session)
-        st = app.settings
+        st = app_of(ctx).settings
+        s, ops = session_ops()
         limit = timeout or st.command_timeout_s
         back = return_after or st.return_after_s
         oid = secrets.token_hex(4)
-        args: dict[str, Any] = {"command": command, "timeout": limit, "cap": st.output_cap,
-                                "return_after": back, "output_id": oid}
-        if cwd:
-            args["cwd"] = cwd
-        ticker = (asyncio.create_task(_progress(ctx, s, oid, min(limit, back)))
-                  if _wants_progress(ctx) else None)
-        try:
-            r = await s.call("exec", **args)
-        finally:
-            if ticker is not None:
-                ticker.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await ticker
-        out, err = r["stdout"], r["stderr"]
-        next_offset = out["total_bytes"] + err["total_bytes"]
-        if r.get("running") or r.get("left_running"):  # process_output goes on from here
-            s.output_cursors[r["output_id"]] = next_offset
+        async with following(ctx, ops, oid, min(limit, back)):
+            r = await ops.exec(command, timeout=limit, cap=st.output_cap, cwd=cwd or None,
+                               return_after=back, output_id=oid)
+        out, err = r.stdout, r.stderr
+        next_offset = out.total_bytes + err.total_bytes
+        if r.running or r.left_running:  # process_output goes on from here
+            s.output_cursors[r.output_id] = next_offset
         model = RunOut(
-            session=s.id, output_id=r["output_id"], exit_code=r["exit_code"],
-            signal=r["signal"], timed_out=r["timed_out"], oom_killed=r["oom_killed"],
-            backgrounded=r["running"], left_running=r.get("left_running") or [],
-            stdout=out["text"], stderr=err["text"],
-            stdout_bytes=out["total_bytes"], stderr_bytes=err["total_bytes"],
-            truncated=bool(out["omitted_bytes"] or err["omitted_bytes"]),
-            duration_ms=r["duration_ms"], cwd=r["cwd"], next_offset=next_offset)
-        text = core.render_run(command, r, limit, next_offset)
-        return result(model, text + core.no_network_note(r, s.sandbox.spec.network))
+            session=s.id, output_id=r.output_id, exit_code=r.exit_code,
+            signal=r.signal, timed_out=r.timed_out, oom_killed=r.oom_killed,
+            backgrounded=r.running, left_running=r.left_running, stdout=out.text,
+            stderr=err.text, stdout_bytes=out.total_bytes, stderr_bytes=err.total_bytes,
+            truncated=bool(out.omitted_bytes or err.omitted_bytes),
+            duration_ms=r.duration_ms, cwd=r.cwd, next_offset=next_offset)
+        reply = r.model_dump()
+        text = core.render_run(command, reply, limit, next_offset)
+        return result(model, text + core.no_network_note(reply, s.sandbox.spec.network))
 
     @tool(mcp, out=PageOut, read_only=True, idempotent=True, title="Read command output")
     async def read_output(
@@ -267,36 +258,35 @@ def register(mcp: FastMCP) -> None:
         """
         if sum(x is not None for x in (head, tail, grep)) > 1:
             raise ToolInputError("use at most one of head, tail and grep")
-        app = app_of(ctx)
-        limit = limit or app.settings.output_cap  # one page size with run_command
-        s = await app.session(ctx, session)
+        limit = limit or app_of(ctx).settings.output_cap  # one page size with run_command
+        s, ops = session_ops()
         if grep is not None:
-            g = await _call(s, "grep_output", output_id=output_id, pattern=grep, stream=stream,
+            g = await _call(ops, "grep_output", output_id=output_id, pattern=grep, stream=stream,
                             max_matches=200)
             text = core.render_matches(output_id, g["matches"], g["total_matches"],
                                        g["truncated"])
-            r = await _call(s, "output", output_id=output_id, stream=stream, limit=0)
+            p = await _output(ops, output_id, stream=stream, limit=0)
             model = PageOut(session=s.id, output_id=output_id, stream=stream, text=text,
-                            offset=0, next_offset=r["total_bytes"],
-                            total_bytes=r["total_bytes"], eof=True, running=r["running"],
-                            exit_code=r["exit_code"], matches=g["matches"],
+                            offset=0, next_offset=p.total_bytes,
+                            total_bytes=p.total_bytes, eof=True, running=p.running,
+                            exit_code=p.exit_code, matches=g["matches"],
                             total_matches=g["total_matches"])
             return result(model, text)
-        args: dict[str, Any] = {"output_id": output_id, "stream": stream}
+        args: dict[str, Any] = {"stream": stream}
         if tail is not None:
             args.update(tail=limit, lines=tail)
         else:
             args.update(offset=byte_offset, limit=limit)
             if head is not None:
                 args["lines"] = head
-        r = await _call(s, "output", **args)
-        eof = r["next_offset"] >= r["total_bytes"] or (tail is None and head is None
-                                                       and r["next_offset"] == r["offset"])
-        model = PageOut(session=s.id, output_id=output_id, stream=stream, text=r["text"],
-                        offset=r["offset"], next_offset=r["next_offset"],
-                        total_bytes=r["total_bytes"], eof=eof, running=r["running"],
-                        exit_code=r["exit_code"])
-        return result(model, core.render_page(r, eof))
+        r = await _unsplit(ops, await _output(ops, output_id, **args))
+        eof = r.next_offset >= r.total_bytes or (tail is None and head is None
+                                                 and r.next_offset == r.offset)
+        model = PageOut(session=s.id, output_id=output_id, stream=stream, text=r.text,
+                        offset=r.offset, next_offset=r.next_offset,
+                        total_bytes=r.total_bytes, eof=eof, running=r.running,
+                        exit_code=r.exit_code)
+        return result(model, core.render_page(r.model_dump(), eof))
 
     @tool(mcp, out=ProcStartOut, read_only=False, destructive=True,
           title="Start a background process")
@@ -319,16 +309,11 @@ def register(mcp: FastMCP) -> None:
         with process_output, stop it with process_kill. It starts from the session's current
         directory and exports, but its own `cd`/`export` do not persist.
         """
-        s = await app_of(ctx).session(ctx, session)
-        args: dict[str, Any] = {"command": command}
-        if cwd:
-            args["cwd"] = cwd
-        if timeout:
-            args["timeout"] = timeout
-        r = await _call(s, "spawn", **args)
-        oid = r["output_id"]
-        return result(ProcStartOut(session=s.id, output_id=oid, pid=r["pid"]),
-                      f"started {oid} (pid {r['pid']}): $ {core.one_line(command)}\n"
+        s, ops = session_ops()
+        r = await ops.spawn(command, cwd=cwd, timeout=timeout)
+        oid = r.output_id
+        return result(ProcStartOut(session=s.id, output_id=oid, pid=r.pid),
+                      f"started {oid} (pid {r.pid}): $ {core.one_line(command)}\n"
                       f'read its output with process_output("{oid}", wait=5)')
 
     @tool(mcp, out=ProcOutputOut, read_only=True, idempotent=True,
@@ -351,18 +336,17 @@ def register(mcp: FastMCP) -> None:
         """New output of a background process since your last call for it, whether it
         still runs, and its exit code. With `wait`, waits up to that many seconds for new
         output or the exit. `since_offset` re-reads from a byte offset instead."""
-        app = app_of(ctx)
-        limit = limit or app.settings.output_cap
-        s = await app.session(ctx, session)
+        limit = limit or app_of(ctx).settings.output_cap
+        s, ops = session_ops()
         start = s.output_cursors.get(output_id, 0) if since_offset is None else since_offset
-        r = await _call(s, "output", output_id=output_id, offset=start, limit=limit,
-                        wait=wait, until_output=True)
-        s.output_cursors[output_id] = r["next_offset"]
+        r = await _unsplit(ops, await _output(ops, output_id, offset=start, limit=limit,
+                                              wait=wait, until_output=True))
+        s.output_cursors[output_id] = r.next_offset
         model = ProcOutputOut(
-            session=s.id, output_id=output_id, text=r["text"], offset=r["offset"],
-            next_offset=r["next_offset"], total_bytes=r["total_bytes"], running=r["running"],
-            exit_code=r["exit_code"], signal=r["signal"], timed_out=r["timed_out"])
-        return result(model, core.render_process_output(r))
+            session=s.id, output_id=output_id, text=r.text, offset=r.offset,
+            next_offset=r.next_offset, total_bytes=r.total_bytes, running=r.running,
+            exit_code=r.exit_code, signal=r.signal, timed_out=r.timed_out)
+        return result(model, core.render_process_output(r.model_dump()))
 
     @tool(mcp, out=ProcSendOut, read_only=False, destructive=True, title="Send input")
     async def process_send(
@@ -374,8 +358,8 @@ def register(mcp: FastMCP) -> None:
         session: SessionArg = None,
     ) -> ToolResult:
         """Write text to a background process's stdin (and optionally close it)."""
-        s = await app_of(ctx).session(ctx, session)
-        r = await _call(s, "send", output_id=output_id, text=text, eof=eof)
+        s, ops = session_ops()
+        r = await _call(ops, "send", output_id=output_id, text=text, eof=eof)
         model = ProcSendOut(session=s.id, output_id=output_id, sent_bytes=r["sent_bytes"],
                             eof=eof)
         return result(model, f"sent {r['sent_bytes']} bytes to {output_id}"
@@ -387,8 +371,8 @@ def register(mcp: FastMCP) -> None:
                            session: SessionArg = None) -> ToolResult:
         """Stop a background process and its whole process group (SIGTERM, then SIGKILL).
         Its output stays readable with read_output."""
-        s = await app_of(ctx).session(ctx, session)
-        r = await _call(s, "kill", output_id=output_id)
+        s, ops = session_ops()
+        r = await _call(ops, "kill", output_id=output_id)
         model = ProcKillOut(session=s.id, output_id=output_id, was_running=r["was_running"],
                             exit_code=r["exit_code"], signal=r["signal"])
         text = (f"stopped {output_id}" if r["was_running"]
@@ -404,8 +388,8 @@ def register(mcp: FastMCP) -> None:
         session: SessionArg = None,
     ) -> ToolResult:
         """List this session's background processes (running and ended) with their ids."""
-        s = await app_of(ctx).session(ctx, session)
-        r = await s.call("procs", all=include_commands)
+        s, ops = session_ops()
+        r = await ops.call("procs", all=include_commands)
         procs = [ProcInfo(**p) for p in r["processes"]]
         return result(ProcListOut(session=s.id, processes=procs),
                       core.render_procs(r["processes"]))

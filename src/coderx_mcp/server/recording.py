@@ -1,0 +1,71 @@
+"""History middleware: every tool call becomes one history entry (plus audit events).
+
+It sits inside :class:`~coderx_mcp.server.pipeline.CallPipeline` (so it sees the call's
+scope and the raw exception) and outside redaction (so results are already redacted);
+arguments are redacted and cut here. Only a queue append happens on the caller's path.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import mcp.types as mt
+from fastmcp.exceptions import ToolError
+from fastmcp.server.middleware import CallNext, Middleware, MiddlewareContext
+from fastmcp.tools.base import ToolResult
+
+from coderx_mcp.context import CallScope, current
+from coderx_mcp.history import Entry, cut
+
+
+def _summary(result: Any) -> tuple[str, int | None]:
+    """The first line of a result's text and its exit code, if it has one."""
+    if not isinstance(result, ToolResult):
+        return "", None
+    text = next((b.text for b in result.content if isinstance(b, mt.TextContent)), "")
+    code = (result.structured_content or {}).get("exit_code")
+    return text.strip().partition("\n")[0], code if isinstance(code, int) else None
+
+
+class History(Middleware):
+    """Records each tool call (and the audit events tools note) to the history."""
+
+    async def on_call_tool(self, context: MiddlewareContext[mt.CallToolRequestParams],
+                           call_next: CallNext[mt.CallToolRequestParams, ToolResult]) -> Any:
+        scope = current()
+        writer = scope.app.history
+        if writer is None:
+            return await call_next(context)
+        start, t0 = time.time(), time.perf_counter()
+        try:
+            result = await call_next(context)
+        except Exception as exc:
+            cause = exc.__cause__ if isinstance(exc, ToolError) and exc.__cause__ else exc
+            self._record(scope, context, start, t0, "error", type(cause).__name__,
+                         str(exc) if cause is exc else str(cause), None)
+            raise
+        summary, code = _summary(result)
+        self._record(scope, context, start, t0, "ok", None, summary, code)
+        return result
+
+    @staticmethod
+    def _record(scope: CallScope, context: MiddlewareContext[mt.CallToolRequestParams],
+                start: float, t0: float, outcome: str, error: str | None, summary: str,
+                code: int | None) -> None:
+        writer = scope.app.history
+        assert writer is not None
+        redactor = scope.app.grants.redactor()
+        args = cut(context.message.arguments or {})
+        if redactor is not None:
+            args, summary = redactor.redact_data(args), redactor.redact(summary, edges=False)
+        # Only a resolved session is the call's: a refused id stays in the arguments.
+        sid = scope.session.id if scope.session is not None else None
+        base: dict[str, Any] = {"ts": start, "principal": scope.owner, "session": sid,
+                                "tool": scope.tool}
+        writer.record(Entry(**base, args=args, outcome=outcome, error_class=error,
+                            exit_code=code, summary=summary[:300],
+                            duration_ms=round((time.perf_counter() - t0) * 1000, 3)))
+        audit = scope.notes.get("audit")
+        if audit and outcome == "ok":
+            writer.record(Entry(**base, kind="audit", outcome="ok", summary=str(audit)))
