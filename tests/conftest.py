@@ -134,6 +134,15 @@ def wait_port(port: int, timeout: float = 30) -> None:
             time.sleep(0.05)
 
 
+def child_env(**extra: str) -> dict[str, str]:
+    """Environment for a server or CLI the tests spawn: none of the caller's ``CODERX_*``
+    settings but the test history path, the pool off, the tested image."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("CODERX_") or k == "CODERX_HISTORY_PATH"}
+    env.update({"CODERX_POOL_SIZE": "0", "CODERX_IMAGE": IMAGE, **extra})
+    return env
+
+
 @contextlib.contextmanager
 def serve_http(workspace: Path, env: dict[str, str] | None = None) -> Iterator[str]:
     """``coderx-mcp serve --http`` on a free loopback port for ``workspace`` (pool off, the
@@ -143,10 +152,9 @@ def serve_http(workspace: Path, env: dict[str, str] | None = None) -> Iterator[s
     import sys
 
     port = free_port()
-    full = {k: v for k, v in os.environ.items() if not k.startswith("CODERX_")}
-    full.update({"CODERX_POOL_SIZE": "0", "CODERX_IMAGE": IMAGE, **(env or {})})
     proc = subprocess.Popen([sys.executable, "-m", "coderx_mcp", "serve", "--http", "--port",
-                             str(port), "--workspace", str(workspace)], env=full,
+                             str(port), "--workspace", str(workspace)],
+                            env=child_env(**(env or {})),
                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     try:

@@ -10,7 +10,6 @@ its HOME is a temporary directory, so the user's own Claude configuration is nev
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import threading
@@ -20,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.conftest import chown_tree, npm_install
+from tests.conftest import child_env, chown_tree, npm_install
 
 pytestmark = pytest.mark.docker
 
@@ -119,10 +118,9 @@ def model_url() -> Iterator[str]:
 
 
 def _claude(exe: Path, cwd: Path, home: Path, *args: str, model: str = "") -> str:
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("CODERX_", "ANTHROPIC_", "CLAUDE"))}
+    env = {k: v for k, v in child_env().items() if not k.startswith(("ANTHROPIC_", "CLAUDE"))}
     env.update(HOME=str(home), ANTHROPIC_BASE_URL=model, ANTHROPIC_API_KEY="sk-test-standin",
-               ENABLE_TOOL_SEARCH="false", DISABLE_TELEMETRY="1", CODERX_POOL_SIZE="0",
+               ENABLE_TOOL_SEARCH="false", DISABLE_TELEMETRY="1",
                DISABLE_AUTOUPDATER="1", CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC="1")
     r = subprocess.run([str(exe), *args], cwd=cwd, env=env, capture_output=True, text=True,
                        timeout=180, stdin=subprocess.DEVNULL)

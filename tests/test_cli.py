@@ -7,16 +7,14 @@ import sys
 from pathlib import Path
 
 import pytest
-from tests.conftest import IMAGE, chown_tree
+from tests.conftest import child_env, chown_tree
 
 CLI = [sys.executable, "-m", "coderx_mcp"]
 
 
 def run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CODERX_")}
-    env["CODERX_IMAGE"] = IMAGE
     return subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=120, cwd=cwd,
-                          env=env, stdin=subprocess.DEVNULL)
+                          env=child_env(), stdin=subprocess.DEVNULL)
 
 
 def test_tools_lists_every_tool_with_its_kind() -> None:
@@ -117,8 +115,7 @@ def test_call_types_arguments_by_the_tool_schema() -> None:
 
 @pytest.mark.docker
 def test_cr10_missing_image_names_the_build_command() -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CODERX_")}
-    env["CODERX_IMAGE"] = "coderx-no-such-image:latest"
+    env = child_env(CODERX_IMAGE="coderx-no-such-image:latest")
     r = subprocess.run([*CLI, "call", "run_command", "--arg", "command=true"], env=env,
                        capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
     assert r.returncode == 1

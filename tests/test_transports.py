@@ -16,7 +16,7 @@ import docker
 import pytest
 from fastmcp import Client
 from fastmcp.client.transports import StdioTransport
-from tests.conftest import IMAGE, free_port, wait_port
+from tests.conftest import child_env, free_port, wait_port
 
 from coderx_mcp.sandbox.instance import LABEL_PID
 
@@ -25,11 +25,7 @@ pytestmark = pytest.mark.docker
 SERVE = [sys.executable, "-m", "coderx_mcp", "serve"]
 
 
-def _env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith("CODERX_") or k == "CODERX_HISTORY_PATH"}
-    env.update({"CODERX_POOL_SIZE": "0", "CODERX_IMAGE": IMAGE, **extra})
-    return env
+_env = child_env
 
 
 def _containers_of(pid: int) -> list[Any]:
