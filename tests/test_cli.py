@@ -1,7 +1,6 @@
 """The `coderx-mcp` command line as a newcomer uses it."""
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -130,8 +129,7 @@ def test_serve_logs_to_a_file_and_exits_cleanly_at_eof(tmp_path: Path) -> None:
     init = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
         "protocolVersion": "2025-06-18", "capabilities": {},
         "clientInfo": {"name": "t", "version": "1"}}})
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CODERX_")}
-    env.update(CODERX_IMAGE=IMAGE, CODERX_POOL_SIZE="0", CODERX_LOG_LEVEL="debug")
+    env = child_env(CODERX_LOG_LEVEL="debug")
     log = tmp_path / "server.log"
     r = subprocess.run([*CLI, "serve", "--log-file", str(log)], input=init + "\n",
                        capture_output=True, text=True, timeout=60, env=env, cwd=tmp_path)
