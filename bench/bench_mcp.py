@@ -305,7 +305,8 @@ async def _call(s: Any, op: Op, i: int, check: bool = False) -> float:
 
 
 def _sc(res: Any) -> dict[str, Any]:
-    return res.structured_content or {}
+    """Structured content, or a payload tool's facts (its text is the only copy)."""
+    return res.structured_content or (getattr(res, "meta", None) or {}).get("coderx/facts", {})
 
 
 def _lines(res: Any) -> list[str]:

@@ -81,6 +81,23 @@ def test_missing_image_message_names_the_command() -> None:
     assert IMAGE in message
 
 
+def test_custom_image_hint_never_overwrites_it() -> None:
+    message = missing_image_message("my-sandbox:node")
+    assert "FROM an up-to-date coderx-sandbox:latest" in message
+    assert "rebuild my-sandbox:node with your own `docker build`" in message
+    assert "--image my-sandbox:node" not in message
+
+
+@pytest.mark.docker
+def test_image_report_has_the_tools_agents_reach_for(docker_client: docker.DockerClient) -> None:
+    lines = image.image_report(docker_client, IMAGE)
+    assert lines[0].startswith("size: ") and lines[0].endswith(" MB")
+    found = dict(line.split(": ", 1) for line in lines[1:])
+    for tool in ("python3", "pip", "git", "rg", "gcc", "make", "curl", "jq", "pytest", "ruff"):
+        assert tool in found and "missing" not in found[tool], lines
+    assert found["python3"].startswith("Python 3.")
+
+
 def test_python_version_follows_the_base() -> None:
     assert image._python_version_for("python:3.12-slim") == "3.12"
     assert image._python_version_for("docker.io/library/python:3.13") == "3.13"

@@ -27,8 +27,23 @@ from coderx_mcp.errors import CoderxError
 from coderx_mcp.logs import configure_logging
 
 app = typer.Typer(help="Coder-X MCP: container-isolated coding tools for AI agents.",
-                  no_args_is_help=True, add_completion=False)
-image_app = typer.Typer(help="Build and inspect the sandbox image.", no_args_is_help=True)
+                  no_args_is_help=True, add_completion=False,
+                  rich_markup_mode=None)  # plain click help: no <bool> on flags
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        sys.stdout.write(f"coderx-mcp {__version__}\n")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(version: Annotated[bool, typer.Option(
+        "--version", callback=_print_version, is_eager=True,
+        help="Print the version and exit.")] = False) -> None:
+    """Coder-X MCP: container-isolated coding tools for AI agents."""
+image_app = typer.Typer(help="Build and inspect the sandbox image.", no_args_is_help=True,
+                        rich_markup_mode=None)
 app.add_typer(image_app, name="image")
 app.add_typer(keys_app, name="keys")
 app.add_typer(history_app, name="history")
@@ -146,6 +161,11 @@ def serve(
     insecure_no_auth: Annotated[bool, typer.Option(
         "--insecure-no-auth", help="Allow a non-loopback HTTP bind without authentication.")]
     = False,
+    allow_network: Annotated[bool, typer.Option(
+        "--allow-network", help="Let session_open ask for network='bridge' (off by default: "
+        "network is the operator's decision).")] = False,
+    log_file: Annotated[Path | None, typer.Option(
+        help="Append logs to this file instead of stderr.")] = None,
 ) -> None:
     """Run the MCP server (stdio by default: what an MCP host launches)."""
     if log_format not in (None, "console", "json"):
@@ -153,8 +173,12 @@ def serve(
     log_json = log_json or log_format == "json"
     settings = load_settings(**_workspace_overrides(workspace), sandbox_uid=sandbox_uid,
                              backend=backend, log_json=log_json or None,
-                             allowed_hosts=allowed_host or None)
-    configure_logging(settings.log_level, settings.log_json)
+                             allowed_hosts=allowed_host or None,
+                             allow_network=allow_network or None, log_file=log_file)
+    try:
+        configure_logging(settings.log_level, settings.log_json, settings.log_file)
+    except OSError as exc:
+        raise fail(f"cannot open the log file {settings.log_file}: {exc.strerror}") from None
     if (http and not _is_loopback(host) and not settings.http_tokens
             and not settings.tokens_path.exists() and not insecure_no_auth):
         raise fail(f"refusing to serve HTTP on {host} without authentication; create "
@@ -201,16 +225,19 @@ def image_build(
 @image_app.command("status")
 def image_status_cmd(image: Annotated[str | None, typer.Option(help="Image name.")] = None
                      ) -> None:
-    """Say whether the sandbox image exists and matches this version."""
+    """Say whether the sandbox image is up to date; print its size, Python and tools."""
     import docker
 
-    from coderx_mcp.image import image_status, missing_image_message
+    from coderx_mcp.image import image_report, image_status, missing_image_message
 
     settings = load_settings(image=image)
     try:
-        status = image_status(docker.from_env(), settings.image)
+        client = docker.from_env()
+        status = image_status(client, settings.image)
+        report = image_report(client, settings.image) if status.exists else []
     except docker.errors.DockerException as exc:
         raise fail(f"cannot reach the Docker engine: {exc}") from None
+    sys.stdout.write("".join(f"  {line}\n" for line in report))
     if not status.up_to_date:
         raise fail(missing_image_message(settings.image))
     err.print(f"{settings.image} is up to date ({status.context_hash})")
@@ -242,27 +269,46 @@ def _parse_args(pairs: list[str], schema: dict[str, Any]) -> dict[str, Any]:
 
 
 @app.command()
-def tools() -> None:
-    """List the tools this server publishes."""
+def tools(
+    as_json: Annotated[bool, typer.Option(
+        "--json", help="Every tool as MCP lists it: description, input and output schema.")]
+    = False,
+) -> None:
+    """List the tools this server publishes.
+
+    One line each: name, read-only or writes, the description's first sentence.
+    """
     from coderx_mcp.server import build_server
 
     mcp = build_server(Settings(pool_size=0))
 
     async def listing() -> list[Any]:
-        return list(await mcp.list_tools())
+        return [t.to_mcp_tool() for t in await mcp.list_tools()]
 
-    for t in asyncio.run(listing()):
+    listed = asyncio.run(listing())
+    if as_json:
+        sys.stdout.write(json.dumps([t.model_dump(mode="json", by_alias=True, exclude_none=True)
+                                     for t in listed], indent=2) + "\n")
+        return
+    for t in listed:
         ann = t.annotations
         flag = "read-only" if ann and ann.read_only_hint else "writes"
-        doc = (t.description or "").strip().splitlines()[0] if t.description else ""
-        sys.stdout.write(f"{t.name:<16} {flag:<9} {doc}\n")
+        sys.stdout.write(f"{t.name:<16} {flag:<9} {_first_sentence(t.description or '')}\n")
+
+
+def _first_sentence(doc: str) -> str:
+    """The first sentence of a description, whole even when it spans lines."""
+    flat = " ".join(doc.split())
+    end = flat.find(". ")
+    return flat if end < 0 else flat[:end + 1]
 
 
 @app.command()
 def call(
-    tool: Annotated[str, typer.Argument(help="Tool name (see `coderx-mcp tools`).")],
+    tool: Annotated[str, typer.Argument(metavar="TOOL",
+                                        help="Tool name (see `coderx-mcp tools`).")],
     arg: Annotated[list[str] | None, typer.Option(
-        "--arg", "-a", help="Tool argument as key=value (repeatable).")] = None,
+        "--arg", "-a", metavar="KEY=VALUE", help="Tool argument (repeatable).")] = None,
     workspace: Annotated[Path | None, typer.Option(
         help="Host directory mounted at /workspace (default: a throwaway scratch dir).")] = None,
     sandbox_uid: Annotated[int | None, typer.Option(
@@ -281,7 +327,8 @@ def call(
     overrides = _workspace_overrides([workspace]) if workspace else {"client_roots": False,
                                                                         "use_cwd": False}
     settings = load_settings(**overrides, sandbox_uid=sandbox_uid, backend=backend, pool_size=0)
-    configure_logging("error", settings.log_json)
+    # Only what cannot be reported otherwise: a tool error is printed once, as the result.
+    configure_logging("critical", settings.log_json)
     _check_workspaces(settings)
 
     async def run() -> Any:
@@ -298,11 +345,27 @@ def call(
         raise fail(str(exc)) from None
     text = "\n".join(getattr(c, "text", "") for c in res.content)
     if res.is_error:
-        raise fail(text.strip().splitlines()[0] if text.strip() else "the tool failed")
+        # The whole message: an edit miss's diagnosis or a regex error spans several lines.
+        sys.stderr.write(f"error: {text.strip() or 'the tool failed'}\n")
+        raise typer.Exit(1)
+    data = _result_data(res.structured_content, res.meta, text)
     if as_json:
-        sys.stdout.write(json.dumps(res.structured_content, indent=2) + "\n")
+        sys.stdout.write(json.dumps(data, indent=2) + "\n")
     else:
         sys.stdout.write(text + ("\n" if not text.endswith("\n") else ""))
+    code = data.get("exit_code")
+    if isinstance(code, int) and code:  # a command's status, so `call` is scriptable
+        raise typer.Exit(code if 0 < code < 256 else 1)
+
+
+def _result_data(structured: dict[str, Any] | None, meta: dict[str, Any] | None,
+                 text: str) -> dict[str, Any]:
+    """A result as one JSON object: structured content, or a payload tool's facts and text."""
+    from coderx_mcp.tools.common import META_KEY
+
+    if structured is not None:
+        return structured
+    return {**(meta or {}).get(META_KEY, {}), "text": text}
 
 
 @app.command()

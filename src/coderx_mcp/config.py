@@ -105,8 +105,10 @@ class Settings(BaseSettings):
     """Server state (instance records)."""
     network: Network = "none"
     """Default network of a session: ``none`` (no interface but loopback) or ``bridge``."""
-    allow_network: bool = True
-    """Whether sessions may ask for ``bridge`` networking at all."""
+    allow_network: bool = False
+    """Whether a session may ask for ``bridge`` networking (session_open's ``network``).
+    Network is the operator's decision (``--allow-network``), never the model's: off by
+    default, and the ``network`` default above applies whatever this says."""
     limits: SandboxLimits = SandboxLimits()
     """Default resource limits of a session's container."""
     max_memory: str = "8g"
@@ -162,6 +164,9 @@ class Settings(BaseSettings):
     """A ``run_command`` still running after this long becomes a background process."""
     output_cap: int = Field(30000, ge=1000, le=1 << 20)
     """Bytes of each output stream shown in a reply (head and tail kept)."""
+    read_max_chars: int = Field(40_000, ge=2_000, le=1 << 22)
+    """Most characters one read_file reply shows (about 10K tokens by default); past it the
+    reply ends at a whole line and names the offset that continues."""
     max_file_bytes: int = Field(16 << 20, ge=1 << 16)
     """Largest file read whole, edited or written through the file tools."""
     http_tokens: dict[str, SecretStr] = {}
@@ -175,6 +180,8 @@ class Settings(BaseSettings):
     loopback names and the bound address are always accepted."""
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     """Log level (logs always go to stderr)."""
+    log_file: Path | None = None
+    """Append logs to this file instead of stderr (``--log-file``)."""
     log_json: bool = False
     """Emit logs as JSON lines."""
     pytest_command: list[str] = ["python3", "-m", "pytest"]

@@ -8,6 +8,7 @@
     ├── GitError                 a host-side git operation of a session failed
     ├── SessionError
     │   ├── SessionNotFound(SessionError, LookupError)
+    │   │   └── SessionExpired       closed for idleness: says when, why and what was reset
     │   └── SessionLimitReached(SessionError)
     ├── SandboxError
     │   ├── SandboxUnavailable       Docker engine or image missing, container start failed
@@ -64,6 +65,10 @@ class SessionError(CoderxError):
 
 class SessionNotFound(SessionError, LookupError):
     """No open session has that id (or it belongs to someone else)."""
+
+
+class SessionExpired(SessionNotFound):
+    """The session was closed after being idle; the message says when and what was lost."""
 
 
 class SessionLimitReached(SessionError):

@@ -156,11 +156,45 @@ def image_status(
 
 
 def missing_image_message(image: str) -> str:
-    """One-sentence instruction shown when the sandbox image is missing or stale."""
+    """One-sentence instruction shown when the sandbox image is missing or stale.
+
+    A custom image (``FROM coderx-sandbox``, chosen with CODERX_IMAGE) is never overwritten
+    by the stock one: its fix is rebuilding the stock base, then the custom image.
+    """
+    if image.split(":", 1)[0] != DEFAULT_IMAGE.split(":", 1)[0]:
+        return (
+            f"The sandbox image {image!r} is missing or out of date (a custom image: it must "
+            f"be built FROM an up-to-date {DEFAULT_IMAGE}): run `coderx-mcp image build`, "
+            f"then rebuild {image} with your own `docker build`, and retry."
+        )
     return (
         f"The sandbox image {image!r} is missing or out of date: "
-        f"run `coderx-mcp image build` (needs Docker; works offline) and retry."
+        f"run `coderx-mcp image build --image {image}` (needs Docker; works offline) and retry."
     )
+
+
+# What `image status` asks the image for: its Python and the tools agents reach for.
+_TOOL_PROBE = (
+    "for c in 'python3 --version' 'pip --version' 'git --version' 'rg --version' "
+    "'gcc --version' 'make --version' 'curl --version' 'jq --version' 'pytest --version' "
+    "'ruff --version'; do set -- $c; printf '%s: ' \"$1\"; "
+    "($c 2>&1 || echo missing) | head -n 1; done"
+)
+
+
+def image_report(client: docker.DockerClient, image: str) -> list[str]:
+    """The image's size and the versions of its Python and tools, one line each.
+
+    Runs one throwaway container (no network, removed at once).
+
+    Raises:
+        docker.errors.DockerException: The engine or the image is unavailable.
+    """
+    size = client.images.get(image).attrs.get("Size", 0)
+    out = client.containers.run(image, ["bash", "-c", _TOOL_PROBE], remove=True,
+                                network_mode="none", user="1000:1000")
+    lines = out.decode("utf-8", "replace").splitlines()
+    return [f"size: {size / 1e6:.0f} MB", *lines]
 
 
 def _python_version_for(base_image: str) -> str:

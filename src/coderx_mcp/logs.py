@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from pathlib import Path
 
 import structlog
 from structlog.typing import EventDict, WrappedLogger
@@ -21,14 +22,22 @@ def redact_secrets(_logger: WrappedLogger, _method: str, event: EventDict) -> Ev
             for k, v in event.items()}
 
 
-def configure_logging(level: str = "info", json: bool = False) -> None:
+def configure_logging(level: str = "info", json: bool = False,
+                      file: Path | None = None) -> None:
     """Send structlog and stdlib logs (FastMCP's included) to stderr, as JSON lines on request.
 
     Every event carries the context bound per call (``request_id``, ``tool``,
     ``session_id``) through ``structlog.contextvars``.
+
+    Args:
+        level: debug, info, warning or error.
+        json: One JSON object per line instead of console lines.
+        file: Append the logs to this file instead of stderr (never stdout).
     """
     import fastmcp  # noqa: F401 - its import installs a rich handler, replaced below
 
+    # Line-buffered and open for the life of the process, like stderr.
+    out = open(file, "a", buffering=1, encoding="utf-8") if file else sys.stderr  # noqa: SIM115
     lvl = getattr(logging, level.upper(), logging.INFO)
     renderer: structlog.types.Processor = (
         structlog.processors.JSONRenderer() if json
@@ -41,10 +50,10 @@ def configure_logging(level: str = "info", json: bool = False) -> None:
     structlog.configure(
         processors=[*shared, structlog.processors.format_exc_info, redact_secrets, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(lvl),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        logger_factory=structlog.PrintLoggerFactory(file=out),
         cache_logger_on_first_use=True,
     )
-    handler = logging.StreamHandler(sys.stderr)
+    handler = logging.StreamHandler(out)
     handler.setFormatter(structlog.stdlib.ProcessorFormatter(
         foreign_pre_chain=[*shared, structlog.stdlib.add_logger_name],
         processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta,

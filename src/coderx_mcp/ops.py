@@ -45,6 +45,7 @@ class ExecResult(_Reply):
     signal: str | None = None
     duration_ms: float = 0.0
     cwd: str | None = None
+    left_running: list[str] = []  # processes the command left running, now adopted
     stdout: Excerpt = Excerpt()
     stderr: Excerpt = Excerpt()
 

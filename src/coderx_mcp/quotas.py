@@ -94,8 +94,11 @@ class Quotas:
         """
         s = self.settings
         pp = self.principal(owner)
-        if network == "bridge" and not s.allow_network:
-            raise ConfigError("this server does not allow network access for sessions")
+        if network == "bridge" and network != s.network and not s.allow_network:
+            raise ConfigError(
+                "network access is the operator's decision and this server does not allow it "
+                "for sessions (start it with --allow-network, or CODERX_ALLOW_NETWORK=1, to "
+                "let session_open ask for network='bridge')")
         if network == "bridge" and pp is not None and pp.network is False:
             raise ConfigError("your token does not allow network access for sessions")
         if pp is not None:

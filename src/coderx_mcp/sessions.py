@@ -15,6 +15,7 @@ import secrets
 import time
 from collections import OrderedDict
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,7 @@ from coderx_mcp.errors import (
     CoderxError,
     SandboxGone,
     SandboxUnavailable,
+    SessionExpired,
     SessionNotFound,
     WorkspaceRefused,
 )
@@ -136,6 +138,8 @@ class Session:
         self.active = 0
         self.known_hashes: dict[str, str] = {}
         self.texts = TextCache()
+        # process_output's cursor per output id: each call returns only what is new.
+        self.output_cursors: dict[str, int] = {}
         self._path_locks: dict[str, asyncio.Lock] = {}
         self._restart_lock = asyncio.Lock()
         self._loss_reported = False
@@ -214,6 +218,7 @@ class Session:
             self._loss_reported = False
             self.known_hashes.clear()
             self.texts = TextCache()
+            self.output_cursors.clear()
             _log.info("session restarted with a fresh sandbox", session_id=self.id)
 
     def info(self) -> SessionInfo:
@@ -255,6 +260,10 @@ class SessionManager:
         self.workspaces = Workspaces(settings, instance or Instance.current())
         self._sessions: dict[str, Session] = {}
         self._defaults: dict[str, str] = {}
+        # Sessions closed for idleness, newest last and bounded: session id -> (owner,
+        # message); and owners whose default session expired, told once on their next call.
+        self._expired: OrderedDict[str, tuple[str, str]] = OrderedDict()
+        self._expired_default: dict[str, str] = {}
         self._default_locks: dict[str, asyncio.Lock] = {}
         self._opening = 0
         self._pool: WarmPool[Workspace] = WarmPool(
@@ -423,6 +432,10 @@ class SessionManager:
             SessionNotFound: No such session for this owner.
         """
         s = self._sessions.get(session_id)
+        gone = self._expired.get(session_id)
+        if s is None and gone is not None and gone[0] == owner:
+            raise SessionExpired(f"{gone[1]} Open a new one with session_open, or omit "
+                                 "`session` to use your default session.")
         if s is None or s.owner != owner:
             raise SessionNotFound(
                 f"no open session {session_id!r}; open one with session_open or omit "
@@ -437,6 +450,13 @@ class SessionManager:
         sid = self._defaults.get(owner)
         if sid is not None and sid in self._sessions:
             return self._sessions[sid]
+        expired = self._expired_default.pop(owner, None)
+        if expired is not None and expired in self._expired:
+            # Told once, plainly, instead of a fresh session that silently forgot the shell
+            # state and the files read; the next call opens the new default session.
+            raise SessionExpired(f"Your default {self._expired[expired][1]} A new default "
+                                 "session starts with your next call: repeat this call (and "
+                                 "read files again before editing them).")
         async with self._default_locks.setdefault(owner, asyncio.Lock()):
             sid = self._defaults.get(owner)
             if sid is not None and sid in self._sessions:
@@ -506,11 +526,41 @@ class SessionManager:
             await self.reap_idle_once()
 
     async def reap_idle_once(self) -> int:
-        """Close sessions idle longer than ``idle_timeout_s``; returns how many."""
-        cutoff = time.monotonic() - self.settings.idle_timeout_s
+        """Close sessions idle longer than ``idle_timeout_s`` with nothing running in them
+        (a background process or a command counts as activity); returns how many."""
+        limit = self.settings.idle_timeout_s
+        cutoff = time.monotonic() - limit
         idle = [s for s in self._sessions.values() if s.active == 0 and s.last_used < cutoff]
+        closed = 0
         for s in idle:
+            if await _busy(s):
+                continue
             _log.info("closing idle session", session_id=s.id)
+            self._remember_expired(s, limit)
             with contextlib.suppress(Exception):
                 await self._close(s)
-        return len(idle)
+            closed += 1
+        return closed
+
+    def _remember_expired(self, s: Session, limit: float) -> None:
+        when = datetime.now(UTC).strftime("%H:%M:%S UTC")
+        self._expired[s.id] = (s.owner, (
+            f"session {s.id} expired at {when}: it was idle for more than {limit:.0f} s with "
+            "nothing running, so it was closed; its shell state (cwd, exported variables), "
+            "background processes and the record of files read are gone (files in the "
+            "workspace stay)."))
+        if self._defaults.get(s.owner) == s.id:
+            self._expired_default[s.owner] = s.id
+        while len(self._expired) > 1000:
+            self._expired.popitem(last=False)
+
+
+async def _busy(s: Session) -> bool:
+    """Whether a background process still runs in ``s`` (asked without touching last_used)."""
+    if not s.sandbox.alive:
+        return False
+    try:
+        r = await s.sandbox.call("procs")
+    except Exception:  # a broken sandbox is not work worth keeping alive
+        return False
+    return any(p.get("running") for p in r.get("processes", []))

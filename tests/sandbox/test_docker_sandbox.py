@@ -114,7 +114,12 @@ async def test_ce04_background_child_does_not_hold_the_call(session: Session) ->
     r = await sh(session, f"sleep {arg} & echo started", timeout=60)
     assert time.monotonic() - t0 < 2
     assert out(r) == "started\n" and r["exit_code"] == 0 and not r["timed_out"]
-    assert await eventually_none(session, f"sleep {arg}") == []  # killed at the end of the call
+    # Adopted, not killed: named in the reply, listed as a running process, killable.
+    assert any(f"sleep {arg}" in p for p in r["left_running"]), r["left_running"]
+    procs = (await session.call("procs"))["processes"]
+    assert [p["running"] for p in procs if p["output_id"] == r["output_id"]] == [True]
+    await session.call("kill", output_id=r["output_id"])
+    assert await eventually_none(session, f"sleep {arg}") == []
 
 
 async def test_ce05_stdin_is_at_eof(session: Session) -> None:

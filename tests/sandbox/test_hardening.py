@@ -200,7 +200,8 @@ async def test_ce09_fork_bomb_contained(docker_manager: SessionManager,
 
 @pytest.mark.docker
 async def test_is03_bridge_sessions_cannot_reach_each_other(
-        docker_manager: SessionManager, docker_client: docker.DockerClient) -> None:
+        make_manager: MakeManager, docker_client: docker.DockerClient) -> None:
+    docker_manager = await make_manager("docker", allow_network=True)
     a = await docker_manager.open("tester", network="bridge")
     b = await docker_manager.open("tester", network="bridge")
     nets = {n: docker_client.api.inspect_container(s.sandbox.ident)["NetworkSettings"]["Networks"]

@@ -332,3 +332,61 @@ def test_multi_edit_span_property_random() -> None:
         assert after[:head] == before[:head]
         assert tail <= len(before) and after[len(after) - tail :] == before[len(before) - tail :]
         assert 1 <= outcome.first_line <= outcome.last_line
+
+
+# --- inserted line breaks follow the file (issue 8 regression) --------------
+
+
+def test_inserted_lf_in_single_line_edit_becomes_crlf() -> None:
+    data = b"alpha\r\nbeta\r\ngamma\r\n"
+    assert _edit_bytes(data, "beta", "BETA\nDELTA") == b"alpha\r\nBETA\r\nDELTA\r\ngamma\r\n"
+
+
+def test_inserted_lf_on_unterminated_last_line_follows_the_file() -> None:
+    assert _edit_bytes(b"a\r\nb", "b", "B\nC") == b"a\r\nB\r\nC"
+
+
+def test_replace_all_follows_each_lines_style_in_a_mixed_file() -> None:
+    data = b"k=1\r\nk=1\nk=1\r\n"
+    assert _edit_bytes(data, "k=1", "k=2\nk=3", replace_all=True) == (
+        b"k=2\r\nk=3\r\nk=2\nk=3\nk=2\r\nk=3\r\n"
+    )
+
+
+def test_exact_crlf_old_and_lf_new_differing_only_in_endings_is_a_no_op() -> None:
+    with pytest.raises(NoOpEditError, match="only in line endings"):
+        apply_edit("a\r\nb\r\n", "a\r\nb", "a\nb", newline="\r\n")
+
+
+def test_multi_edit_inserts_crlf_in_a_crlf_file() -> None:
+    decoded = decode(b"x\r\ny\r\n")
+    out = apply_edits(
+        decoded.text,
+        [EditSpec(old_string="x", new_string="x1\nx2"), EditSpec(old_string="y", new_string="\ny")],
+        newline=decoded.newline,
+    )
+    assert encode(out.new_text, decoded) == b"x1\r\nx2\r\n\r\ny\r\n"
+
+
+@pytest.mark.parametrize("seed", range(300))
+def test_edits_never_mix_line_endings_property(seed: int) -> None:
+    """Random edits on a uniform-style file keep it uniform and do what LF text says."""
+    rng = random.Random(seed)
+    style = rng.choice(["\n", "\r\n"])
+    words = ["foo", "bar", "baz", "qux", "x = 1", "  return y", ""]
+    lines = [f"{rng.choice(words)}{i}" for i in range(rng.randint(1, 8))]
+    lf = "\n".join(lines) + rng.choice(["", "\n"])
+    text = lf.replace("\n", style)
+    # old_string as the model would copy it from read_file: LF, one or more lines.
+    i = rng.randrange(len(lines))
+    j = min(len(lines), i + rng.randint(1, 3))
+    old = "\n".join(lines[i:j])
+    new = rng.choice(["NEW", "A\nB", "\nC\n", "D\n\nE", "F\r\nG"])
+    if lf.count(old) != 1:
+        old = "\n".join(lines)  # a short line can occur inside another; the whole text cannot
+    out = apply_edit(text, old, new, newline=style).new_text
+    assert out.replace("\r\n", "\n") == lf.replace(old, new.replace("\r\n", "\n"), 1)
+    if style == "\r\n":
+        assert out.count("\n") == out.count("\r\n")
+    else:
+        assert "\r" not in out

@@ -8,9 +8,11 @@ from typing import Any
 import pytest
 from fastmcp import Client, FastMCP
 from mcp.types import CallToolResult
+from tests.conftest import IMAGE
 
 from coderx_mcp.config import SandboxLimits, Settings
 from coderx_mcp.server import build_server
+from coderx_mcp.tools.common import META_KEY
 
 
 @pytest.fixture
@@ -32,6 +34,7 @@ def make_settings(tool_workspace: Path, tmp_path: Path) -> Callable[..., Setting
             "data_dir": tmp_path / "data",
             "state_dir": tmp_path / "state",
             "pool_size": 0,
+            "image": IMAGE,  # the tested image (CODERX_TEST_IMAGE), not always :latest
             "limits": SandboxLimits(memory="512m", pids=256),
             "history_path": tool_workspace.parent / "history.sqlite3",
         }
@@ -68,12 +71,49 @@ async def call(c: Client[Any], tool: str, **args: Any) -> CallToolResult:
     return await c.call_tool(tool, args, raise_on_error=False)
 
 
+def facts(r: CallToolResult) -> dict[str, Any]:
+    """What a successful result says: its structured content, or for payload tools (sent
+    once, as text) the facts in ``_meta`` plus the ``text``."""
+    if r.structured_content is not None:
+        return dict(r.structured_content)
+    assert r.meta is not None and META_KEY in r.meta, "neither structured content nor facts"
+    return {**r.meta[META_KEY], "text": r.content[0].text}  # type: ignore[union-attr]
+
+
+def body(text: str) -> str:
+    """The numbered lines of a read_file text: without its header and paging hint."""
+    lines = text.split("\n")[1:]
+    if lines and lines[-1].startswith("[") and "call read_file with offset=" in lines[-1]:
+        lines.pop()
+    return "\n".join(lines)
+
+
+def tree_paths(text: str, root: str = "") -> list[str]:
+    """The paths list_dir's indented tree shows, in order (``root``: the listed directory)."""
+    stack: list[str] = []
+    out = []
+    for line in text.split("\n")[1:]:
+        if line.startswith("["):  # the "listing stopped" note
+            continue
+        depth = (len(line) - len(line.lstrip(" "))) // 2 - 1
+        name = line.strip()
+        if name.endswith("/"):
+            name = name[:-1]
+        elif name.endswith(" -> (symlink)"):
+            name = name[: -len(" -> (symlink)")]
+        else:
+            name = name.rsplit("  ", 1)[0]  # "name  1.2 KB"
+        del stack[depth:]
+        stack.append(name)
+        out.append("/".join([root, *stack] if root else stack))
+    return out
+
+
 async def ok(c: Client[Any], tool: str, **args: Any) -> dict[str, Any]:
-    """Call a tool that must succeed; its structured result."""
+    """Call a tool that must succeed; what it says (see :func:`facts`)."""
     r = await call(c, tool, **args)
     assert not r.is_error, r.content[0].text  # type: ignore[union-attr]
-    assert r.structured_content is not None
-    return dict(r.structured_content)
+    return facts(r)
 
 
 async def err(c: Client[Any], tool: str, **args: Any) -> str:

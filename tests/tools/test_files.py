@@ -2,6 +2,7 @@
 
 import asyncio
 import hashlib
+import json
 import os
 import stat
 import subprocess
@@ -12,10 +13,11 @@ from typing import Any
 
 import pytest
 from fastmcp import Client
-from tests.tools.conftest import call, err, ok, write_host_file
+from tests.tools.conftest import body, call, err, facts, ok, tree_paths, write_host_file
 
 from coderx_mcp.config import Settings
 from coderx_mcp.server import build_server
+from coderx_mcp.tools.common import META_KEY
 
 pytestmark = pytest.mark.docker
 
@@ -46,9 +48,9 @@ async def test_read_numbers_lines_and_hashes_whole_file(client: Client[Any],
     data = b"alpha\n\tbeta\ngamma\n"
     write_host_file(tool_workspace, "src/a.py", data)
     r = await call(client, "read_file", path="src/a.py")
-    out = r.structured_content
-    assert out is not None and not r.is_error
-    assert out["content"] == "     1\talpha\n     2\t\tbeta\n     3\tgamma"
+    out = facts(r)
+    assert r.structured_content is None and not r.is_error  # the text is sent once
+    assert body(out["text"]) == "     1\talpha\n     2\t\tbeta\n     3\tgamma"
     assert (out["sha256"], out["size"], out["total_lines"]) == (sha(data), len(data), 3)
     assert (out["encoding"], out["bom"], out["newline"], out["truncated"]) == (
         "utf-8", False, "\n", False)
@@ -62,9 +64,8 @@ async def test_read_pages_with_exact_next_offset(client: Client[Any],
                                                  tool_workspace: Path) -> None:
     write_host_file(tool_workspace, "n.txt", b"".join(b"line %d\n" % i for i in range(1, 11)))
     r = await call(client, "read_file", path="n.txt", offset=4, limit=3)
-    out = r.structured_content
-    assert out is not None
-    assert out["content"] == "     4\tline 4\n     5\tline 5\n     6\tline 6"
+    out = facts(r)
+    assert body(out["text"]) == "     4\tline 4\n     5\tline 5\n     6\tline 6"
     assert (out["first_line"], out["last_line"], out["truncated"], out["next_offset"]) == (
         4, 6, True, 7)
     assert "offset=7" in r.content[0].text  # type: ignore[union-attr]
@@ -73,15 +74,84 @@ async def test_read_pages_with_exact_next_offset(client: Client[Any],
     assert "beyond the end" in await err(client, "read_file", path="n.txt", offset=11)
 
 
+async def test_read_is_capped_by_size_with_the_exact_next_offset(
+        make_settings: Callable[..., Settings], tool_workspace: Path) -> None:
+    """2,000 lines of 2,000 characters are 4 MB: a read shows a whole-line page under the
+    configured cap and names the offset that continues; paging covers every line once."""
+    data = b"".join(b"%04d" % i + b"y" * 1996 + b"\n" for i in range(1, 2001))
+    write_host_file(tool_workspace, "wide.txt", data)
+    async with Client(build_server(make_settings(read_max_chars=10_000))) as c:
+        r = await call(c, "read_file", path="wide.txt")
+        text = r.content[0].text  # type: ignore[union-attr]
+        out = facts(r)
+        assert len(text) < 10_400 and (out["first_line"], out["last_line"]) == (1, 4)
+        assert (out["truncated"], out["next_offset"]) == (True, 5)
+        assert text.endswith("[1996 more lines: call read_file with offset=5 to continue]")
+        seen, offset = [], 1
+        while offset is not None and offset < 30:
+            page = await ok(c, "read_file", path="wide.txt", offset=offset)
+            seen += [int(line.split("\t")[1][:4]) for line in body(page["text"]).split("\n")]
+            offset = page["next_offset"]
+        assert seen == list(range(1, len(seen) + 1)) and len(seen) >= 29
+    # The default cap keeps an ordinary 90 KB module to one page of about 10K tokens.
+    write_host_file(tool_workspace, "mod.py", b"x = 'abcdefghijklmnopqrstuvwxyz0123456789'\n"
+                    * 2000)
+    async with Client(build_server(make_settings())) as c:
+        r = await call(c, "read_file", path="mod.py")
+        assert len(r.content[0].text) <= 40_200  # type: ignore[union-attr]
+        assert facts(r)["next_offset"] == facts(r)["last_line"] + 1
+
+
+async def test_read_sends_the_file_once_on_the_wire(client: Client[Any],
+                                                    tool_workspace: Path) -> None:
+    """Hosts such as Claude Code show structured content instead of the text: the file
+    travels once, as text (with the full hash), and the facts ride in _meta."""
+    data = b"".join(b"%05d some ordinary source line of code here\n" % i for i in range(230))
+    write_host_file(tool_workspace, "ten.txt", data)
+    r = await call(client, "read_file", path="ten.txt")
+    assert r.structured_content is None and len(r.content) == 1
+    wire = json.dumps(r.meta) + json.dumps(r.content[0].text)  # type: ignore[union-attr]
+    assert wire.count("some ordinary source line of code here") == 230
+    assert sha(data) in r.content[0].text  # type: ignore[union-attr]
+    assert "content" not in r.meta[META_KEY]  # type: ignore[index]
+    tools = {t.name: t for t in await client.list_tools()}
+    assert tools["read_file"].output_schema is None
+
+
+async def test_expected_hash_accepts_the_shown_prefix(client: Client[Any],
+                                                      tool_workspace: Path) -> None:
+    f = write_host_file(tool_workspace, "h.txt", b"one\n")
+    digest = sha(b"one\n")
+    await ok(client, "write_file", path="h.txt", content="two\n", expected_hash=digest[:12])
+    assert f.read_bytes() == b"two\n"
+    stale = await err(client, "edit_file", path="h.txt", old_string="two", new_string="2",
+                      expected_hash=digest[:12])
+    assert "changed since" in stale and f.read_bytes() == b"two\n"
+    await ok(client, "edit_file", path="h.txt", old_string="two", new_string="2",
+             expected_hash=sha(b"two\n")[:8].upper())
+    assert f.read_bytes() == b"2\n"
+    assert "expected_hash" in await err(client, "write_file", path="h.txt", content="x",
+                                        expected_hash="abc")
+
+
+async def test_missing_path_error_says_paths_are_relative_to_workspace(
+        client: Client[Any], tool_workspace: Path) -> None:
+    write_host_file(tool_workspace, "src/shop/cart.py", b"x = 1\n")
+    await ok(client, "run_command", command="cd src")
+    text = await err(client, "read_file", path="shop/cart.py")
+    assert "does not exist" in text and "relative to /workspace" in text
+    assert (await ok(client, "read_file", path="src/shop/cart.py"))["total_lines"] == 1
+
+
 async def test_read_cuts_long_lines_and_reports_empty_files(client: Client[Any],
                                                             tool_workspace: Path) -> None:
     write_host_file(tool_workspace, "long.txt", b"x" * 5000 + b"\nshort\n")
     out = await ok(client, "read_file", path="long.txt")
-    first = out["content"].split("\n")[0]
+    first = body(out["text"]).split("\n")[0]
     assert first.endswith("[line truncated: 5000 chars]") and len(first) < 2100
     write_host_file(tool_workspace, "empty.txt", b"")
     r = await call(client, "read_file", path="empty.txt")
-    assert r.structured_content is not None and r.structured_content["total_lines"] == 0
+    assert facts(r)["total_lines"] == 0
     assert "is empty" in r.content[0].text  # type: ignore[union-attr]
 
 
@@ -90,9 +160,9 @@ async def test_di13_large_file_window_has_right_numbers_and_whole_hash(
     data = b"".join(b"row %06d\n" % i for i in range(1, 20001))  # 220 KB > 64 KiB
     write_host_file(tool_workspace, "big.txt", data)
     r = await call(small_client, "read_file", path="big.txt", offset=1000, limit=3)
-    out = r.structured_content
-    assert out is not None and not r.is_error, r.content
-    assert out["content"] == "  1000\trow 001000\n  1001\trow 001001\n  1002\trow 001002"
+    assert not r.is_error, r.content
+    out = facts(r)
+    assert body(out["text"]) == "  1000\trow 001000\n  1001\trow 001001\n  1002\trow 001002"
     assert (out["total_lines"], out["sha256"], out["next_offset"]) == (20000, sha(data), 1003)
     assert "offset=1003" in r.content[0].text  # type: ignore[union-attr]
     assert "limit for edits" in await err(small_client, "edit_file", path="big.txt",
@@ -151,7 +221,7 @@ async def test_pf02_traversal_refused_and_dotted_names_allowed(client: Client[An
     assert not (tool_workspace.parent / "new.txt").exists()
     for name in ("..test", "te..st", "...", "...."):
         await ok(client, "write_file", path=name, content=name)
-        assert (await ok(client, "read_file", path=name))["content"] == f"     1\t{name}"
+        assert body((await ok(client, "read_file", path=name))["text"]) == f"     1\t{name}"
         assert (tool_workspace / name).read_text() == name
 
 
@@ -186,6 +256,26 @@ async def test_di07_crlf_edit_with_lf_strings_keeps_crlf(client: Client[Any],
     assert (out["sha256"], out["size"], out["first_line"]) == (sha(on_disk), len(on_disk), 2)
 
 
+async def test_di07_inserted_newlines_follow_a_crlf_file(client: Client[Any],
+                                                          tool_workspace: Path) -> None:
+    """Regression (issue 8): LFs the model inserts never land bare in a CRLF file."""
+    write_host_file(tool_workspace, "c.txt", b"alpha\r\nbeta\r\ngamma\r\n")
+    await ok(client, "read_file", path="c.txt")
+    await ok(client, "edit_file", path="c.txt", old_string="beta", new_string="BETA\nDELTA")
+    assert (tool_workspace / "c.txt").read_bytes() == b"alpha\r\nBETA\r\nDELTA\r\ngamma\r\n"
+    await ok(client, "multi_edit", path="c.txt", edits=[
+        {"old_string": "alpha", "new_string": "A1\nA2"},
+        {"old_string": "gamma", "new_string": "G\n\nH"}])
+    assert (tool_workspace / "c.txt").read_bytes() == (
+        b"A1\r\nA2\r\nBETA\r\nDELTA\r\nG\r\n\r\nH\r\n")
+    out = await ok(client, "write_file", path="c.txt", content="new\ntext\n")
+    assert (tool_workspace / "c.txt").read_bytes() == b"new\r\ntext\r\n"
+    assert out["size"] == 11
+    # A new file (and an LF one) is written exactly as given.
+    await ok(client, "write_file", path="n.txt", content="x\ny\n")
+    assert (tool_workspace / "n.txt").read_bytes() == b"x\ny\n"
+
+
 async def test_di08_mixed_endings_and_lone_cr_untouched(client: Client[Any],
                                                         tool_workspace: Path) -> None:
     data = b"a\r\nb has \r inside\nc\r\nd\n"
@@ -199,11 +289,11 @@ async def test_di09_bom_hidden_on_read_and_kept_on_edit_and_write(client: Client
                                                                   tool_workspace: Path) -> None:
     write_host_file(tool_workspace, "bom.txt", b"\xef\xbb\xbfhello\r\nworld\r\n")
     out = await ok(client, "read_file", path="bom.txt")
-    assert "\ufeff" not in out["content"] and out["bom"] and out["encoding"] == "utf-8-sig"
+    assert "\ufeff" not in out["text"] and out["bom"] and out["encoding"] == "utf-8-sig"
     await ok(client, "edit_file", path="bom.txt", old_string="world", new_string="there")
     assert (tool_workspace / "bom.txt").read_bytes() == b"\xef\xbb\xbfhello\r\nthere\r\n"
     await ok(client, "write_file", path="bom.txt", content="new\n")
-    assert (tool_workspace / "bom.txt").read_bytes() == b"\xef\xbb\xbfnew\n"
+    assert (tool_workspace / "bom.txt").read_bytes() == b"\xef\xbb\xbfnew\r\n"  # CRLF kept
     await ok(client, "write_file", path="plain.txt", content="x\n")
     assert (tool_workspace / "plain.txt").read_bytes() == b"x\n"
 
@@ -220,7 +310,7 @@ async def test_di11_latin1_readable_but_edit_refused(client: Client[Any],
                                                      tool_workspace: Path) -> None:
     write_host_file(tool_workspace, "l1.txt", b"caf\xe9\n")
     out = await ok(client, "read_file", path="l1.txt")
-    assert out["encoding"] == "latin-1" and "café" in out["content"]
+    assert out["encoding"] == "latin-1" and "café" in out["text"]
     msg = await err(client, "edit_file", path="l1.txt", old_string="caf", new_string="tea")
     assert "latin-1" in msg
     assert (tool_workspace / "l1.txt").read_bytes() == b"caf\xe9\n"
@@ -334,7 +424,7 @@ async def test_pf12_git_hook_and_config_writes_refused(client: Client[Any],
 
 async def test_di14_read_artifact_refused(client: Client[Any], tool_workspace: Path) -> None:
     f = write_host_file(tool_workspace, "art.txt", b"a\nb\nc\n")
-    shown = (await ok(client, "read_file", path="art.txt"))["content"]
+    shown = body((await ok(client, "read_file", path="art.txt"))["text"])
     msg = await err(client, "write_file", path="art.txt", content=shown + "\n")
     assert "read_file output" in msg
     assert "prefixes" in await err(client, "edit_file", path="art.txt", old_string="a\nb\nc",
@@ -403,18 +493,19 @@ async def test_list_dir_skips_vcs_deps_and_gitignored(client: Client[Any],
         write_host_file(tool_workspace, rel, b"build/\n*.log\n" if rel == ".gitignore" else b"x")
     _git_init(tool_workspace)
     r = await call(client, "list_dir")
-    out = r.structured_content
-    assert out is not None and not r.is_error, r.content
-    paths = {e["path"] for e in out["entries"]}
+    assert r.structured_content is None and not r.is_error, r.content  # the tree, once
+    out = facts(r)
+    paths = set(tree_paths(out["text"]))
     assert paths == {".gitignore", "keep.md", "src", "src/main.py"}
     assert out["ignored"] == 3  # build, build/out.o, app.log
     text = r.content[0].text  # type: ignore[union-attr]
     assert "src/\n    main.py  1 B" in text and "3 gitignored hidden" in text
     every = await ok(client, "list_dir", include_ignored=True)
-    assert {"build", "build/out.o", "app.log"} <= {e["path"] for e in every["entries"]}
-    assert not any(e["path"].startswith((".git/", "node_modules")) for e in every["entries"])
+    listed = tree_paths(every["text"])
+    assert {"build", "build/out.o", "app.log"} <= set(listed)
+    assert not any(p.startswith((".git/", "node_modules")) for p in listed)
     sub = await ok(client, "list_dir", path="src", depth=1)
-    assert [e["path"] for e in sub["entries"]] == ["src/main.py"]
+    assert tree_paths(sub["text"], "src") == ["src/main.py"]
 
 
 async def test_list_dir_caps_entries_with_note(client: Client[Any],
@@ -422,8 +513,8 @@ async def test_list_dir_caps_entries_with_note(client: Client[Any],
     for i in range(30):
         write_host_file(tool_workspace, f"f{i:02d}.txt", b"x")
     r = await call(client, "list_dir", max_entries=10)
-    out = r.structured_content
-    assert out is not None and out["truncated"] and len(out["entries"]) == 10
+    out = facts(r)
+    assert out["truncated"] and len(tree_paths(out["text"])) == 10
     assert "stopped at 10 entries" in r.content[0].text  # type: ignore[union-attr]
     assert "2000" in await err(client, "list_dir", max_entries=5000)
     assert "not a directory" in await err(client, "list_dir", path="f00.txt")

@@ -43,39 +43,48 @@ def test_lock_key_normalises_to_workspace_relative(path: str, key: str) -> None:
 
 
 def test_view_whole_renders_and_reports_encoding() -> None:
-    v = core.view_whole(_whole(b"\xef\xbb\xbfa\r\nb\r\n"), 1, 10)
+    v = core.view_whole(_whole(b"\xef\xbb\xbfa\r\nb\r\n"), 1, 10, 40_000)
     assert (v.content, v.total_lines, v.bom, v.newline, v.encoding) == (
         "     1\ta\n     2\tb", 2, True, "\r\n", "utf-8-sig")
-    assert core.view_whole(_whole(b""), 5, 10).total_lines == 0  # empty: offset ignored
+    assert core.view_whole(_whole(b""), 5, 10, 40_000).total_lines == 0  # empty: offset ignored
     with pytest.raises(BinaryFileError, match="binary file, 5 bytes"):
-        core.view_whole(_whole(b"a\x00bcd"), 1, 10)
+        core.view_whole(_whole(b"a\x00bcd"), 1, 10, 40_000)
 
 
 def test_view_window_numbers_lines_from_offset() -> None:
     data = b"".join(b"l%d\n" % i for i in range(1, 2001))
-    v = core.view_window(_window(data, 999, 3), 999, 3, 1000)
+    v = core.view_window(_window(data, 999, 3), 999, 3, 1000, 40_000)
     assert v.content == "   999\tl999\n  1000\tl1000\n  1001\tl1001"
     assert (v.first_line, v.last_line, v.truncated, v.next_offset, v.whole) == (
         999, 1001, True, 1002, False)
-    end = core.view_window(_window(data, 1999, 10), 1999, 10, 1000)
+    end = core.view_window(_window(data, 1999, 10), 1999, 10, 1000, 40_000)
     assert (end.last_line, end.truncated, end.next_offset) == (2000, False, None)
     with pytest.raises(TextError, match="beyond the end"):
-        core.view_window(_window(data, 3000, 1), 3000, 1, 1000)
+        core.view_window(_window(data, 3000, 1), 3000, 1, 1000, 40_000)
 
 
 def test_view_window_refuses_binary_and_utf16() -> None:
     with pytest.raises(BinaryFileError):
-        core.view_window(_window(b"\x89PNG\r\n\x1a\n" + b"x\n" * 10, 1, 2), 1, 2, 10)
+        core.view_window(_window(b"\x89PNG\r\n\x1a\n" + b"x\n" * 10, 1, 2), 1, 2, 10, 40_000)
     with pytest.raises(UnsupportedEncodingError):
-        core.view_window(_window(b"\xff\xfea\x00\n\x00" * 10, 1, 2), 1, 2, 10)
+        core.view_window(_window(b"\xff\xfea\x00\n\x00" * 10, 1, 2), 1, 2, 10, 40_000)
+
+
+def test_view_whole_stops_at_the_character_cap_on_a_whole_line() -> None:
+    v = core.view_whole(_whole(b"".join(b"%03d" % i + b"z" * 96 + b"\n" for i in range(50))),
+                        1, 2000, 2_000)
+    assert (v.first_line, v.last_line, v.truncated, v.next_offset) == (1, 18, True, 19)
+    assert len(v.content) <= 2_000 and v.content.endswith("017" + "z" * 96)
+    v = core.view_window(_window(b"y" * 5000 + b"\n" + b"short\n", 1, 2), 1, 2, 1 << 20, 2_000)
+    assert (v.last_line, v.next_offset) == (1, 2)  # one (cut) line is always shown
 
 
 def test_read_text_header_and_hint() -> None:
-    v = core.view_whole(_whole(b"a\nb\nc\n"), 1, 2)
+    v = core.view_whole(_whole(b"a\nb\nc\n"), 1, 2, 40_000)
     text = core.read_text(v)
     assert text.startswith("f.txt (3 lines, 6 bytes, utf-8, LF, sha256 ")
     assert text.endswith("[1 more lines: call read_file with offset=3 to continue]")
-    assert "is empty" in core.read_text(core.view_whole(_whole(b""), 1, 2))
+    assert "is empty" in core.read_text(core.view_whole(_whole(b""), 1, 2, 40_000))
 
 
 def test_like_for_write_keeps_only_a_bom() -> None:

@@ -121,8 +121,8 @@ async def test_redaction_in_files_grep_errors_and_split_output(
     await ok(kc, "keys_grant", names=["API_TOKEN"])
     await run(kc, 'printf "key=%s\\n" "$API_TOKEN" > leak.txt')
     read = await call(kc, "read_file", path="leak.txt")
-    assert SECRET not in str(read.content) + str(read.structured_content)
-    assert RED in read.structured_content["content"]
+    assert SECRET not in str(read.content) + str(read.structured_content) + str(read.meta)
+    assert RED in read.content[0].text  # type: ignore[union-attr]
     hits = await call(kc, "grep", pattern="key=", output_mode="content")
     assert SECRET not in str(hits.content) + str(hits.structured_content)
     assert RED in hits.content[0].text
@@ -132,13 +132,13 @@ async def test_redaction_in_files_grep_errors_and_split_output(
     r = await run(kc, 'printf "%s" "$API_TOKEN"')
     half = len(SECRET) // 2
     first = await ok(kc, "read_output", output_id=r["output_id"], limit=half)
-    second = await ok(kc, "read_output", output_id=r["output_id"], offset=half)
+    second = await ok(kc, "read_output", output_id=r["output_id"], byte_offset=half)
     for page in (first, second):
         assert SECRET[:half] not in page["text"] and SECRET[half:] not in page["text"]
         assert RED in page["text"]
     # Pages of one byte each: every page inside the value is masked whole.
     for off in range(len(SECRET)):
-        page = await ok(kc, "read_output", output_id=r["output_id"], offset=off, limit=1)
+        page = await ok(kc, "read_output", output_id=r["output_id"], byte_offset=off, limit=1)
         assert page["text"] == RED, (off, page["text"])
     # The runner's head/tail cut of a long output falls inside the value.
     cut = await run(kc, "printf '%11990s' '' | tr ' ' x; printf %s \"$API_TOKEN\"; "
@@ -147,7 +147,7 @@ async def test_redaction_in_files_grep_errors_and_split_output(
     assert SECRET[:10] not in cut["stdout"] and RED in cut["stdout"]
     write_host_file(tool_workspace, "plain.txt", b"nothing secret here\n")
     plain = await ok(kc, "read_file", path="plain.txt")
-    assert "nothing secret here" in plain["content"]
+    assert "nothing secret here" in plain["text"]
 
 
 async def test_progress_messages_are_redacted(kc: Client[Any]) -> None:

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from fastmcp import Client
 from fastmcp.client.client import CallToolResult
-from tests.tools.conftest import call, err, ok
+from tests.tools.conftest import call, err, facts, ok
 
 from coderx_mcp.config import Settings
 from coderx_mcp.server import build_server
@@ -99,6 +99,10 @@ async def test_ce04_background_child_does_not_hold_the_call(client: Client[Any])
     r = await run(client, "sleep 1000 & echo started")
     assert time.monotonic() - t0 < 3
     assert r["stdout"] == "started\n" and r["exit_code"] == 0
+    # Adopted as a background process (not killed, not holding the call); it ends with
+    # process_kill or with the session.
+    assert r["left_running"] and await processes(client, "sleep 1000") == ["sleep 1000"]
+    await ok(client, "process_kill", output_id=r["output_id"])
     assert await processes(client, "sleep 1000") == []
 
 
@@ -156,7 +160,7 @@ async def test_ce07_50mb_output_is_capped_and_fully_pageable(client: Client[Any]
     seen = 0
     offset = 0
     while True:
-        page = await ok(client, "read_output", output_id=oid, offset=offset, limit=1 << 20)
+        page = await ok(client, "read_output", output_id=oid, byte_offset=offset, limit=1 << 20)
         assert page["offset"] == offset and page["total_bytes"] == total
         seen += len(page["text"].encode())
         if page["eof"]:
@@ -165,7 +169,7 @@ async def test_ce07_50mb_output_is_capped_and_fully_pageable(client: Client[Any]
     assert seen == total
     line = "a" * width + "\n"
     for k in (0, 1, 12345, lines - 2):
-        page = await ok(client, "read_output", output_id=oid, offset=k * (width + 1),
+        page = await ok(client, "read_output", output_id=oid, byte_offset=k * (width + 1),
                         limit=width + 1)
         assert page["text"] == line
     last = await ok(client, "read_output", output_id=oid, tail=2)
@@ -190,7 +194,130 @@ async def test_read_output_head_tail_grep_and_streams(client: Client[Any]) -> No
     assert "regular expression" in await err(client, "read_output", output_id=oid, grep="(")
     assert "at most one" in await err(client, "read_output", output_id=oid, head=1, tail=1)
     page = await call(client, "read_output", output_id=oid, limit=4)
-    assert f'read_output("{oid}", offset=4)' in text_of(page)
+    assert f'read_output("{oid}", byte_offset=4)' in text_of(page)
+
+
+async def test_read_output_grep_cannot_hang_the_session(client: Client[Any]) -> None:
+    """Catastrophic backtracking in Python's re hung the runner for good; the search now
+    runs in ripgrep (linear time, the grep tool's dialect) and the session stays usable."""
+    oid = (await run(client, "printf '%s!\\n' $(printf 'a%.0s' $(seq 34)); echo aaa"))[
+        "output_id"]
+    started = time.monotonic()
+    r = await call(client, "read_output", output_id=oid, grep="^(a+)+$")
+    assert not r.is_error and time.monotonic() - started < 15
+    assert text_of(r).startswith("2:aaa")
+    rust = await call(client, "read_output", output_id=oid, grep=r"\Aa{3}\z")
+    assert "2:aaa" in text_of(rust)
+    assert "Rust regex" in await err(client, "read_output", output_id=oid, grep="(?<=a)b")
+    assert (await run(client, "echo alive"))["stdout"] == "alive\n"
+
+
+async def test_process_list_shows_only_the_models_commands(client: Client[Any]) -> None:
+    """The server's own commands (git check-ignore, rg) are not the model's processes."""
+    await run(client, "git init -q . && echo x > a.txt")
+    await ok(client, "list_dir")
+    await ok(client, "grep", pattern="x")
+    listed = await ok(client, "process_list", include_commands=True)
+    commands = [p["command"] for p in listed["processes"]]
+    assert commands and all(c.startswith(("git init", "echo")) for c in commands), commands
+
+
+@pytest.mark.parametrize("command", ["sleep 300 &", "nohup sleep 301 >/dev/null 2>&1 &",
+                                     "(sleep 303 &)"])
+async def test_leftover_children_are_adopted_not_killed(client: Client[Any],
+                                                        command: str) -> None:
+    """`cmd &` used to die silently when the command returned; now it keeps running as a
+    background process of the session, named in the reply, listed, killable."""
+    r = await call(client, "run_command", command=command)
+    out = facts(r)
+    oid = out["output_id"]
+    assert out["exit_code"] == 0 and any("sleep 30" in p for p in out["left_running"]), out
+    assert f"left running in the background as {oid}" in text_of(r)
+    assert "sleep 30" in (await run(client, "ps -eo args"))["stdout"]
+    listed = await ok(client, "process_list")
+    assert [p["running"] for p in listed["processes"] if p["output_id"] == oid] == [True]
+    await ok(client, "process_kill", output_id=oid)
+    assert "sleep 30" not in (await run(client, "ps -eo args"))["stdout"]
+
+
+async def test_background_server_output_is_readable_and_unbuffered(client: Client[Any]) -> None:
+    r = await run(client, "python3 -c 'import time; time.sleep(1); print(\"serving\"); "
+                          "time.sleep(60)' &")
+    oid = r["output_id"]
+    seen = ""
+    for _ in range(20):
+        seen += (await ok(client, "process_output", output_id=oid, wait=1))["text"]
+        if "serving" in seen:
+            break
+    assert "serving" in seen  # PYTHONUNBUFFERED=1: no waiting for the exit
+    assert (await run(client, "echo $PYTHONUNBUFFERED"))["stdout"] == "1\n"
+    await ok(client, "process_kill", output_id=oid)
+
+
+async def test_cwd_argument_is_per_call(client: Client[Any]) -> None:
+    await run(client, "mkdir -p sub && cd sub")
+    there = await run(client, "pwd", cwd="/etc")
+    assert there["stdout"] == "/etc\n"
+    assert (await run(client, "pwd"))["stdout"] == "/workspace/sub\n"
+
+
+async def test_model_cannot_give_itself_network(client: Client[Any]) -> None:
+    """Network is the operator's decision (--allow-network), not a tool argument."""
+    text = await err(client, "session_open", network="bridge")
+    assert "--allow-network" in text and "operator" in text
+    await ok(client, "run_command", command="true")  # the default session
+    other = (await ok(client, "session_open"))["session"]
+    listed = await call(client, "session_list")
+    lines = text_of(listed).split("\n")
+    default = facts(listed)["session"]
+    assert default != other
+    assert any(line.startswith(f"session {default}") and line.endswith("(your default)")
+               for line in lines)
+    assert "alive yes" in text_of(listed) and "True" not in text_of(listed)
+
+
+async def test_sessions_do_not_vanish_silently(make_settings: Callable[..., Settings]) -> None:
+    """Running work keeps a session alive; an expired one says so (when, why, what was
+    reset) on its next call, and its id says "expired", not "not found"."""
+    settings = make_settings(idle_timeout_s=1.5, reaper_interval_s=0.3)
+    async with Client(build_server(settings)) as c:
+        first = await run(c, "cd /tmp && export X=1")
+        sid = first["session"]
+        job = (await ok(c, "process_start", command="sleep 1000"))["output_id"]
+        await asyncio.sleep(3)
+        again = await run(c, 'echo "$X"')
+        assert again["session"] == sid and again["stdout"] == "1\n"  # kept alive by the job
+        await ok(c, "process_kill", output_id=job)
+        await asyncio.sleep(3)
+        text = await err(c, "run_command", command="pwd")
+        assert f"session {sid} expired at" in text and "idle for more than 2 s" in text
+        assert "cwd" in text and "background processes" in text and "repeat" in text
+        fresh = await run(c, "pwd")
+        assert fresh["session"] != sid and fresh["stdout"] == "/workspace\n"
+        named = await err(c, "run_command", command="true", session=sid)
+        assert "expired" in named and "not found" not in named and "no open" not in named
+
+
+async def test_pip_install_editable_works_in_the_workspace(client: Client[Any]) -> None:
+    """The obvious install path works: pip lands in the user site (the tool venv is
+    read-only) and the image's python and pytest import the project."""
+    await run(client, "mkdir -p demo && echo 'X = 42' > demo/__init__.py && printf '"
+                      "[project]\\nname = \"demo\"\\nversion = \"0.1\"\\n[tool.setuptools]"
+                      "\\npackages = [\"demo\"]\\n' > pyproject.toml")
+    r = await run(client, "pip install --no-build-isolation -e .", timeout=300)
+    assert r["exit_code"] == 0, r["stdout"] + r["stderr"]
+    r = await run(client, "cd /tmp && python3 -c 'import demo; print(demo.X)' && "
+                          "echo 'import demo' > /tmp/test_d.py && "
+                          "echo 'def test_x(): assert demo.X == 42' >> /tmp/test_d.py && "
+                          "pytest -q -p no:cacheprovider /tmp/test_d.py")
+    assert r["stdout"].startswith("42\n") and r["exit_code"] == 0, r["stdout"] + r["stderr"]
+
+
+async def test_no_network_fails_fast_with_a_clear_line(client: Client[Any]) -> None:
+    t0 = time.monotonic()
+    r = await call(client, "run_command", command="pip install requests", timeout=120)
+    assert time.monotonic() - t0 < 8 and facts(r)["exit_code"] != 0
+    assert "this session has no network" in text_of(r) and "--allow-network" in text_of(r)
 
 
 async def test_unknown_output_id_points_to_process_list(client: Client[Any]) -> None:
@@ -213,15 +340,19 @@ async def test_command_outliving_return_after_continues_in_background(
     assert s["stdout"] == "first\n" and s["next_offset"] == 6
     oid = s["output_id"]
     assert f"still running in the background as {oid}" in text_of(r)
-    assert f'process_output("{oid}", since_offset=6)' in text_of(r)
+    assert f'process_output("{oid}")' in text_of(r)
     listed = await ok(client, "process_list")
     assert [p["running"] for p in listed["processes"] if p["output_id"] == oid] == [True]
     t0 = time.monotonic()
-    out = await ok(client, "process_output", output_id=oid, since_offset=6, wait=10)
+    # No since_offset: the server remembers what was shown (run_command showed "first").
+    out = await ok(client, "process_output", output_id=oid, wait=10)
     assert out["text"] == "second\n" and time.monotonic() - t0 < 4
-    done = await ok(client, "process_output", output_id=oid, since_offset=out["next_offset"],
-                    wait=10)
+    done = await ok(client, "process_output", output_id=oid, wait=10)
+    if done["running"]:
+        done = await ok(client, "process_output", output_id=oid, wait=10)
     assert done["text"] == "" and not done["running"] and done["exit_code"] == 0
+    again = await ok(client, "process_output", output_id=oid, since_offset=0)
+    assert again["text"] == "first\nsecond\n"
 
 
 async def test_progress_notifications_carry_the_latest_output(client: Client[Any]) -> None:

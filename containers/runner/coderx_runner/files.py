@@ -42,6 +42,11 @@ def encode_payload(data: bytes) -> dict[str, str]:
         return {"data": base64.b64encode(data).decode("ascii")}
 
 
+# After `cd src` in run_command a model tends to pass paths relative to the shell's directory.
+_RELATIVE_HINT = (" (file paths are relative to /workspace, not to the shell's current "
+                  "directory)")
+
+
 def show(path: str) -> str:
     """A path for a message: quoted, and shortened in the middle when very long."""
     text = repr(path)
@@ -98,7 +103,7 @@ def open_regular(real: str, display: str) -> tuple[int, os.stat_result]:
     try:
         fd = os.open(real, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     except FileNotFoundError:
-        raise NotFound(f"{show(display)} does not exist") from None
+        raise NotFound(f"{show(display)} does not exist{_RELATIVE_HINT}") from None
     except IsADirectoryError:
         raise NotRegularFile(f"{show(display)} is a directory, not a regular file") from None
     except OSError as exc:
@@ -182,7 +187,7 @@ def file_write(paths: Paths, req: dict[str, Any]) -> dict[str, Any]:
     if req.get("mkdirs", True):
         os.makedirs(parent, exist_ok=True)
     elif not os.path.isdir(parent):
-        raise NotFound(f"directory of {show(req['path'])} does not exist")
+        raise NotFound(f"directory of {show(req['path'])} does not exist{_RELATIVE_HINT}")
     dfd = os.open(parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
         # Serialise writers of this directory across runners sharing a workspace.

@@ -46,6 +46,8 @@ class Proc:
         self.script: str | None = None
         self.stdout_limit: int | None = None  # exec's ``stdout_limit``: stop the group past it
         self.limited = False
+        self.internal = False  # a server-side command (git check-ignore, rg): never listed
+        self.adopted = False  # the command ended but left processes running (`cmd &`)
 
     async def wait(self, timeout: float | None = None) -> bool:
         """Wait for the exit without cancelling anything; True if it exited."""
@@ -60,7 +62,12 @@ class Proc:
 
     @property
     def running(self) -> bool:
-        return self.popen is not None and not self.exited.done()
+        """The command runs, or processes it left behind (adopted) still do."""
+        if self.popen is None:
+            return False
+        if not self.exited.done():
+            return True
+        return self.adopted and bool(group_members(self.popen.pid))
 
     def exit_info(self) -> dict[str, Any]:
         rc = self.exited.result() if self.exited.done() else None
@@ -272,11 +279,41 @@ class ProcTable:
             with contextlib.suppress(OSError), open(proc.path("cwd")) as f:
                 cwd = f.read() or None
         end = proc.ended or time.monotonic()
-        return {"output_id": proc.id, "running": proc.running, "timed_out": proc.timed_out,
+        left = ([f"pid {pid}: {cmd}" for pid, cmd in group_members(proc.popen.pid)]
+                if proc.adopted and proc.popen is not None else [])
+        return {"output_id": proc.id, "running": not proc.exited.done() and proc.popen is not None,
+                "left_running": left, "timed_out": proc.timed_out,
                 "oom_killed": oom, "stopped_at_limit": proc.limited, **proc.exit_info(),
                 "duration_ms": round((end - proc.started) * 1000, 3), "cwd": cwd,
                 "stdout": self.excerpt(proc, "stdout", cap),
                 "stderr": self.excerpt(proc, "stderr", cap)}
+
+
+def group_members(pgid: int) -> list[tuple[int, str]]:
+    """Live processes of process group ``pgid``: ``(pid, command line)``, zombies left out.
+
+    A non-interactive bash keeps ``cmd &``, ``nohup cmd &`` and ``(cmd &)`` in its own
+    group, so this finds what a finished command left running.
+    """
+    try:
+        os.killpg(pgid, 0)
+    except (ProcessLookupError, PermissionError):
+        return []
+    found = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat", "rb") as f:
+                fields = f.read().rsplit(b")", 1)[1].split()
+            if int(fields[2]) != pgid or fields[0] == b"Z":
+                continue
+            with open(f"/proc/{name}/cmdline", "rb") as f:
+                cmd = f.read().replace(b"\0", b" ").decode("utf-8", "replace").strip()
+        except (OSError, IndexError, ValueError):
+            continue
+        found.append((int(name), cmd[:200]))
+    return found
 
 
 def _descendants(pid: int) -> list[int]:

@@ -6,15 +6,15 @@ import asyncio
 import contextlib
 import json
 import os
-import re
 import sys
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 
 from . import PROTOCOL_VERSION
 from .errors import BadRequest, RunnerError, UnknownProcess
 from .files import Paths, file_list, file_read, file_stat, file_write
-from .procs import Proc, ProcTable
+from .procs import Proc, ProcTable, group_members
 from .shell import Shell
 
 
@@ -122,6 +122,7 @@ class Runner:
         proc = await self.procs.start("exec", req["command"], req.get("cwd"), req.get("env"),
                                       False, req.get("argv"), req.get("output_id"))
         assert proc.popen is not None
+        proc.internal = req.get("argv") is not None  # the server's own argv commands
         if req.get("stdout_limit") is not None:  # set before any output is read
             proc.stdout_limit = int(req["stdout_limit"])
         wait = timeout if return_after is None else min(timeout, float(return_after))
@@ -140,13 +141,21 @@ class Runner:
                 return self.procs.report(proc, cap, foreground=False)
             proc.timed_out = True
             await self.procs.terminate(proc)
+        elif req.get("argv") is None and group_members(proc.popen.pid):
+            # `cmd &` left processes running: they become a background process of the
+            # session under this output id (listed, readable, killable, ended with the
+            # session), never a silent kill.
+            proc.adopted = True
+            proc.kind = "spawn"
+            await _settled(proc.popen.pid)
         else:
-            self.procs.kill_group(proc)  # background leftovers would otherwise outlive the call
+            self.procs.kill_group(proc)  # an internal command's leftovers never outlive it
         foreground = req.get("argv") is None
         if foreground:
             self.shell.adopt(proc.path("state"))
         with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(proc.drained.wait(), 0.5)
+            # Adopted processes may hold the pipes for good: take what is there now.
+            await asyncio.wait_for(proc.drained.wait(), 0.05 if proc.adopted else 0.5)
         report = self.procs.report(proc, cap, foreground=foreground)
         # Replacement bashes start a moment after this reply (Popen holds the runner for a
         # few hundred microseconds, which a request arriving right away would wait for); the
@@ -194,7 +203,12 @@ class Runner:
             if req.get("until_output"):
                 end = time.monotonic() + wait
                 while proc.sizes[stream] <= offset and time.monotonic() < end:
-                    if await proc.wait(min(0.05, end - time.monotonic())):
+                    step = min(0.05, end - time.monotonic())
+                    if proc.exited.done():  # adopted leftovers: poll until they end
+                        if not proc.running:
+                            break
+                        await asyncio.sleep(step)
+                    elif await proc.wait(step):
                         break
             else:
                 await proc.wait(wait)
@@ -232,18 +246,15 @@ class Runner:
 
     async def op_grep_output(self, req: dict[str, Any]) -> dict[str, Any]:
         proc = self._proc(req)
-        rx = re.compile(req["pattern"])
         cap = int(req.get("max_matches", 200))
+        path = proc.path(req.get("stream", "all"))
         hits: list[dict[str, Any]] = []
         total = 0
-        path = proc.path(req.get("stream", "all"))
-        with open(path if os.path.exists(path) else os.devnull, "rb") as f:
-            for n, raw in enumerate(f, 1):
-                line = raw.decode("utf-8", "replace").rstrip("\r\n")
-                if rx.search(line):
-                    total += 1
-                    if len(hits) < cap:
-                        hits.append({"line": n, "text": line[:2000]})
+        if os.path.exists(path):
+            async for n, line in _rg_lines(req["pattern"], path):
+                total += 1
+                if len(hits) < cap:
+                    hits.append({"line": n, "text": line[:2000]})
         return {"output_id": proc.id, "matches": hits, "total_matches": total,
                 "truncated": total > len(hits)}
 
@@ -272,6 +283,9 @@ class Runner:
         if was:
             proc.killed = True
             await self.procs.terminate(proc)
+            await proc.wait(2)  # report how it ended (SIGKILL is seen a moment later)
+            if proc.adopted:
+                await _settled(proc.popen.pid if proc.popen else 0, gone=True)
         return {"output_id": proc.id, "was_running": was, **proc.exit_info()}
 
     async def op_procs(self, req: dict[str, Any]) -> dict[str, Any]:
@@ -281,4 +295,67 @@ class Runner:
              "kind": p.kind, **p.exit_info(),
              "runtime_s": round((p.ended or now) - p.started, 3),
              "output_bytes": p.sizes["all"]}
-            for p in self.procs.by_id.values() if p.kind == "spawn" or req.get("all")]}
+            for p in self.procs.by_id.values()
+            if not p.internal and (p.kind == "spawn" or req.get("all"))]}
+
+
+# ripgrep's regex engine runs in linear time, so no pattern can hang the runner (Python's
+# re backtracks: ^(a+)+$ on a line of 34 a's and a ! never ends), and it is the dialect of
+# the grep tool. The time limit only ends this search; the runner keeps serving.
+_RG_TIMEOUT_S = 20.0
+
+
+async def _rg_lines(pattern: str, path: str) -> AsyncIterator[tuple[int, str]]:
+    """Yield ``(line number, text)`` of the lines of ``path`` that match ``pattern``.
+
+    Raises:
+        BadRequest: The pattern is invalid, or the search ran out of time.
+    """
+    rg = await asyncio.create_subprocess_exec(
+        "rg", "--no-config", "--line-number", "--no-filename", "--text", "--color=never",
+        "--max-columns=2000", "--max-columns-preview", f"--regexp={pattern}", "--", path,
+        stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE, limit=1 << 20)
+    assert rg.stdout is not None and rg.stderr is not None
+    deadline = time.monotonic() + _RG_TIMEOUT_S
+    try:
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise BadRequest(f"the search took over {_RG_TIMEOUT_S:.0f} s and was "
+                                 "stopped; use a more specific pattern")
+            try:
+                raw = await asyncio.wait_for(rg.stdout.readline(), left)
+            except TimeoutError:
+                continue
+            if not raw:
+                break
+            num, _, text = raw.decode("utf-8", "replace").rstrip("\r\n").partition(":")
+            yield int(num), text
+        err = (await rg.stderr.read(4000)).decode("utf-8", "replace").strip()
+        if await rg.wait() == 2:
+            detail = err.split("\n")
+            raise BadRequest("grep is not a valid regular expression (Rust regex syntax, as in "
+                             "the grep tool): " + " ".join(x.strip() for x in detail[-4:]))
+    finally:
+        if rg.returncode is None:
+            rg.kill()
+            await rg.wait()
+
+
+async def _settled(pgid: int, gone: bool = False, limit_s: float = 1.0) -> None:
+    """Wait (briefly) until the group's members show what they run, or until it is gone.
+
+    A child forked just before its shell exited still shows the shell's command line
+    until it execs, and a killed one shows in /proc until it is reaped.
+    """
+    deadline = time.monotonic() + limit_s
+    while time.monotonic() < deadline:
+        members = group_members(pgid)
+        done = not members if gone else not any(c.startswith(_SHELL) for _, c in members)
+        if done:
+            return
+        await asyncio.sleep(0.01)
+
+
+_SHELL = "/bin/bash --noprofile --norc -c"

@@ -37,25 +37,31 @@ class Shell:
     def _base_env() -> dict[str, str]:
         keep = ("PATH", "HOME", "LANG", "LC_ALL", "TERM", "USER", "PYTHONDONTWRITEBYTECODE",
                 "PAGER", "GIT_PAGER", "GIT_EDITOR", "GIT_TERMINAL_PROMPT", "DEBIAN_FRONTEND",
-                "VIRTUAL_ENV", "TZ")
+                "VIRTUAL_ENV", "TZ", "PIP_RETRIES", "PIP_TIMEOUT", "PIP_DISABLE_PIP_VERSION_CHECK")
         env = {k: v for k, v in os.environ.items() if k in keep}
         env.setdefault("PATH", "/usr/local/bin:/usr/bin:/bin")
         env.update({"PAGER": "cat", "GIT_PAGER": "cat", "GIT_TERMINAL_PROMPT": "0",
                     "GIT_EDITOR": "false", "EDITOR": "false", "DEBIAN_FRONTEND": "noninteractive",
-                    "CI": "1", "TERM": "dumb", "NO_COLOR": "1"})
+                    "CI": "1", "TERM": "dumb", "NO_COLOR": "1",
+                    # Background servers' output shows up as it is printed, not at exit.
+                    "PYTHONUNBUFFERED": "1"})
         return env
 
     def script(self, command: str, cwd: str | None, save: str, cwd_out: str,
                 hide: list[str], restore: bool = True) -> str:
         # Per-call variables (hide) are unset before the state is saved: never persisted.
         unset = f"builtin unset {' '.join(map(shlex.quote, hide))}; " if hide else ""
-        chdir = f"builtin cd -- {shlex.quote(cwd)} || exit 1; " if cwd else ""
+        # A per-call cwd is per call: the state saved afterwards keeps the directory the
+        # session was in (the variable is not exported, so it is never saved itself).
+        chdir = (f"__coderx_back=$PWD; builtin cd -- {shlex.quote(cwd)} || exit 1; "
+                 if cwd else "")
         # One line, ending in eval: bash's messages then read as in a terminal
         # ("bash: line 1: x: command not found"), without our preamble's lines.
         return (
             "__coderx_save() { " + unset + "{ builtin declare -px; builtin printf "
-            "'builtin cd -- %q\\n' \"$PWD\"; } > " + shlex.quote(save) + " 2>/dev/null; "
-            "builtin printf '%s' \"$PWD\" > " + shlex.quote(cwd_out) + " 2>/dev/null; }; "
+            "'builtin cd -- %q\\n' \"${__coderx_back:-$PWD}\"; } > " + shlex.quote(save)
+            + " 2>/dev/null; builtin printf '%s' \"${__coderx_back:-$PWD}\" > "
+            + shlex.quote(cwd_out) + " 2>/dev/null; }; "
             "trap __coderx_save EXIT; "
             + (f"builtin source {shlex.quote(self.state_file)} 2>/dev/null; " if restore else "")
             + chdir

@@ -102,7 +102,7 @@ class ResolveSession(Middleware):
 
 
 class Redaction(Middleware):
-    """Replaces granted secret values in tool results (text and structured content)."""
+    """Replaces granted secret values in tool results (text, structured content, _meta)."""
 
     async def on_call_tool(self, context: ToolCall, call_next: Next) -> Any:
         result = await call_next(context)
@@ -114,7 +114,9 @@ class Redaction(Middleware):
                   if isinstance(b, mt.TextContent) else b for b in result.content]
         structured = (redactor.redact_data(result.structured_content)
                       if result.structured_content is not None else None)
-        return ToolResult(content=blocks, structured_content=structured, meta=result.meta)
+        # Payload tools' facts (paths, names) travel in _meta: redacted like the rest.
+        meta = redactor.redact_data(result.meta) if result.meta is not None else None
+        return ToolResult(content=blocks, structured_content=structured, meta=meta)
 
 
 def default_middleware() -> list[Middleware]:

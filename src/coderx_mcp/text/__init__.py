@@ -1,7 +1,15 @@
 """Pure text core behind the file tools: decoding, rendering and edits (no I/O)."""
 
-from coderx_mcp.text.decode import Decoded, decode, encode, is_binary, is_utf8_prefix, newline_stats
-from coderx_mcp.text.edit import EditOutcome, EditSpec, apply_edit, apply_edits
+from coderx_mcp.text.decode import (
+    SNIFF_BYTES,
+    Decoded,
+    decode,
+    encode,
+    is_binary,
+    is_utf8_prefix,
+    newline_stats,
+)
+from coderx_mcp.text.edit import EditOutcome, EditSpec, apply_edit, apply_edits, follow_newlines
 from coderx_mcp.text.errors import (
     AmbiguousEditError,
     BinaryFileError,
@@ -14,6 +22,7 @@ from coderx_mcp.text.errors import (
 from coderx_mcp.text.render import Rendered, count_lines, looks_like_read_artifact, render_numbered
 
 __all__ = [
+    "SNIFF_BYTES",
     "AmbiguousEditError",
     "BinaryFileError",
     "Decoded",
@@ -30,6 +39,7 @@ __all__ = [
     "count_lines",
     "decode",
     "encode",
+    "follow_newlines",
     "is_binary",
     "is_utf8_prefix",
     "looks_like_read_artifact",

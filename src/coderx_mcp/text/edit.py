@@ -3,7 +3,9 @@
 Edits work on the text with its original line endings so every byte outside
 the edited region survives. When ``old_string`` only differs from the file in
 line-ending style (an LF snippet for a CRLF file, or the reverse), matching
-ignores that difference and the inserted text takes the region's style.
+ignores that difference. Either way the inserted text takes the line endings
+of the region it replaces (or of its line): the model never sees CRs, so its
+LFs must never land bare in a CRLF file.
 """
 
 from __future__ import annotations
@@ -139,7 +141,54 @@ def _validate(old: str, new: str) -> None:
         )
 
 
-def _apply_exact(text: str, old: str, new: str, replace_all: bool) -> _Applied | None:
+def _no_op_newlines() -> NoOpEditError:
+    return NoOpEditError(
+        "old_string and new_string differ only in line endings, which always "
+        "follow the file, so the edit would change nothing; change the text itself."
+    )
+
+
+def _style_at(text: str, start: int, end: int, default: str) -> str:
+    """The line ending new text should use when it replaces ``text[start:end]``.
+
+    The region's own breaks decide; a region inside one line takes the ending
+    of that line (the model never sees CRs, so its LF must become the file's).
+    A lone CR inside a line is content, not a break, unless the file is CR-only.
+    """
+    if default == "\r":
+        return default
+    region = text[start:end]
+    crlf = region.count("\r\n")
+    lf = region.count("\n") - crlf
+    if crlf != lf:
+        return "\r\n" if crlf > lf else "\n"
+    if crlf:
+        return default
+    nl = text.find("\n", end)
+    if nl < 0:  # the last line has no ending: follow the file
+        return default
+    return "\r\n" if nl > 0 and text[nl - 1] == "\r" else "\n"
+
+
+def follow_newlines(new: str, style: str) -> str:
+    """``new`` with every line break (LF or CRLF) written in ``style``.
+
+    Args:
+        new: Text from the model (which never sees CRs in read_file).
+        style: The line ending it must use (``"\\n"``, ``"\\r\\n"`` or ``"\\r"``).
+
+    Returns:
+        The text with its line breaks rewritten; a lone CR inside a line is kept.
+    """
+    if "\n" not in new:
+        return new
+    lf = new.replace("\r\n", "\n")
+    return lf if style == "\n" else lf.replace("\n", style)
+
+
+def _apply_exact(
+    text: str, old: str, new: str, replace_all: bool, newline: str
+) -> _Applied | None:
     first = text.find(old)
     if first < 0:
         return None
@@ -154,11 +203,24 @@ def _apply_exact(text: str, old: str, new: str, replace_all: bool) -> _Applied |
                     break
                 starts.append(pos)
             raise _ambiguous(text, starts, count)
-        out = text[:first] + new + text[first + len(old) :]
-        return _applied(text, out, 1, first, first + len(old), False)
-    last = text.rfind(old)
-    out = text.replace(old, new)
-    return _applied(text, out, text.count(old), first, last + len(old), False)
+        starts = [first]
+    else:
+        starts, pos = [], first
+        while pos >= 0:
+            starts.append(pos)
+            pos = text.find(old, pos + len(old))
+    pieces: list[str] = []
+    prev, adapted = 0, False
+    for pos in starts:
+        rep = follow_newlines(new, _style_at(text, pos, pos + len(old), newline))
+        adapted = adapted or rep != new
+        pieces += (text[prev:pos], rep)
+        prev = pos + len(old)
+    pieces.append(text[prev:])
+    out = "".join(pieces)
+    if out == text:
+        raise _no_op_newlines()
+    return _applied(text, out, len(starts), first, starts[-1] + len(old), adapted)
 
 
 def _apply_adapted(
@@ -182,16 +244,13 @@ def _apply_adapted(
     pieces.append(text[prev:])
     out = "".join(pieces)
     if out == text:
-        raise NoOpEditError(
-            "old_string and new_string differ only in line endings, which always "
-            "follow the file, so the edit would change nothing; change the text itself."
-        )
+        raise _no_op_newlines()
     return _applied(text, out, len(matches), matches[0].start(), matches[-1].end(), True)
 
 
 def _apply_one(text: str, old: str, new: str, replace_all: bool, newline: str) -> _Applied:
     _validate(old, new)
-    applied = _apply_exact(text, old, new, replace_all)
+    applied = _apply_exact(text, old, new, replace_all, newline)
     if applied is None:
         applied = _apply_adapted(text, old, new, replace_all, newline)
     if applied is None:

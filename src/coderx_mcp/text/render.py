@@ -134,8 +134,22 @@ def _display_lines(segment: str, count: int) -> list[str]:
     return [ln[:-1] if ln.endswith("\r") else ln for ln in segment.split("\n")[:count]]
 
 
+def _fit(lines: list[str], max_chars: int) -> int:
+    """How many leading lines fit in ``max_chars`` rendered characters (at least one)."""
+    used = 0
+    for i, line in enumerate(lines):
+        used += len(line) + 8  # the 6-wide number, the tab and the newline
+        if used > max_chars:
+            return max(i, 1)
+    return len(lines)
+
+
 def render_numbered(
-    text: str, offset: int = 1, limit: int = 2000, max_line_chars: int = 2000
+    text: str,
+    offset: int = 1,
+    limit: int = 2000,
+    max_line_chars: int = 2000,
+    max_chars: int | None = None,
 ) -> Rendered:
     """Render a window of ``text`` as ``cat -n`` style numbered lines.
 
@@ -148,6 +162,9 @@ def render_numbered(
         offset: 1-based number of the first line to show.
         limit: Maximum number of lines to show.
         max_line_chars: Maximum characters shown per line.
+        max_chars: Maximum characters of the whole rendering; fewer lines than
+            ``limit`` are shown when it is reached (always at least one), and
+            ``next_offset`` names the first line left out.
 
     Returns:
         The rendered window and its position in the text.
@@ -180,12 +197,19 @@ def render_numbered(
     end = len(text) if last == total else _advance(text, start, count)
     segment = text[start:end]
     lines = _display_lines(segment, count)
-    cut = 0
+    cut_at: list[int] = []
     if _has_long_line(segment, max_line_chars):
         for i, line in enumerate(lines):
             if len(line) > max_line_chars:
                 lines[i] = line[:max_line_chars] + TRUNCATION_MARKER.format(length=len(line))
-                cut += 1
+                cut_at.append(i)
+    # The segment's length bounds the rendering (cut lines only get shorter), so
+    # the per-line count runs only for windows that may be over the cap.
+    if max_chars is not None and len(segment) + 8 * count > max_chars:
+        count = _fit(lines, max_chars)
+        del lines[count:]
+        last = offset + count - 1
+    cut = sum(1 for i in cut_at if i < count)
     parts: list[str] = [""] * (2 * count)
     parts[0::2] = _prefixes(offset, count)
     parts[1::2] = lines

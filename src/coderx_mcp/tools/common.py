@@ -3,7 +3,7 @@
 import functools
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, ClassVar, Final, TypeVar
 
 from fastmcp import FastMCP
 from fastmcp.exceptions import ToolError
@@ -23,16 +23,33 @@ SessionArg = Annotated[
 ]
 
 
+# Where the facts of a payload tool's result travel (see ``Out.payload``).
+META_KEY: Final = "coderx/facts"
+
+
 class Out(BaseModel):
-    """Base of every tool result: it names the session the call ran in."""
+    """Base of every tool result: it names the session the call ran in.
+
+    A result model that lists ``payload`` fields (file text, matches, output) is sent once,
+    as text: hosts such as Claude Code show the model ``structuredContent`` instead of the
+    text when both exist, and the MCP spec asks for the text to repeat the structured JSON,
+    so a payload in structured content would travel twice and reach the model as escaped
+    JSON. Such tools declare no output schema; their text carries what the model needs and
+    the other fields travel, small, in the result's ``_meta`` under ``coderx/facts`` for
+    programs.
+    """
 
     model_config = ConfigDict(extra="forbid")
+    payload: ClassVar[frozenset[str]] = frozenset()
 
     session: str = Field(description="The session this call ran in.")
 
 
-def result(model: BaseModel, text: str) -> ToolResult:
-    """A tool result with structured content and a readable text rendering."""
+def result(model: Out, text: str) -> ToolResult:
+    """A tool result: text plus structured content, or text plus facts for payload tools."""
+    if model.payload:
+        facts = model.model_dump(mode="json", exclude=set(model.payload))
+        return ToolResult(content=text, meta={META_KEY: facts})
     return ToolResult(content=text, structured_content=model.model_dump(mode="json"))
 
 
@@ -72,8 +89,9 @@ def tool(
             destructive_hint=None if read_only else destructive,
             idempotent_hint=idempotent, open_world_hint=False,
         )
+        payload = issubclass(out, Out) and bool(out.payload)
         mcp.tool(wrapper, name=fn.__name__, annotations=annotations,
-                 output_schema=out.model_json_schema(),
+                 output_schema=None if payload else out.model_json_schema(),
                  tags=None if session else {NO_SESSION_TAG})
         return fn
 

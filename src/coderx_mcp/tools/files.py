@@ -10,7 +10,7 @@ names the expected hash.
 import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Annotated, Any, ClassVar
 
 from fastmcp import Context, FastMCP
 from fastmcp.tools.base import ToolResult
@@ -41,9 +41,10 @@ PathArg = Annotated[str, Field(
     description="File path, relative to /workspace or absolute inside it.",
     min_length=1, max_length=4096)]
 HashArg = Annotated[str | None, Field(
-    description="sha256 (64 hex digits) the file must have now, as reported by read_file; "
-                "replaces the need to read the file in this session.",
-    pattern=r"^[0-9a-fA-F]{64}$")]
+    description="sha256 the file must have now, as reported by read_file (all 64 hex digits "
+                "or a prefix of at least 8); replaces the need to read the file in this "
+                "session.",
+    pattern=r"^[0-9a-fA-F]{8,64}$")]
 
 
 class ReadOut(Out):
@@ -61,6 +62,8 @@ class ReadOut(Out):
     bom: bool
     newline: str = Field(description="Dominant line ending.")
     content: str = Field(description="Numbered lines: number, tab, line.")
+
+    payload: ClassVar[frozenset[str]] = frozenset({"content"})
 
 
 class WriteOut(Out):
@@ -101,6 +104,8 @@ class ListOut(Out):
     truncated: bool
     ignored: int = Field(description="Entries hidden because git ignores them.")
 
+    payload: ClassVar[frozenset[str]] = frozenset({"entries"})
+
 
 @dataclass(frozen=True, slots=True)
 class _Seen:
@@ -137,7 +142,7 @@ async def _edit(ctx: Context, path: str, expected_hash: str | None,
         seen: _Seen | None = s.texts.get(key)
         outcome = None
         if seen is not None and s.known_hashes.get(seen.rel) == seen.sha256 and (
-                expected_hash is None or expected_hash.lower() == seen.sha256):
+                expected_hash is None or seen.sha256.startswith(expected_hash.lower())):
             rel, current, d = seen.rel, seen.sha256, seen.decoded
             with contextlib.suppress(TextError):  # judged again on fresh content below
                 outcome = change(d)
@@ -147,7 +152,7 @@ async def _edit(ctx: Context, path: str, expected_hash: str | None,
             if not r.whole:
                 raise FileTooLarge(f"{rel} is {r.size} bytes, above the {max_bytes}-byte "
                                    "limit for edits; change it with a shell command (sed, python)")
-            known = expected_hash.lower() if expected_hash else s.known_hashes.get(rel)
+            known = core.expected(expected_hash, current) or s.known_hashes.get(rel)
             if known is None:
                 raise core.not_read_error(rel)
             if known != current:
@@ -201,18 +206,22 @@ def register(mcp: FastMCP) -> None:
     ) -> ToolResult:
         """Read a text file as numbered lines (`cat -n` style: number, tab, line).
 
-        Shows up to `limit` lines from `offset`; lines over 2000 characters are cut. When
-        more lines follow, the reply says which `offset` continues. Reports the whole
+        Shows up to `limit` lines from `offset`, and at most about 40,000 characters (a
+        whole number of lines; the server's read_max_chars); lines over 2000 characters are
+        cut. When more lines follow, the reply says which `offset` continues. Paths are
+        relative to /workspace, not to the shell's current directory. Reports the whole
         file's sha256, encoding and line endings. Reading a file is required before
         write_file or edit_file may change it. Binary files and directories are refused
         (use list_dir for directories). Never copy the line-number prefixes into edits.
         """
         core.check_path(path)
-        max_bytes = app_of(ctx).settings.max_file_bytes
+        settings = app_of(ctx).settings
+        max_bytes = settings.max_file_bytes
         s, ops = session_ops()
         r = await ops.read(path, max_bytes=max_bytes, line_offset=offset, line_limit=limit)
-        v = (core.view_whole(r, offset, limit) if r.whole
-             else core.view_window(r, offset, limit, max_bytes))
+        cap = settings.read_max_chars
+        v = (core.view_whole(r, offset, limit, cap) if r.whole
+             else core.view_window(r, offset, limit, max_bytes, cap))
         s.known_hashes[v.path] = v.sha256
         if v.decoded is not None and v.decoded.editable:
             s.texts.put(core.lock_key(path), _Seen(v.path, v.sha256, v.decoded), v.size)
@@ -236,8 +245,9 @@ def register(mcp: FastMCP) -> None:
         An existing file must have been read in this session with read_file (or its current
         sha256 passed as `expected_hash`) and must be unchanged since, otherwise nothing is
         written. Prefer edit_file for changes to existing files. A byte-order mark of the old
-        file is kept, its mode bits too; new files are UTF-8. `content` is written exactly: no
-        line-number prefixes from read_file.
+        file is kept, its mode bits too, and its line endings: over a CRLF file, the LFs of
+        `content` become CRLF. New files are UTF-8 and written exactly. No line-number
+        prefixes from read_file in `content`.
         """
         core.check_path(path)
         app = app_of(ctx)
@@ -259,13 +269,13 @@ def register(mcp: FastMCP) -> None:
                 rel, expect = core.lock_key(path), {"expect_absent": True}
             else:
                 rel = r.path
-                known = expected_hash.lower() if expected_hash else s.known_hashes.get(rel)
+                known = core.expected(expected_hash, r.sha256) or s.known_hashes.get(rel)
                 if known is None:
                     raise core.not_read_error(rel)
                 if known != r.sha256:
                     raise StaleFile(core.stale_message(rel, known, r.sha256), current=r.sha256)
-                head = (r.payload() if r.whole else core.b64(r.head))[:4]
-                data = encode(content, core.like_for_write(head))
+                head = r.payload() if r.whole else core.b64(r.head)
+                data = encode(core.content_for_write(content, head), core.like_for_write(head))
                 expect = {"expect_sha256": known}
             if len(data) > max_bytes:
                 raise FileTooLarge(f"content is {len(data)} bytes encoded, above this server's "

@@ -17,11 +17,13 @@ from typing import Any, Final
 from coderx_mcp.errors import ToolInputError
 from coderx_mcp.ops import ReadResult
 from coderx_mcp.text import (
+    SNIFF_BYTES,
     BinaryFileError,
     Decoded,
     TextError,
     UnsupportedEncodingError,
     decode,
+    follow_newlines,
     is_binary,
     newline_stats,
     render_numbered,
@@ -57,6 +59,18 @@ def lock_key(path: str) -> str:
 def short(digest: str | None) -> str:
     """A hash shortened for messages (``deleted`` when the file is gone)."""
     return digest[:12] if digest else "deleted"
+
+
+def expected(expected_hash: str | None, current: str) -> str | None:
+    """The full hash an ``expected_hash`` argument names (it may be a prefix of ``current``).
+
+    A prefix of the current hash can only mean the current hash; any other value is
+    returned as given (lower-cased) and fails the freshness check with a clear message.
+    """
+    if expected_hash is None:
+        return None
+    want = expected_hash.lower()
+    return current if current.startswith(want) else want
 
 
 def not_read_error(path: str) -> ToolInputError:
@@ -118,8 +132,8 @@ def b64(text: str | None) -> bytes:
     return base64.b64decode(text or "")
 
 
-def view_whole(reply: ReadResult, offset: int, limit: int) -> ReadView:
-    """Render a window of a file the runner sent whole.
+def view_whole(reply: ReadResult, offset: int, limit: int, max_chars: int) -> ReadView:
+    """Render a window of a file the runner sent whole, at most ``max_chars`` characters.
 
     Raises:
         BinaryFileError: The file is binary.
@@ -127,7 +141,7 @@ def view_whole(reply: ReadResult, offset: int, limit: int) -> ReadView:
     """
     path, data = reply.path, reply.payload()
     d = decode_whole(path, data)
-    r = render_numbered(d.text, 1 if not d.text else offset, limit, MAX_LINE_CHARS)
+    r = render_numbered(d.text, 1 if not d.text else offset, limit, MAX_LINE_CHARS, max_chars)
     return ReadView(path, reply.sha256, reply.size, r.total_lines, r.first_line,
                     r.last_line, r.truncated, r.next_offset, d.encoding, d.bom, d.newline,
                     d.mixed_newlines, r.content, r.cut_lines, True, d)
@@ -154,7 +168,8 @@ def _renumber(content: str, shift: int) -> str:
                      (line.partition("\t") for line in content.split("\n")))
 
 
-def view_window(reply: ReadResult, offset: int, limit: int, max_bytes: int) -> ReadView:
+def view_window(reply: ReadResult, offset: int, limit: int, max_bytes: int,
+                max_chars: int) -> ReadView:
     """Render the line window the runner sent for a file above ``max_bytes``.
 
     Raises:
@@ -178,7 +193,7 @@ def view_window(reply: ReadResult, offset: int, limit: int, max_bytes: int) -> R
         window = window[len(codecs.BOM_UTF8):]
     text, encoding = _window_text(window, len(window) >= max_bytes)
     newline, mixed = newline_stats(text)
-    r = render_numbered(text, 1, limit, MAX_LINE_CHARS) if text else None
+    r = render_numbered(text, 1, limit, MAX_LINE_CHARS, max_chars) if text else None
     content = "" if r is None else _renumber(r.content, offset - 1)
     last = offset - 1 + (r.last_line if r else 0)
     more = last < total
@@ -191,10 +206,10 @@ def view_window(reply: ReadResult, offset: int, limit: int, max_bytes: int) -> R
 def read_text(v: ReadView) -> str:
     """The text rendering of read_file: a header line, numbered lines, a paging hint."""
     if v.total_lines == 0:
-        return f"{v.path} is empty ({v.size} bytes, sha256 {short(v.sha256)})"
+        return f"{v.path} is empty ({v.size} bytes, sha256 {v.sha256})"
     facts = [f"{v.total_lines} lines", f"{v.size} bytes", v.encoding + (" BOM" if v.bom else ""),
              "mixed line endings" if v.mixed_newlines else newline_name(v.newline),
-             f"sha256 {short(v.sha256)}"]
+             f"sha256 {v.sha256}"]
     if v.encoding == "latin-1":
         facts.append("not UTF-8: shown as latin-1, read-only")
     if v.cut_lines:
@@ -203,7 +218,7 @@ def read_text(v: ReadView) -> str:
     if not v.truncated:
         return f"{header}\n{v.content}"
     return (f"{header}\n{v.content}\n[{v.total_lines - v.last_line} more lines: call read_file "
-            f"with offset={v.next_offset} to continue]")
+            f"with offset={v.next_offset} to continue]")  # also when the size cap stopped it
 
 
 def like_for_write(existing_head: bytes | None) -> Decoded:
@@ -220,6 +235,27 @@ def like_for_write(existing_head: bytes | None) -> Decoded:
     if head.startswith(codecs.BOM_UTF8):
         return Decoded("", "utf-8-sig", True, "\n", True)
     return Decoded("", "utf-8", False, "\n", True)
+
+
+def content_for_write(content: str, existing: bytes) -> str:
+    """write_file content with the line endings of the file it replaces.
+
+    The model never sees CRs in read_file, so rewriting a CRLF file with the
+    text it read must not silently turn the file into LF. Content that holds a
+    CR was written deliberately and is kept as is, as is content for a file
+    whose style cannot be told (binary, UTF-16 head, no line breaks).
+
+    Args:
+        content: The new text from the model.
+        existing: The replaced file's bytes (whole, or its first bytes).
+    """
+    if "\r" in content or "\n" not in content or existing.startswith(_UTF16_BOMS):
+        return content
+    sample = existing[:SNIFF_BYTES]
+    if is_binary(sample):
+        return content
+    newline, _ = newline_stats(sample.decode("utf-8", "replace"))
+    return follow_newlines(content, newline)
 
 
 def edit_check(path: str, d: Decoded) -> None:

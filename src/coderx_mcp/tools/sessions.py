@@ -99,7 +99,8 @@ def register(mcp: FastMCP) -> None:
                         "other's files; session_commit, then session_close keeps the branch); "
                         "'copy': a private copy; 'scratch': an empty directory.")] = None,
         network: Annotated[Literal["none", "bridge"] | None, Field(
-            description="'none' (default: no network) or 'bridge' (outbound access).")] = None,
+            description="'none' (default: no network) or 'bridge' (outbound access, only if "
+                        "the operator started the server with --allow-network).")] = None,
         cpus: Annotated[float | None, Field(description="CPU cores, e.g. 2.", gt=0)] = None,
         memory: Annotated[str | None, Field(
             description="Memory limit like 512m or 2g.", max_length=16)] = None,
@@ -121,8 +122,10 @@ def register(mcp: FastMCP) -> None:
         app = app_of(ctx)
         owner = app.owner(ctx)
         infos = [s.info() for s in app.sessions.list(owner)]
-        text = "\n".join(_render(i) for i in infos) or "no open sessions"
         default = app.sessions.default_id(owner) or ""
+        text = "\n".join(_render(i).replace("\n", " (your default)\n", 1)
+                         if i.session == default else _render(i)
+                         for i in infos) or "no open sessions"
         return result(SessionListOut(session=default, sessions=infos), text)
 
     @tool(mcp, out=SessionOut, read_only=True, idempotent=True, title="Describe a session")

@@ -5,7 +5,6 @@ capped head and tail, and ``read_output`` pages through the rest without the ser
 ever holding it whole.
 """
 
-import re
 import secrets
 from typing import Annotated, Any, Literal
 
@@ -40,6 +39,10 @@ class RunOut(Out):
     timed_out: bool
     oom_killed: bool
     backgrounded: bool = Field(description="Still running: follow with process_output.")
+    left_running: list[str] = Field(
+        default_factory=list,
+        description="Processes the command left running (`cmd &`), now a background process "
+                    "under output_id: process_output, process_kill; they end with the session.")
     stdout: str = Field(description="Standard output (head and tail if capped).")
     stderr: str = Field(description="Standard error (head and tail if capped).")
     stdout_bytes: int
@@ -178,7 +181,8 @@ def register(mcp: FastMCP) -> None:
                         f"(default 120, at most {MAX_TIMEOUT_S}).", gt=0,
             le=MAX_TIMEOUT_S)] = None,
         cwd: Annotated[str | None, Field(
-            description="Directory to run in (absolute, or relative to the current one).",
+            description="Directory for this call only (absolute, or relative to the current "
+                        "one); the next command starts where the session was.",
             max_length=4096)] = None,
         return_after: Annotated[float | None, Field(
             description="Seconds after which a still-running command is left running in the "
@@ -194,7 +198,10 @@ def register(mcp: FastMCP) -> None:
         - Output is capped (head and tail kept); read_output(output_id) pages through all of it.
         - At `timeout` the whole process group is killed. A command still running after
           `return_after` seconds keeps running in the background; follow it with
-          process_output(output_id). Use process_start for servers and interactive programs.
+          process_output(output_id). Processes a command leaves running (`cmd &`) keep
+          running as a background process under its output_id (the reply names them).
+          Use process_start for servers and interactive programs.
+        - `cwd` applies to this call only; `cd` in the command persists.
         """
         st = app_of(ctx).settings
         s, ops = session_ops()
@@ -206,30 +213,38 @@ def register(mcp: FastMCP) -> None:
                                return_after=back, output_id=oid)
         out, err = r.stdout, r.stderr
         next_offset = out.total_bytes + err.total_bytes
+        if r.running or r.left_running:  # process_output goes on from here
+            s.output_cursors[r.output_id] = next_offset
         model = RunOut(
             session=s.id, output_id=r.output_id, exit_code=r.exit_code,
             signal=r.signal, timed_out=r.timed_out, oom_killed=r.oom_killed,
-            backgrounded=r.running, stdout=out.text, stderr=err.text,
-            stdout_bytes=out.total_bytes, stderr_bytes=err.total_bytes,
+            backgrounded=r.running, left_running=r.left_running, stdout=out.text,
+            stderr=err.text, stdout_bytes=out.total_bytes, stderr_bytes=err.total_bytes,
             truncated=bool(out.omitted_bytes or err.omitted_bytes),
             duration_ms=r.duration_ms, cwd=r.cwd, next_offset=next_offset)
-        return result(model, core.render_run(command, r.model_dump(), limit, next_offset))
+        reply = r.model_dump()
+        text = core.render_run(command, reply, limit, next_offset)
+        return result(model, text + core.no_network_note(reply, s.sandbox.spec.network))
 
     @tool(mcp, out=PageOut, read_only=True, idempotent=True, title="Read command output")
     async def read_output(
         ctx: Context,
         output_id: OutputId,
-        offset: Annotated[int, Field(description="Byte offset to read from.", ge=0)] = 0,
-        limit: Annotated[int, Field(description="Most bytes to return.", ge=1,
-                                    le=1 << 20)] = 65536,
+        byte_offset: Annotated[int, Field(
+            description="Byte position to read from (next_offset of the previous page); "
+                        "not a line number.", ge=0)] = 0,
+        limit: Annotated[int | None, Field(
+            description="Most bytes to return (default: run_command's output cap).", ge=1,
+            le=1 << 20)] = None,
         head: Annotated[int | None, Field(
-            description="Only the first N lines from `offset` (within `limit` bytes).",
+            description="Only the first N lines from `byte_offset` (within `limit` bytes).",
             ge=1, le=100_000)] = None,
         tail: Annotated[int | None, Field(
             description="Only the last N lines (within the last `limit` bytes).",
             ge=1, le=100_000)] = None,
         grep: Annotated[str | None, Field(
-            description="Python regex: return matching lines with line numbers instead.",
+            description="Regex (Rust syntax, as in the grep tool; searched by ripgrep, so no "
+                        "pattern can hang): return matching lines with line numbers instead.",
             min_length=1, max_length=1000)] = None,
         stream: Annotated[Stream, Field(
             description="'all' (stdout and stderr as they came), 'stdout' or 'stderr'.")]
@@ -238,17 +253,14 @@ def register(mcp: FastMCP) -> None:
     ) -> ToolResult:
         """Page through the full output of an earlier run_command or process of this session.
 
-        Returns `limit` bytes from `offset` and `next_offset` to continue; or only the first
-        (`head`) or last (`tail`) lines; or, with `grep`, the matching lines (at most 200).
+        Returns `limit` bytes from `byte_offset` and `next_offset` to continue; or only the
+        first (`head`) or last (`tail`) lines; or, with `grep`, the matching lines (at most 200).
         """
         if sum(x is not None for x in (head, tail, grep)) > 1:
             raise ToolInputError("use at most one of head, tail and grep")
+        limit = limit or app_of(ctx).settings.output_cap  # one page size with run_command
         s, ops = session_ops()
         if grep is not None:
-            try:
-                re.compile(grep)
-            except re.error as exc:
-                raise ToolInputError(f"grep is not a valid regular expression: {exc}") from None
             g = await _call(ops, "grep_output", output_id=output_id, pattern=grep, stream=stream,
                             max_matches=200)
             text = core.render_matches(output_id, g["matches"], g["total_matches"],
@@ -264,7 +276,7 @@ def register(mcp: FastMCP) -> None:
         if tail is not None:
             args.update(tail=limit, lines=tail)
         else:
-            args.update(offset=offset, limit=limit)
+            args.update(offset=byte_offset, limit=limit)
             if head is not None:
                 args["lines"] = head
         r = await _unsplit(ops, await _output(ops, output_id, **args))
@@ -309,22 +321,27 @@ def register(mcp: FastMCP) -> None:
     async def process_output(
         ctx: Context,
         output_id: OutputId,
-        since_offset: Annotated[int, Field(
-            description="Byte offset already seen (next_offset of the previous call).",
-            ge=0)] = 0,
+        since_offset: Annotated[int | None, Field(
+            description="Byte offset to start from (0 = everything again); omit for the "
+                        "output that is new since your last process_output call.",
+            ge=0)] = None,
         wait: Annotated[float, Field(
             description="Seconds to wait for new output or the exit (max 30).",
             ge=0, le=30)] = 0,
-        limit: Annotated[int, Field(description="Most bytes to return.", ge=1,
-                                    le=1 << 20)] = 65536,
+        limit: Annotated[int | None, Field(
+            description="Most bytes to return (default: run_command's output cap).", ge=1,
+            le=1 << 20)] = None,
         session: SessionArg = None,
     ) -> ToolResult:
-        """Output of a background process since `since_offset`, whether it still runs, and
-        its exit code. With `wait`, waits up to that many seconds for new output or the exit.
-        Pass the returned next_offset as since_offset next time."""
+        """New output of a background process since your last call for it, whether it
+        still runs, and its exit code. With `wait`, waits up to that many seconds for new
+        output or the exit. `since_offset` re-reads from a byte offset instead."""
+        limit = limit or app_of(ctx).settings.output_cap
         s, ops = session_ops()
-        r = await _unsplit(ops, await _output(ops, output_id, offset=since_offset, limit=limit,
+        start = s.output_cursors.get(output_id, 0) if since_offset is None else since_offset
+        r = await _unsplit(ops, await _output(ops, output_id, offset=start, limit=limit,
                                               wait=wait, until_output=True))
+        s.output_cursors[output_id] = r.next_offset
         model = ProcOutputOut(
             session=s.id, output_id=output_id, text=r.text, offset=r.offset,
             next_offset=r.next_offset, total_bytes=r.total_bytes, running=r.running,

@@ -4,6 +4,7 @@ No MCP and no I/O here: each function turns a runner reply (plain dicts, see
 ``containers/runner/coderx_runner``) into the text a model reads.
 """
 
+import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -45,7 +46,7 @@ def run_status(r: Mapping[str, Any], timeout: float, next_offset: int) -> str:
     if r.get("running"):
         oid = r["output_id"]
         return (f"still running in the background as {oid} (after {dur}); follow it with "
-                f'process_output("{oid}", since_offset={next_offset}) or stop it with '
+                f'process_output("{oid}") (new output each call) or stop it with '
                 f'process_kill("{oid}")')
     if r.get("timed_out"):
         head = f"TIMED OUT after {seconds(timeout)} (process group killed)"
@@ -57,7 +58,37 @@ def run_status(r: Mapping[str, Any], timeout: float, next_offset: int) -> str:
     else:
         head = f"exit {r.get('exit_code')}"
     cwd = f" · cwd {r['cwd']}" if r.get("cwd") else ""
-    return f"{head} · {dur}{cwd}"
+    return f"{head} · {dur}{cwd}" + left_running_note(r)
+
+
+# What resolvers and clients print when there is no network at all (pip, curl, wget, git,
+# npm); only looked for in sessions without network.
+_NO_NET = re.compile(r"Temporary failure in name resolution|Could not resolve host|"
+                     r"Name or service not known|Network is unreachable|EAI_AGAIN|"
+                     r"Failed to establish a new connection|getaddrinfo failed|ENOTFOUND|"
+                     r"No matching distribution found|unable to resolve host address")
+
+
+def no_network_note(r: Mapping[str, Any], network: str) -> str:
+    """A line saying the session has no network, when a command failed for want of one."""
+    if network != "none" or not r.get("exit_code"):
+        return ""
+    if not (_NO_NET.search(r["stderr"]["text"]) or _NO_NET.search(r["stdout"]["text"])):
+        return ""
+    return ("\nnote: this session has no network (network 'none'), so downloads fail; install "
+            "from files in /workspace, or ask the operator to start the server with "
+            "--allow-network and open a session with session_open(network='bridge')")
+
+
+def left_running_note(r: Mapping[str, Any]) -> str:
+    """What a finished command left running (``cmd &``), now a background process."""
+    left = r.get("left_running") or []
+    if not left:
+        return ""
+    oid = r["output_id"]
+    return (f"\nleft running in the background as {oid}: " + "; ".join(left)
+            + f'\nread its output with process_output("{oid}"), stop it with '
+            f'process_kill("{oid}"); it ends with the session')
 
 
 def render_run(command: str, r: Mapping[str, Any], timeout: float, next_offset: int) -> str:
@@ -92,19 +123,19 @@ def render_page(r: Mapping[str, Any], eof: bool) -> str:
     if eof:
         more = "end of output" + ("" if r.get("running") else f", {exit_words(r)}")
     else:
-        more = f'more: read_output("{oid}", offset={r["next_offset"]})'
+        more = f'more: read_output("{oid}", byte_offset={r["next_offset"]})'
     return f"{body}[{where} · {more}]"
 
 
 def render_process_output(r: Mapping[str, Any]) -> str:
-    """New output of a process, then its state and the offset to ask from next."""
+    """New output of a process, then its state and how to go on."""
     text = r["text"]
     body = text if not text or text.endswith("\n") else text + "\n"
     state = exit_words(r)
     if r["next_offset"] < r["total_bytes"]:
-        state += f"; more output is waiting: since_offset={r['next_offset']}"
+        state += "; more output is waiting: call process_output again"
     elif r.get("running"):
-        state += f"; next since_offset={r['next_offset']}"
+        state += "; the next process_output call shows what is new"
     return (body or "(no new output)\n") + f"[{r['output_id']}: {state}]"
 
 
