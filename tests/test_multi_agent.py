@@ -101,7 +101,7 @@ async def test_principal_roots_and_ownership_of_sessions_and_outputs(
         make_server: MakeServer, tmp_path: Path) -> None:
     a_proj = project(tmp_path / "a", "proj", "alice-marker")
     b_proj = project(tmp_path / "b", "proj", "bob-marker")
-    server = make_server()
+    server = make_server(CODERX_ALLOW_NETWORK="true")  # the token, not the server, says no
     alice = server.create("alice", "--roots", str(a_proj), "--cpus", "0.5", "--memory", "256m",
                           "--no-network")
     bob = server.create("bob", "--roots", str(b_proj))

@@ -19,8 +19,10 @@ POLICIES = {"principal:greedy": PrincipalPolicy(),
 
 @pytest.fixture
 def quotas(tmp_path: Path) -> Quotas:
+    # The operator allows network; each token may still forbid it.
     settings = Settings(max_sessions=8, reserved_sessions=2, max_sessions_per_principal=6,
-                        state_dir=tmp_path / "state", data_dir=tmp_path / "data")
+                        state_dir=tmp_path / "state", data_dir=tmp_path / "data",
+                        allow_network=True)
     return Quotas(settings, POLICIES.get)
 
 
@@ -55,6 +57,13 @@ def test_limits_default_to_the_token_and_network_follows_it(quotas: Quotas) -> N
         quotas.limits("principal:small", "bridge", None, None)
     assert quotas.limits("principal:greedy", "bridge", None, None).cpus == 1.0
     assert not quotas.takes_pool("principal:small") and quotas.takes_pool("local")
+
+
+def test_network_is_the_operators_decision_before_the_tokens(tmp_path: Path) -> None:
+    closed = Quotas(Settings(state_dir=tmp_path / "state", data_dir=tmp_path / "data"),
+                    POLICIES.get)
+    with pytest.raises(ConfigError, match="--allow-network"):
+        closed.limits("principal:greedy", "bridge", None, None)
 
 
 def test_roots_give_a_principal_its_own_policy(quotas: Quotas, tmp_path: Path) -> None:
