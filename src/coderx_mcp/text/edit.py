@@ -212,10 +212,15 @@ def _apply_exact(
     pieces: list[str] = []
     prev, adapted = 0, False
     for pos in starts:
-        rep = follow_newlines(new, _style_at(text, pos, pos + len(old), newline))
+        end = pos + len(old)
+        if old[0] == "\n" and pos > 0 and text[pos - 1] == "\r" and newline != "\r":
+            # The model sees no CRs: its leading LF is the whole CRLF break. Replacing the
+            # LF alone would leave a lone CR glued to the previous line.
+            pos -= 1
+        rep = follow_newlines(new, _style_at(text, pos, end, newline))
         adapted = adapted or rep != new
         pieces += (text[prev:pos], rep)
-        prev = pos + len(old)
+        prev = end
     pieces.append(text[prev:])
     out = "".join(pieces)
     if out == text:
