@@ -63,7 +63,7 @@ class Redactor:
         """
         if self._rx is None or not text:
             return text
-        out = self._rx.sub(self._marker, text)
+        out = self._mask(text, 0, len(text))
         if not edges:
             return out
         parts = _CUT.split(out)
@@ -73,27 +73,49 @@ class Redactor:
         pieces = [self._edges(p) for p in parts]
         return "".join(p + c for p, c in zip(pieces, [*cuts, ""], strict=True))
 
-    def _marker(self, m: re.Match[str]) -> str:
-        return f"[redacted:{self._name[m.group(0)]}]"
+    def _spans(self, text: str) -> list[tuple[int, int, str]]:
+        """Every occurrence of every form, overlapping ones included, merged: a periodic
+        value (``abab…``) has several alignments and each character of each must go."""
+        found: list[tuple[int, int, str]] = []
+        assert self._rx is not None
+        if self._rx.search(text) is None:
+            return found
+        for form in self._forms:
+            i = text.find(form)
+            while i >= 0:
+                found.append((i, i + len(form), self._name[form]))
+                i = text.find(form, i + 1)
+        found.sort()
+        merged: list[tuple[int, int, str]] = []
+        for start, end, name in found:
+            if merged and start <= merged[-1][1]:
+                s0, e0, n0 = merged[-1]
+                merged[-1] = (s0, max(e0, end), n0)
+            else:
+                merged.append((start, end, name))
+        return merged
+
+    def _mask(self, full: str, lo: int, hi: int) -> str:
+        """``full[lo:hi]`` with every character that belongs to an occurrence in ``full``
+        replaced, one marker per run."""
+        out: list[str] = []
+        pos = lo
+        for start, end, name in self._spans(full):
+            if end <= lo or start >= hi:
+                continue
+            out.append(full[pos:max(start, lo)])
+            out.append(f"[redacted:{name}]")
+            pos = min(end, hi)
+        out.append(full[pos:hi])
+        return "".join(out)
 
     def redact_between(self, before: str, text: str, after: str) -> str:
         """``text`` redacted as part of ``before + text + after`` (its neighbours in the
         stream): a value cut by the chunk's edges is masked whatever the cut."""
         if self._rx is None:
             return text
-        full = before + text + after
-        lo, hi = len(before), len(before) + len(text)
-        out: list[str] = []
-        pos = lo
-        for m in self._rx.finditer(full):
-            start, end = m.span()
-            if end <= lo or start >= hi:
-                continue
-            out.append(full[pos:max(start, lo)])
-            out.append(self._marker(m))
-            pos = min(end, hi)
-        out.append(full[pos:hi])
-        return self.redact("".join(out), edges=True)
+        masked = self._mask(before + text + after, len(before), len(before) + len(text))
+        return self.redact(masked, edges=True)
 
     def _edges(self, text: str) -> str:
         for form in self._forms:
