@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from tests.sandbox.conftest import ScriptedRunner, echo_runner, scripted_client
 
 from coderx_mcp.errors import (
@@ -264,3 +266,53 @@ def test_runner_does_not_spin_when_bash_cannot_start(tmp_path: Path) -> None:
     finally:
         proc.kill()
         proc.wait()
+
+
+# -- output paging: no byte lost or duplicated across pages (issue #13 properties) --------
+
+_RUNNER_PKG = Path(__file__).resolve().parents[2] / "containers" / "runner"
+
+
+def _runner_utf8() -> Any:
+    import importlib
+    import sys
+    if str(_RUNNER_PKG) not in sys.path:
+        sys.path.insert(0, str(_RUNNER_PKG))
+    return importlib.import_module("coderx_runner.procs")
+
+
+@settings(max_examples=500, deadline=None)
+@given(text=st.text(max_size=40), cut=st.integers(min_value=0, max_value=200))
+def test_utf8_cuts_split_any_text_at_character_boundaries(text: str, cut: int) -> None:
+    procs = _runner_utf8()
+    data = text.encode()
+    cut = min(cut, len(data))
+    head = data[:cut][:procs.utf8_whole(data[:cut])]
+    assert head.decode() + data[len(head):].decode() == text  # nothing lost, both decode
+    assert cut - len(head) < 4
+    rest = data[cut:]
+    skip = procs.utf8_start(rest)
+    assert skip < 4
+    rest[skip:].decode()  # the tail from the first whole character decodes
+
+
+@pytest.mark.parametrize("seed", range(8))
+async def test_read_output_pages_lose_and_repeat_no_byte(sandbox: LocalSandbox,
+                                                         workspace: Path, seed: int) -> None:
+    import random
+    rng = random.Random(seed)
+    text = "".join(rng.choice(["a", "é", "€", "😀", "\n", "ж"]) for _ in range(400))
+    (workspace / "out.txt").write_text(text, encoding="utf-8")
+    r = await sandbox.call("exec", command="cat out.txt", timeout=30)
+    pages, offset = [], 0
+    while True:
+        page = await sandbox.call("output", output_id=r["output_id"], offset=offset,
+                                  limit=rng.randint(4, 23))
+        if page["next_offset"] == offset:
+            break
+        assert page["offset"] == offset
+        pages.append(page["text"])
+        offset = page["next_offset"]
+    assert "\ufffd" not in "".join(pages)
+    assert "".join(pages) == text
+    assert offset == page["total_bytes"] == len(text.encode())

@@ -261,8 +261,10 @@ class ProcTable:
             else:
                 head_n = cap * 2 // 5
                 head = f.read(head_n)
+                head = head[:utf8_whole(head)]
                 f.seek(kept - (cap - head_n))
                 tail = f.read()
+                tail = tail[utf8_start(tail):]
                 omitted = kept - len(head) - len(tail)
                 text = (head.decode("utf-8", "replace") + f"\n[… {omitted} bytes omitted: "
                         f"read_output(output_id={proc.id!r}) shows them …]\n"
@@ -287,6 +289,29 @@ class ProcTable:
                 "duration_ms": round((end - proc.started) * 1000, 3), "cwd": cwd,
                 "stdout": self.excerpt(proc, "stdout", cap),
                 "stderr": self.excerpt(proc, "stderr", cap)}
+
+
+def utf8_whole(data: bytes) -> int:
+    """How many bytes of ``data`` end on a UTF-8 character boundary (drops at most the
+    3 bytes of a character that the next chunk completes; invalid bytes count as whole)."""
+    i = len(data) - 1
+    while i >= 0 and len(data) - i < 4 and data[i] & 0xC0 == 0x80:
+        i -= 1
+    if i < 0:
+        return len(data)
+    lead = data[i]
+    need = 2 if lead >> 5 == 0b110 else 3 if lead >> 4 == 0b1110 else \
+        4 if lead >> 3 == 0b11110 else 1
+    return i if len(data) - i < need else len(data)
+
+
+def utf8_start(data: bytes) -> int:
+    """Where the first whole UTF-8 character of ``data`` starts (skips at most the 3
+    continuation bytes of a character the previous chunk began)."""
+    i = 0
+    while i < min(3, len(data)) and data[i] & 0xC0 == 0x80:
+        i += 1
+    return i
 
 
 def group_members(pgid: int) -> list[tuple[int, str]]:

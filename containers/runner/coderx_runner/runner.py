@@ -14,7 +14,7 @@ from typing import Any
 from . import PROTOCOL_VERSION
 from .errors import BadRequest, RunnerError, UnknownProcess
 from .files import Paths, file_list, file_read, file_stat, file_write
-from .procs import Proc, ProcTable, group_members
+from .procs import Proc, ProcTable, group_members, utf8_whole
 from .shell import Shell
 
 
@@ -222,6 +222,10 @@ class Runner:
             with open(proc.path(stream), "rb") as f:
                 f.seek(offset)
                 data = f.read(min(limit, kept - offset))
+            if req.get("tail") is None and (proc.running or offset + len(data) < kept):
+                # A page never ends inside a UTF-8 character: the next page starts with
+                # it, so no byte is lost to a replacement character between pages.
+                data = data[:utf8_whole(data)]
         if req.get("lines") is not None and data:
             keep = max(0, int(req["lines"]))
             if req.get("tail") is None:
