@@ -6,14 +6,17 @@ import os
 import shutil
 import struct
 import subprocess
+import sys
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from tests.conftest import make_repo
 
+from coderx_mcp.sandbox.base import SandboxSpec
+from coderx_mcp.sandbox.local import LocalSandbox
 from coderx_mcp.sandbox.protocol import PROTOCOL_VERSION, RunnerClient
 from coderx_mcp.sessions import Session
 
@@ -151,3 +154,26 @@ def host() -> Iterator[HostUser]:
         yield HostUser(base)
     finally:
         shutil.rmtree(base, ignore_errors=True)
+
+
+FAKE_RUNNER = [sys.executable, "-u", str(Path(__file__).with_name("fake_runner.py"))]
+MakeFake = Callable[..., Awaitable[LocalSandbox]]
+
+
+@pytest.fixture
+async def fake(workspace: Path) -> AsyncIterator[MakeFake]:
+    """Start our fake runner behind a real ``LocalSandbox``; all are closed after the test."""
+    started: list[LocalSandbox] = []
+
+    async def make(**kw: Any) -> LocalSandbox:
+        sb = LocalSandbox(SandboxSpec(workspace=workspace), "s-fake", 10, command=FAKE_RUNNER,
+                          **kw)
+        started.append(sb)
+        await sb.start()
+        return sb
+
+    try:
+        yield make
+    finally:
+        for sb in started:
+            await sb.close()

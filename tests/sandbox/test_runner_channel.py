@@ -16,14 +16,20 @@ import subprocess
 import sys
 import time
 import tracemalloc
-from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import docker
 import pytest
 from structlog.testing import capture_logs
-from tests.sandbox.conftest import ScriptedRunner, echo_runner, out, scripted_client, sh
+from tests.sandbox.conftest import (
+    MakeFake,
+    ScriptedRunner,
+    echo_runner,
+    out,
+    scripted_client,
+    sh,
+)
 
 from coderx_mcp.config import Settings
 from coderx_mcp.errors import RunnerProtocolError, SandboxGone
@@ -31,31 +37,9 @@ from coderx_mcp.sandbox.base import SandboxSpec
 from coderx_mcp.sandbox.channel import LineSplitter, RateLimit, StderrLog, reply_line_cap
 from coderx_mcp.sandbox.docker import DockerSandbox
 from coderx_mcp.sandbox.instance import LABEL_SESSION, Instance
-from coderx_mcp.sandbox.local import LocalSandbox
 from coderx_mcp.sessions import Session, SessionManager
 
-FAKE_RUNNER = [sys.executable, "-u", str(Path(__file__).with_name("fake_runner.py"))]
 RUNNER_DIR = Path(__file__).resolve().parents[2] / "containers" / "runner"
-MakeFake = Callable[..., Awaitable[LocalSandbox]]
-
-
-@pytest.fixture
-async def fake(workspace: Path) -> AsyncIterator[MakeFake]:
-    """Start our fake runner behind a real ``LocalSandbox``; all are closed after the test."""
-    started: list[LocalSandbox] = []
-
-    async def make(**kw: Any) -> LocalSandbox:
-        sb = LocalSandbox(SandboxSpec(workspace=workspace), "s-fake", 10, command=FAKE_RUNNER,
-                          **kw)
-        started.append(sb)
-        await sb.start()
-        return sb
-
-    try:
-        yield make
-    finally:
-        for sb in started:
-            await sb.close()
 
 
 # -- unreachable: the real runner in Docker ------------------------------------------------

@@ -31,6 +31,10 @@ PROTOCOL_VERSION = 1
 DEFAULT_LINE_CAP = reply_line_cap(16 << 20)
 _ID_BITS = 62  # random, yet an exact integer in every JSON implementation's eyes
 _ABANDONED_KEPT = 4096  # ids of given-up requests remembered, so their late replies are quiet
+REPLY_GRACE = 120.0
+"""Seconds a reply may take beyond the request's own ``timeout``/``wait``: past that the
+runner is wedged (a healthy one answers a file op in a millisecond), and the session fails
+instead of hanging its callers forever."""
 _log = structlog.get_logger("coderx.runner")
 
 
@@ -45,6 +49,7 @@ class RunnerClient:
         max_line: The longest reply line accepted (see ``reply_line_cap``).
         log_rate: Runner stderr lines (and dropped replies) logged per second at most,
             after a burst of ten times as many.
+        reply_grace: Seconds a reply may take beyond the request's own time limit.
     """
 
     def __init__(
@@ -56,11 +61,13 @@ class RunnerClient:
         name: str,
         max_line: int = DEFAULT_LINE_CAP,
         log_rate: float = 5.0,
+        reply_grace: float = REPLY_GRACE,
     ) -> None:
         self._reader = reader
         self._writer = writer
         self._framed = docker_framed
         self._name = name
+        self._grace = reply_grace
         self._lines = LineSplitter(max_line)
         self._pending: dict[int, asyncio.Future[dict[str, Any]]] = {}
         # Requests given up on (cancelled): their replies may still come and are expected.
@@ -131,6 +138,10 @@ class RunnerClient:
             self._writer.write(line)
             if len(line) > 65536:
                 await self._writer.drain()
+            budget = self._grace + sum(float(args.get(k) or 0) for k in ("timeout", "wait"))
+            done, _ = await asyncio.wait({fut}, timeout=budget)
+            if not done:
+                await self._wedged(op, budget)
             reply = await fut
         except asyncio.CancelledError:
             if self.alive and (fut.cancelled() or not fut.done()):
@@ -152,6 +163,20 @@ class RunnerClient:
             result: dict[str, Any] = reply.get("result") or {}
             return result
         raise error_from_runner(reply.get("error") or {})
+
+    async def _wedged(self, op: str, budget: float) -> None:
+        """No reply in time: the runner is stuck; fail every caller and hang up (the runner
+        exits on end of input; the session's next call starts a fresh sandbox)."""
+        reason = f"the sandbox runner did not answer a {op!r} request within {budget:g} s"
+        _log.error("runner wedged", session_id=self._name, op=op, seconds=round(budget, 1))
+        self.violation = reason
+        self._lost(reason)
+        with contextlib.suppress(Exception):
+            self._writer.write_eof()
+        with contextlib.suppress(Exception):
+            self._writer.close()
+        if self.on_lost is not None:
+            await self.on_lost()
 
     def _new_id(self) -> int:
         """A random request id, unique among the requests that may still get a reply."""
