@@ -9,6 +9,7 @@ redacted page is a leak, not a coincidence.
 from __future__ import annotations
 
 import base64
+from itertools import pairwise
 from urllib.parse import quote
 
 from hypothesis import HealthCheck, given, settings
@@ -25,7 +26,7 @@ _SECRET_CHARS = set("ABCDEFGHJKLMNPQRSTUVWXYZ23456789")
 
 def _pages(text: str, cuts: list[int]) -> list[tuple[int, int]]:
     points = sorted({0, len(text), *(c % (len(text) + 1) for c in cuts)})
-    return list(zip(points, points[1:], strict=False))
+    return list(pairwise(points))
 
 
 @_SETTINGS
