@@ -60,7 +60,7 @@ def kill_session(client: docker.DockerClient, session_id: str) -> int:
 async def prune(settings: Settings) -> tuple[int, int]:
     """Remove the containers, networks and workspaces of servers that are gone (what a
     starting server does); returns (containers, workspaces) removed."""
-    from coderx_mcp.sandbox.backends import DockerBackend
+    from coderx_mcp.sandbox.docker_backend import DockerBackend
     from coderx_mcp.workspace.prepare import Workspaces
 
     instance = Instance.current()
