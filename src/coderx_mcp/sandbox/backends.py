@@ -53,8 +53,14 @@ def _local(settings: Settings, instance: Instance) -> Backend:
     return LocalBackend(settings)
 
 
+def _kubernetes(settings: Settings, instance: Instance) -> Backend:
+    from coderx_mcp.sandbox.kubernetes import KubernetesBackend
+
+    return KubernetesBackend(settings, instance)
+
+
 BACKENDS: Mapping[str, BackendFactory] = MappingProxyType(
-    {"docker": _docker, "local": _local})
+    {"docker": _docker, "local": _local, "kubernetes": _kubernetes})
 """Every backend by its ``CODERX_BACKEND`` name."""
 
 
