@@ -230,6 +230,7 @@ class KubernetesSandbox:
             if (runner.violation is None and stream is not None and stream.dropped
                     and await self._pod_running()):
                 try:
+                    await runner.close()  # its stream ended; this flushes its stderr log
                     await self._attach_runner()
                     await self._runner_restore()
                     self.reattached += 1

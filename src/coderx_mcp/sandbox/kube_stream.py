@@ -105,8 +105,18 @@ class KubeExecStream:
 
     def _deliver(self, item: tuple[int, bytes] | BaseException) -> None:
         """Hand one item to the event loop, waiting while the queue is full."""
-        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody reads anymore
-            asyncio.run_coroutine_threadsafe(self._chunks.put(item), self._loop).result()
+        try:
+            fut = asyncio.run_coroutine_threadsafe(self._chunks.put(item), self._loop)
+        except RuntimeError:  # the loop is closed: nobody reads anymore
+            return
+        while True:
+            try:
+                fut.result(0.5)
+                return
+            except TimeoutError:
+                if self._closing:  # closed while the queue is full: nobody will read it
+                    fut.cancel()
+                    return
 
     def _pump_in(self) -> None:
         end: tuple[int, bytes] | BaseException = (STDOUT, b"")
