@@ -49,14 +49,16 @@ def make_standin(tmp_path: Path, docker_client: docker.DockerClient) -> Iterator
 
 @pytest.fixture
 async def make_kube(make_settings: Callable[..., Any]) -> AsyncIterator[MakeKube]:
-    """Session managers on the Kubernetes backend, talking to ``standin``; shut down (and
-    checked for leftover Pods) after the test."""
+    """Session managers on the Kubernetes backend, talking to ``standin`` (``settings``:
+    other settings, ``kube``: ``KubernetesSettings`` fields); shut down (and checked for
+    leftover Pods) after the test."""
     started: list[tuple[SessionManager, StandIn]] = []
 
     async def make(standin: StandIn, instance: Instance | None = None,
-                   **kube: Any) -> SessionManager:
+                   settings: dict[str, Any] | None = None, **kube: Any) -> SessionManager:
         s = make_settings(backend="kubernetes",
-                          kubernetes=KubernetesSettings(namespace="coderx", **kube))
+                          kubernetes=KubernetesSettings(namespace="coderx", **kube),
+                          **(settings or {}))
         inst = instance or Instance.current()
         backend = KubernetesBackend(s, inst, api=standin_client(standin))
         manager = SessionManager(s, backend, instance=inst)

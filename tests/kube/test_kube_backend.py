@@ -132,6 +132,17 @@ async def test_bind_workspace_is_a_subpath_of_the_shared_claim(
     assert set(standin.objects["persistentvolumeclaims"]) == {"shared"}  # no claim of its own
 
 
+async def test_warm_pool_hands_out_a_started_pod(
+        make_standin: MakeStandIn, make_kube: MakeKube) -> None:
+    standin = make_standin()
+    manager = await make_kube(standin, settings={"pool_size": 1})
+    assert await manager.pool.wait_full(60)
+    pooled = set(standin.objects["pods"])
+    session = await manager.default("tester")
+    assert session.sandbox.ident in pooled
+    assert out(await sh(session, "echo warm")) == "warm\n"
+
+
 async def test_cr01_pods_of_a_gone_server_are_reaped(
         make_standin: MakeStandIn, make_kube: MakeKube) -> None:
     standin = make_standin()
