@@ -40,7 +40,7 @@ import docker
 import structlog
 
 from coderx_mcp.config import Settings
-from coderx_mcp.sandbox.backends import DockerBackend
+from coderx_mcp.sandbox.docker_backend import DockerBackend
 from coderx_mcp.sandbox.instance import LABEL_SESSION, Instance
 from coderx_mcp.sessions import Session, SessionManager
 

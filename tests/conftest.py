@@ -25,9 +25,11 @@ import docker.errors
 import pytest
 
 from coderx_mcp.config import SandboxLimits, Settings
-from coderx_mcp.sandbox.backends import Backend, DockerBackend, LocalBackend
+from coderx_mcp.sandbox.backends import Backend
 from coderx_mcp.sandbox.docker import remove_container
+from coderx_mcp.sandbox.docker_backend import DockerBackend
 from coderx_mcp.sandbox.instance import LABEL_INSTANCE, LABEL_PID, Instance
+from coderx_mcp.sandbox.local import LocalBackend
 from coderx_mcp.sessions import SessionManager
 
 # Another tag tests a branch that changes containers/ without touching the shared image.

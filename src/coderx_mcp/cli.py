@@ -152,7 +152,7 @@ def serve(
     sandbox_uid: Annotated[int | None, typer.Option(
         help="Run sandboxes as this uid (default: the workspace owner's; never root).")]
     = None,
-    backend: Annotated[str | None, typer.Option(help="docker (default) or local.")] = None,
+    backend: Annotated[str | None, typer.Option(help="docker (default), kubernetes, local")] = None,
     log_json: Annotated[bool, typer.Option("--log-json", help="Logs as JSON lines.")] = False,
     log_format: Annotated[str | None, typer.Option(
         "--log-format", help="console or json (JSON lines).")] = None,
@@ -314,7 +314,7 @@ def call(
     sandbox_uid: Annotated[int | None, typer.Option(
         help="Run the sandbox as this uid (default: the workspace owner's; never root).")]
     = None,
-    backend: Annotated[str | None, typer.Option(help="docker (default) or local.")] = None,
+    backend: Annotated[str | None, typer.Option(help="docker (default), kubernetes, local")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the structured result.")]
     = False,
 ) -> None:

@@ -10,7 +10,7 @@ import re
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 _SIZE = re.compile(r"^(\d+)([kmg]?)$", re.IGNORECASE)
@@ -69,6 +69,52 @@ class SandboxLimits(BaseModel):
         return v
 
 
+class KubernetesSettings(BaseModel):
+    """Where and how the ``kubernetes`` backend runs a Pod per session (docs/kubernetes.md).
+
+    The cluster comes from ``KUBECONFIG`` (or ``~/.kube/config``), else the in-cluster
+    service account.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    namespace: str = "coderx"
+    """Namespace of the sandbox Pods, claims and network policies."""
+    context: str | None = None
+    """kubeconfig context; None: the current one."""
+    runtime_class: str | None = None
+    """``runtimeClassName`` of the Pods (e.g. ``gvisor``, ``kata``); None: the node default."""
+    image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"
+    """How nodes get the sandbox image (``Never``: preloaded on every node)."""
+    ephemeral_storage: str = "1g"
+    """Ephemeral-storage limit (and request) of a sandbox container."""
+    workspace_claim: str | None = None
+    """An existing PersistentVolumeClaim holding the workspaces, mounted into the server at
+    ``workspace_root``: a workspace under that root is mounted by sub-path (bind). None: a
+    fresh claim per session (an empty workspace)."""
+    workspace_root: Path | None = None
+    """Where the server sees ``workspace_claim``."""
+    workspace_size: str = "10Gi"
+    """Storage request of a per-session workspace claim."""
+    storage_class: str | None = None
+    """Storage class of per-session claims; None: the cluster default."""
+    api_timeout_s: float = Field(30.0, gt=0)
+    """Timeout of one API request; also the longest wait for a Pod to start running."""
+
+    @field_validator("ephemeral_storage")
+    @classmethod
+    def _size(cls, v: str) -> str:
+        parse_size(v)
+        return v
+
+    @model_validator(mode="after")
+    def _claim_has_root(self) -> KubernetesSettings:
+        if (self.workspace_claim is None) != (self.workspace_root is None):
+            raise ValueError("workspace_claim and workspace_root go together: the claim is "
+                             "mounted into the server at the root")
+        return self
+
+
 class Settings(BaseSettings):
     """All settings of a Coder-X MCP server."""
 
@@ -76,10 +122,13 @@ class Settings(BaseSettings):
         env_prefix="CODERX_", env_nested_delimiter="__", extra="forbid", frozen=True
     )
 
-    backend: Literal["docker", "local"] = "docker"
-    """Sandbox backend. ``local`` runs commands on the host WITHOUT isolation (development only)."""
+    backend: Literal["docker", "local", "kubernetes"] = "docker"
+    """Sandbox backend. ``local`` runs commands on the host WITHOUT isolation (development only);
+    ``kubernetes`` runs a Pod per session (docs/kubernetes.md)."""
     image: str = "coderx-sandbox:latest"
     """Docker image of the sandbox (built by ``coderx-mcp image build``)."""
+    kubernetes: KubernetesSettings = KubernetesSettings()
+    """The ``kubernetes`` backend (``CODERX_KUBERNETES__NAMESPACE`` and so on)."""
     workspace: Path | None = None
     """Default workspace (``serve --workspace``, the first one when repeated): mounted for
     sessions opened without one. None: the host's MCP roots (stdio), else the server's

@@ -60,11 +60,11 @@ def kill_session(client: docker.DockerClient, session_id: str) -> int:
 async def prune(settings: Settings) -> tuple[int, int]:
     """Remove the containers, networks and workspaces of servers that are gone (what a
     starting server does); returns (containers, workspaces) removed."""
-    from coderx_mcp.sandbox.backends import DockerBackend
+    from coderx_mcp.sandbox.backends import make_backend
     from coderx_mcp.workspace.prepare import Workspaces
 
     instance = Instance.current()
     workspaces = await Workspaces(settings, instance).reap_dead()
-    containers = await DockerBackend(settings, instance).reap_orphans()
+    containers = await make_backend(settings, instance).reap_orphans()
     return containers, workspaces
 

@@ -187,7 +187,7 @@ class Session:
                 return
             if not self._loss_reported:
                 self._loss_reported = True
-                reason = getattr(self.sandbox, "lost_reason", None) or "the runner stopped"
+                reason = self.sandbox.lost_reason or "the runner stopped"
                 raise SandboxGone(
                     f"the sandbox of session {self.id} stopped: {reason}. The next call starts a "
                     "fresh container on the same workspace.", reason)

@@ -16,8 +16,10 @@ import pytest
 from tests.conftest import make_repo
 
 from coderx_mcp.sandbox.base import SandboxSpec
+from coderx_mcp.sandbox.docker_stream import DockerExecStream
 from coderx_mcp.sandbox.local import LocalSandbox
-from coderx_mcp.sandbox.protocol import PROTOCOL_VERSION, RunnerClient
+from coderx_mcp.sandbox.protocol import DEFAULT_LINE_CAP, PROTOCOL_VERSION, RunnerClient
+from coderx_mcp.sandbox.stream import PipeStream
 from coderx_mcp.sessions import Session
 
 
@@ -82,9 +84,14 @@ def echo_runner(req: dict[str, Any]) -> dict[str, Any] | None:
 
 
 def scripted_client(fake: ScriptedRunner, **kw: Any) -> RunnerClient:
-    """A client on ``fake``'s stream (``kw``: the client's own options, e.g. ``max_line``)."""
-    return RunnerClient(fake.reader, fake, docker_framed=fake.framed,  # type: ignore[arg-type]
-                        name="scripted", **kw)
+    """A client on ``fake``'s stream (``kw``: the client's own options, e.g. ``max_line``),
+    through the Docker frame adapter when ``fake`` is framed."""
+    stream = (DockerExecStream(fake.reader, fake,  # type: ignore[arg-type]
+                               kw.get("max_line", DEFAULT_LINE_CAP))
+              if fake.framed else PipeStream(fake.reader, fake))  # type: ignore[arg-type]
+    return RunnerClient(stream, name="scripted", **kw)
+
+
 class HostUser:
     """The workspace's owner on the host (uid 1000; the current user when not root).
 

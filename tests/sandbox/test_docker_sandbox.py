@@ -452,7 +452,7 @@ _ORPHAN_HELPER = """
 import asyncio, sys
 from pathlib import Path
 from coderx_mcp.config import SandboxLimits, Settings
-from coderx_mcp.sandbox.backends import DockerBackend
+from coderx_mcp.sandbox.docker_backend import DockerBackend
 from coderx_mcp.sandbox.instance import Instance
 from coderx_mcp.sessions import SessionManager
 

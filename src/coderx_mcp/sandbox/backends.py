@@ -1,23 +1,22 @@
-"""Backends: make sandboxes of one kind and clean up after them, chosen by name."""
+"""Backends: make sandboxes of one kind and clean up after them, chosen by name.
+
+A backend owns the life cycle (create, find, remove sandboxes); each sandbox hands its
+runner's byte stream to a ``RunnerClient`` (``protocol.py``), which does not know which
+backend it talks through. The registry maps ``CODERX_BACKEND`` names to factories that
+import their module only when chosen, so an optional client library (``kubernetes``)
+is needed only by the servers that use it.
+"""
 
 from __future__ import annotations
 
-import asyncio
+from collections.abc import Callable, Mapping
+from types import MappingProxyType
 from typing import Protocol
 
-import docker
-import docker.errors
-import structlog
-
 from coderx_mcp.config import Settings
-from coderx_mcp.errors import ConfigError, SandboxUnavailable
+from coderx_mcp.errors import ConfigError
 from coderx_mcp.sandbox.base import Sandbox, SandboxSpec
-from coderx_mcp.sandbox.channel import reply_line_cap
-from coderx_mcp.sandbox.docker import DockerSandbox, remove_container, remove_network
-from coderx_mcp.sandbox.instance import LABEL_INSTANCE, LABEL_MANAGED, Instance, owner_is_gone
-from coderx_mcp.sandbox.local import LocalSandbox
-
-_log = structlog.get_logger("coderx.backend")
+from coderx_mcp.sandbox.instance import Instance
 
 
 class Backend(Protocol):
@@ -39,115 +38,37 @@ class Backend(Protocol):
         """Synchronously remove every sandbox of this server (last-resort cleanup)."""
 
 
-class DockerBackend:
-    """Sandboxes as hardened Docker containers."""
-
-    name = "docker"
-    isolated = True
-
-    def __init__(self, settings: Settings, instance: Instance,
-                 client: docker.DockerClient | None = None) -> None:
-        self._settings = settings
-        self._instance = instance
-        self._client = client
-
-    @property
-    def client(self) -> docker.DockerClient:
-        """The Docker client, connected on first use."""
-        if self._client is None:
-            try:
-                self._client = docker.from_env(timeout=int(self._settings.docker_timeout_s))
-            except docker.errors.DockerException as exc:
-                raise SandboxUnavailable(
-                    f"sandbox unavailable: cannot reach the Docker engine ({exc}); start Docker "
-                    "(on Debian: `bash containers/ensure-docker.sh`) or use CODERX_BACKEND=local"
-                ) from None
-        return self._client
-
-    async def check(self) -> None:
-        from coderx_mcp.image import image_status, missing_image_message
-
-        def probe() -> None:
-            try:
-                self.client.ping()
-            except docker.errors.DockerException as exc:
-                raise SandboxUnavailable(
-                    f"sandbox unavailable: the Docker engine does not answer ({exc})") from None
-            status = image_status(self.client, self._settings.image)
-            if not status.exists:
-                raise SandboxUnavailable(missing_image_message(self._settings.image))
-            if not status.up_to_date:
-                _log.warning("sandbox image is older than this server's runner; rebuild it",
-                             image=self._settings.image, command="coderx-mcp image build")
-
-        await asyncio.wait_for(asyncio.to_thread(probe), self._settings.docker_timeout_s)
-
-    def make(self, spec: SandboxSpec, session_id: str) -> Sandbox:
-        return DockerSandbox(self.client, spec, self._settings.image, self._instance, session_id,
-                             self._settings.start_timeout_s,
-                             reply_line_cap(self._settings.max_file_bytes))
-
-    async def reap_orphans(self) -> int:
-        def reap() -> int:
-            removed = 0
-            # ignore_removed: another server may remove a container while we list.
-            for c in self.client.containers.list(all=True, filters={"label": LABEL_MANAGED},
-                                                 ignore_removed=True):
-                if owner_is_gone(c.labels, self._instance):
-                    remove_container(self.client, c.id)
-                    removed += 1
-            # Session networks go after their containers (a network in use cannot go).
-            for n in self.client.networks.list(filters={"label": LABEL_MANAGED}):
-                if owner_is_gone(n.attrs.get("Labels") or {}, self._instance):
-                    remove_network(self.client, n.name)
-            return removed
-
-        n = await asyncio.to_thread(reap)
-        if n:
-            _log.info("removed containers of servers that are gone", count=n)
-        return n
-
-    def remove_all_of_instance(self) -> int:
-        if self._client is None:
-            return 0
-        found = self._client.containers.list(
-            all=True, filters={"label": f"{LABEL_INSTANCE}={self._instance.id}"},
-            ignore_removed=True)
-        for c in found:
-            remove_container(self._client, c.id)
-        for n in self._client.networks.list(
-                filters={"label": f"{LABEL_INSTANCE}={self._instance.id}"}):
-            remove_network(self._client, n.name)
-        return len(found)
+BackendFactory = Callable[[Settings, Instance], Backend]
 
 
-class LocalBackend:
-    """The runner as a host subprocess: NO isolation, for development without Docker."""
+def _docker(settings: Settings, instance: Instance) -> Backend:
+    from coderx_mcp.sandbox.docker_backend import DockerBackend
 
-    name = "local"
-    isolated = False
-
-    def __init__(self, settings: Settings) -> None:
-        self._settings = settings
-
-    async def check(self) -> None:
-        return None
-
-    def make(self, spec: SandboxSpec, session_id: str) -> Sandbox:
-        return LocalSandbox(spec, session_id, self._settings.start_timeout_s,
-                            reply_line_cap(self._settings.max_file_bytes))
-
-    async def reap_orphans(self) -> int:
-        return 0  # local runners end with their parent's pipes
-
-    def remove_all_of_instance(self) -> int:
-        return 0
+    return DockerBackend(settings, instance)
 
 
-def make_backend(settings: Settings, instance: Instance) -> Backend:
+def _local(settings: Settings, instance: Instance) -> Backend:
+    from coderx_mcp.sandbox.local import LocalBackend
+
+    return LocalBackend(settings)
+
+
+def _kubernetes(settings: Settings, instance: Instance) -> Backend:
+    from coderx_mcp.sandbox.kubernetes import KubernetesBackend
+
+    return KubernetesBackend(settings, instance)
+
+
+BACKENDS: Mapping[str, BackendFactory] = MappingProxyType(
+    {"docker": _docker, "local": _local, "kubernetes": _kubernetes})
+"""Every backend by its ``CODERX_BACKEND`` name."""
+
+
+def make_backend(settings: Settings, instance: Instance,
+                 registry: Mapping[str, BackendFactory] = BACKENDS) -> Backend:
     """The backend named by ``settings.backend``."""
-    if settings.backend == "docker":
-        return DockerBackend(settings, instance)
-    if settings.backend == "local":
-        return LocalBackend(settings)
-    raise ConfigError(f"unknown sandbox backend {settings.backend!r}: use docker or local")
+    factory = registry.get(settings.backend)
+    if factory is None:
+        raise ConfigError(f"unknown sandbox backend {settings.backend!r}: use one of "
+                          + ", ".join(sorted(registry)))
+    return factory(settings, instance)

@@ -40,6 +40,8 @@ class Sandbox(Protocol):
     backend: str
     spec: SandboxSpec
     session_id: str
+    lost_reason: str | None
+    """Why the sandbox was lost, once known (None while alive or when no reason is known)."""
 
     @property
     def alive(self) -> bool:
@@ -47,7 +49,7 @@ class Sandbox(Protocol):
 
     @property
     def ident(self) -> str:
-        """Container id (or a local label) for logs and ``session_info``."""
+        """Container or pod name (or a local label) for logs and ``session_info``."""
 
     async def start(self) -> None:
         """Create the container, start the runner, and wait for its hello."""

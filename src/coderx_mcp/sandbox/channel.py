@@ -85,10 +85,15 @@ class LineSplitter:
         raise self.oversized()
 
     def oversized(self) -> RunnerProtocolError:
-        """The error for a line (or a frame that would hold one) longer than the cap."""
-        return RunnerProtocolError(
-            f"the runner sent an oversized line (over {self.cap} bytes without a newline), "
-            "which no legitimate reply needs, so its channel was closed")
+        """The error for a line longer than the cap."""
+        return oversized_line_error(self.cap)
+
+
+def oversized_line_error(cap: int) -> RunnerProtocolError:
+    """The error for a line (or a frame that would hold one) longer than ``cap`` bytes."""
+    return RunnerProtocolError(
+        f"the runner sent an oversized line (over {cap} bytes without a newline), "
+        "which no legitimate reply needs, so its channel was closed")
 
 
 class RateLimit:

@@ -21,6 +21,7 @@ from docker.types import Mount, Ulimit
 from coderx_mcp.config import parse_size
 from coderx_mcp.errors import SandboxGone, SandboxUnavailable
 from coderx_mcp.sandbox.base import SandboxSpec
+from coderx_mcp.sandbox.docker_stream import DockerExecStream
 from coderx_mcp.sandbox.instance import LABEL_SESSION, Instance
 from coderx_mcp.sandbox.protocol import DEFAULT_LINE_CAP, RunnerClient
 
@@ -137,7 +138,7 @@ class DockerSandbox:
         self._labels = labels
         try:
             self._container_id = await asyncio.to_thread(self._create_and_start, kwargs)
-            reader, writer = await self._attach_runner()
+            stream = await self._attach_runner()
         except docker.errors.ImageNotFound:
             from coderx_mcp.image import missing_image_message
 
@@ -145,8 +146,7 @@ class DockerSandbox:
         except docker.errors.DockerException as exc:
             await self.close()
             raise SandboxUnavailable(f"could not start the sandbox container: {exc}") from None
-        self._runner = RunnerClient(reader, writer, docker_framed=True, name=self.session_id,
-                                    max_line=self._max_line)
+        self._runner = RunnerClient(stream, name=self.session_id, max_line=self._max_line)
         self._runner.on_lost = self._on_lost
         try:
             await self._runner.start(self._start_timeout)
@@ -170,7 +170,7 @@ class DockerSandbox:
         container.start()
         return self._container_id
 
-    async def _attach_runner(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    async def _attach_runner(self) -> DockerExecStream:
         def exec_socket() -> socket.socket:
             api = self._client.api
             eid = api.exec_create(
@@ -187,7 +187,8 @@ class DockerSandbox:
 
         sock = await asyncio.to_thread(exec_socket)
         # The limit bounds what is buffered ahead of the reader (reading pauses at twice it).
-        return await asyncio.open_unix_connection(sock=sock, limit=1 << 20)
+        reader, writer = await asyncio.open_unix_connection(sock=sock, limit=1 << 20)
+        return DockerExecStream(reader, writer, self._max_line)
 
     async def call(self, op: str, **args: Any) -> dict[str, Any]:
         if self._runner is None:

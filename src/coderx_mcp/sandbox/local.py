@@ -17,9 +17,12 @@ from typing import Any
 
 import structlog
 
+from coderx_mcp.config import Settings
 from coderx_mcp.errors import SandboxGone
-from coderx_mcp.sandbox.base import SandboxSpec
+from coderx_mcp.sandbox.base import Sandbox, SandboxSpec
+from coderx_mcp.sandbox.channel import reply_line_cap
 from coderx_mcp.sandbox.protocol import DEFAULT_LINE_CAP, RunnerClient
+from coderx_mcp.sandbox.stream import PipeStream
 
 _log = structlog.get_logger("coderx.local")
 WARNING = ("LOCAL BACKEND: commands run directly on this host with the server's privileges; "
@@ -52,6 +55,7 @@ class LocalSandbox:
         self._runner: RunnerClient | None = None
         self._state_dir: str | None = None
         self._stderr_task: asyncio.Task[None] | None = None
+        self.lost_reason: str | None = None  # the runner's exit says all there is to say
 
     @property
     def ident(self) -> str:
@@ -78,7 +82,7 @@ class LocalSandbox:
             limit=1 << 20,  # bounds what is buffered ahead of the reader (pauses at twice it)
         )
         assert self._proc.stdout is not None and self._proc.stdin is not None
-        self._runner = RunnerClient(self._proc.stdout, self._proc.stdin, docker_framed=False,
+        self._runner = RunnerClient(PipeStream(self._proc.stdout, self._proc.stdin),
                                     name=self.session_id, max_line=self._max_line)
         self._stderr_task = asyncio.create_task(self._pump_stderr())
         try:
@@ -118,3 +122,26 @@ class LocalSandbox:
         if self._state_dir is not None:
             shutil.rmtree(self._state_dir, ignore_errors=True)
             self._state_dir = None
+
+
+class LocalBackend:
+    """The runner as a host subprocess: NO isolation, for development without Docker."""
+
+    name = "local"
+    isolated = False
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+
+    async def check(self) -> None:
+        return None
+
+    def make(self, spec: SandboxSpec, session_id: str) -> Sandbox:
+        return LocalSandbox(spec, session_id, self._settings.start_timeout_s,
+                            reply_line_cap(self._settings.max_file_bytes))
+
+    async def reap_orphans(self) -> int:
+        return 0  # local runners end with their parent's pipes
+
+    def remove_all_of_instance(self) -> int:
+        return 0

@@ -1,9 +1,10 @@
 """Host side of the runner protocol: one stream, many concurrent requests.
 
 Requests are JSON lines ``{"id", "op", ...}``; replies carry the same id and are matched to
-the waiting caller, so any number of calls share the single stream. The stream is either
-plain pipes (local backend) or a Docker exec socket whose output is multiplexed in 8-byte
-framed chunks (stdout = 1, stderr = 2).
+the waiting caller, so any number of calls share the single stream. The stream is any
+:class:`~coderx_mcp.sandbox.stream.RunnerStream` a backend hands out: the framing of each
+transport (plain pipes, Docker's multiplexed exec frames, Kubernetes' WebSocket channels)
+is its adapter's business, not this client's.
 
 The stream comes from inside a sandbox, so it is read defensively: request ids are random
 (a reply cannot be forged by guessing the next one), a reply to an id nobody waits for is
@@ -17,7 +18,6 @@ import asyncio
 import contextlib
 import json
 import secrets
-import struct
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -26,6 +26,7 @@ import structlog
 
 from coderx_mcp.errors import RunnerProtocolError, SandboxGone, error_from_runner
 from coderx_mcp.sandbox.channel import LineSplitter, RateLimit, StderrLog, reply_line_cap
+from coderx_mcp.sandbox.stream import STDERR, RunnerStream
 
 PROTOCOL_VERSION = 1
 DEFAULT_LINE_CAP = reply_line_cap(16 << 20)
@@ -39,12 +40,10 @@ _log = structlog.get_logger("coderx.runner")
 
 
 class RunnerClient:
-    """Talks to one runner over an asyncio stream pair.
+    """Talks to one runner over one byte stream.
 
     Args:
-        reader: The stream the runner's output arrives on.
-        writer: The stream that reaches the runner's stdin.
-        docker_framed: True when ``reader`` carries Docker's multiplexed exec frames.
+        stream: The runner's stdin and output (see ``stream.py``).
         name: A label for logs (the session id).
         max_line: The longest reply line accepted (see ``reply_line_cap``).
         log_rate: Runner stderr lines (and dropped replies) logged per second at most,
@@ -54,18 +53,14 @@ class RunnerClient:
 
     def __init__(
         self,
-        reader: asyncio.StreamReader,
-        writer: asyncio.StreamWriter,
+        stream: RunnerStream,
         *,
-        docker_framed: bool,
         name: str,
         max_line: int = DEFAULT_LINE_CAP,
         log_rate: float = 5.0,
         reply_grace: float = REPLY_GRACE,
     ) -> None:
-        self._reader = reader
-        self._writer = writer
-        self._framed = docker_framed
+        self._stream = stream
         self._name = name
         self._grace = reply_grace
         self._lines = LineSplitter(max_line)
@@ -135,9 +130,9 @@ class RunnerClient:
         self._pending[rid] = fut
         line = json.dumps({"id": rid, "op": op, **args}, separators=(",", ":")).encode() + b"\n"
         try:
-            self._writer.write(line)
+            self._stream.write(line)
             if len(line) > 65536:
-                await self._writer.drain()
+                await self._stream.drain()
             budget = self._grace + sum(float(args.get(k) or 0) for k in ("timeout", "wait"))
             done, _ = await asyncio.wait({fut}, timeout=budget)
             if not done:
@@ -149,7 +144,7 @@ class RunnerClient:
                 self._abandon(rid)
                 self._abandon(cancel_id)
                 with contextlib.suppress(Exception):
-                    self._writer.write(
+                    self._stream.write(
                         json.dumps({"id": cancel_id, "op": "cancel", "target": rid}).encode()
                         + b"\n"
                     )
@@ -172,9 +167,7 @@ class RunnerClient:
         self.violation = reason
         self._lost(reason)
         with contextlib.suppress(Exception):
-            self._writer.write_eof()
-        with contextlib.suppress(Exception):
-            self._writer.close()
+            self._stream.hang_up()
         if self.on_lost is not None:
             await self.on_lost()
 
@@ -194,8 +187,7 @@ class RunnerClient:
         """Close the stream; the runner exits on end of input."""
         self._lost("closed by the server")
         self.flush_stderr()
-        with contextlib.suppress(Exception):
-            self._writer.close()
+        self._stream.close()
         if self._task is not None and self._task is not asyncio.current_task():
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -214,35 +206,21 @@ class RunnerClient:
         reason = "the runner closed its output (container stopped or runner exited)"
         try:
             while True:
-                if self._framed:
-                    header = await self._reader.readexactly(8)
-                    kind, size = header[0], struct.unpack(">I", header[4:])[0]
-                    if size > self._lines.cap:  # Docker's frames are small; never buffer this
-                        raise self._lines.oversized()
-                    chunk = await self._reader.readexactly(size)
-                    if kind == 2:
-                        self._stderr.feed(chunk)
-                        continue
-                else:
-                    chunk = await self._reader.read(1 << 16)
-                    if not chunk:
-                        break
+                kind, chunk = await self._stream.read()
+                if not chunk:
+                    break
+                if kind == STDERR:
+                    self._stderr.feed(chunk)
+                    continue
                 for line in self._lines.feed(chunk):
                     self._dispatch(line)
-        except asyncio.IncompleteReadError:
-            pass
         except asyncio.CancelledError:
             return
         except RunnerProtocolError as exc:
             # Read no more and hang up: the runner sees end of input and exits.
             reason = self.violation = str(exc)
             _log.error("runner channel closed", session_id=self._name, reason=reason)
-            # write_eof shuts the connection itself down: Docker's socket is shared with the
-            # exec's HTTP response, so closing our descriptor alone would not end its input.
-            with contextlib.suppress(Exception):
-                self._writer.write_eof()
-            with contextlib.suppress(Exception):
-                self._writer.close()
+            self._stream.hang_up()
         except (ConnectionError, OSError) as exc:
             reason = f"connection to the runner failed: {exc}"
         was_alive = self.alive
