@@ -170,15 +170,17 @@ class DockerSandbox:
         container.start()
         return self._container_id
 
+    def _exec_create(self) -> str:
+        """Create (not start) the runner's exec in the container; returns its id."""
+        return str(self._client.api.exec_create(
+            self._container_id, RUNNER, stdin=True, stdout=True,
+            stderr=True, user=f"{self.spec.uid}:{self.spec.gid}", workdir=RUNNER_DIR,
+            environment={"CODERX_ROOT": WORKDIR, "CODERX_STATE": STATE},
+        )["Id"])
+
     async def _attach_runner(self) -> DockerExecStream:
         def exec_socket() -> socket.socket:
-            api = self._client.api
-            eid = api.exec_create(
-                self._container_id, RUNNER, stdin=True, stdout=True,
-                stderr=True, user=f"{self.spec.uid}:{self.spec.gid}", workdir=RUNNER_DIR,
-                environment={"CODERX_ROOT": WORKDIR, "CODERX_STATE": STATE},
-            )["Id"]
-            raw = api.exec_start(eid, socket=True)
+            raw = self._client.api.exec_start(self._exec_create(), socket=True)
             sock = getattr(raw, "_sock", raw)
             self._keep.append(raw)  # the HTTP response owns the socket: keep it alive
             dup = socket.socket(fileno=os.dup(sock.fileno()))

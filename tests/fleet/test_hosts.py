@@ -1,0 +1,177 @@
+"""Sessions over several Docker engines (``CODERX_DOCKER_HOSTS``), tested on two real extra
+engines with mutual TLS (tests/fleet/conftest.py)."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import subprocess
+import tarfile
+from collections import Counter
+from pathlib import Path
+
+import docker
+import pytest
+from pydantic import ValidationError
+from tests.conftest import CLI, MakeManager, child_env
+from tests.fleet.conftest import CA, Engine
+from tests.sandbox.conftest import out, sh
+
+from coderx_mcp.config import DockerHostConfig, Settings
+from coderx_mcp.errors import SandboxGone, SandboxUnavailable
+from coderx_mcp.sandbox.docker_hosts import make_client
+from coderx_mcp.sandbox.fleet import FleetBackend
+from coderx_mcp.sandbox.host_image import ensure_image
+from coderx_mcp.sandbox.instance import LABEL_SESSION, Instance
+
+
+def _hosts(*engines: Engine) -> list[DockerHostConfig]:
+    return [e.config for e in engines]
+
+
+def _context(files: dict[str, bytes]) -> io.BytesIO:
+    """A build context (a tar) holding ``files``."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    buf.seek(0)
+    return buf
+
+
+def _sessions_on(engine: Engine) -> set[str]:
+    client = engine.local_client()
+    try:
+        return {c.labels[LABEL_SESSION] for c in client.containers.list(
+            filters={"label": LABEL_SESSION}, ignore_removed=True)}
+    finally:
+        client.close()
+
+
+@pytest.mark.parametrize(("host", "problem"), [
+    ({"url": "tcp://10.0.0.5:2376"}, "needs \"tls\""),
+    ({"url": "http://10.0.0.5:2376"}, "must start with tcp://, ssh:// or unix://"),
+    ({"url": "tcp://10.0.0.5"}, "needs a port"),
+    ({"url": "ssh://coder@h", "tls": "/tmp"}, "applies to tcp:// only"),
+    ({"url": "tcp://h:2376", "tls": "/nonexistent"}, "ca.pem, cert.pem, key.pem missing"),
+    ({"url": "ssh://h", "colour": "red"}, "Extra inputs are not permitted"),
+])
+def test_docker_hosts_setting_rejects_bad_entries(host: dict[str, str], problem: str,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CODERX_DOCKER_HOSTS", json.dumps([host]))
+    with pytest.raises(ValidationError, match=problem):
+        Settings()
+
+
+def test_doctor_says_what_is_wrong_with_docker_hosts_in_one_line(tmp_path: Path) -> None:
+    env = child_env(CODERX_DOCKER_HOSTS='[{"url": "tcp://10.0.0.5:2376"}]',
+                    CODERX_STATE_DIR=str(tmp_path))
+    done = subprocess.run([*CLI, "doctor"], env=env, capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 1
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "docker_hosts.0" in lines[0] and "needs \"tls\"" in lines[0]
+
+
+@pytest.mark.docker
+async def test_sessions_spread_over_both_engines(fleet_engines: list[Engine],
+                                                 make_manager: MakeManager) -> None:
+    a, b = fleet_engines
+    manager = await make_manager(docker_hosts=_hosts(a, b))
+    sessions = [await manager.open("local", mode="scratch") for _ in range(4)]
+    placed = Counter(s.sandbox.ident.rsplit("@", 1)[1] for s in sessions)
+    assert placed == {"a": 2, "b": 2}
+    assert _sessions_on(a) | _sessions_on(b) == {s.id for s in sessions}
+    for s in sessions:  # the runner's stream runs over TLS to each engine
+        assert out(await sh(s, "echo hi-$((6*7)); head -c 3000000 /dev/urandom > big")) \
+            == "hi-42\n"
+        assert (await s.call("read", path="big"))["size"] == 3000000
+    for s in sessions:
+        await manager.close(s.id, "local")
+    assert _sessions_on(a) == _sessions_on(b) == set()
+
+
+@pytest.mark.docker
+async def test_least_loaded_engine_takes_the_next_session(fleet_engines: list[Engine],
+                                                          make_manager: MakeManager) -> None:
+    a, b = fleet_engines
+    first = await make_manager(docker_hosts=_hosts(a))  # another server, on a only
+    busy = [await first.open("local", mode="scratch") for _ in range(2)]
+    second = await make_manager(docker_hosts=_hosts(a, b))
+    s = await second.open("local", mode="scratch")
+    assert s.sandbox.ident.endswith("@b")  # a already runs two sandboxes (of another server)
+    assert {x.id for x in busy} <= _sessions_on(a)
+
+
+@pytest.mark.docker
+async def test_engine_refuses_a_client_of_another_ca(fleet_engines: list[Engine],
+                                                     fleet_ca: CA, tmp_path: Path) -> None:
+    a = fleet_engines[0]
+    stranger = DockerHostConfig(url=a.config.url, name="a",
+                                tls=fleet_ca.issue(tmp_path / "tls", "intruder", server=False))
+    fleet = FleetBackend(Settings(docker_hosts=[stranger]), Instance.current())
+    with pytest.raises(SandboxUnavailable, match=r"docker host a \(tcp://127\.0\.0\.1:\d+\) "
+                                                 "does not answer"):
+        await fleet.check()
+
+
+@pytest.mark.docker
+def test_image_copied_to_an_engine_that_lacks_it(fleet_engines: list[Engine]) -> None:
+    tag = f"coderx-fleet-probe:{os.getpid()}"
+    source = docker.from_env(timeout=60)
+    target = make_client(fleet_engines[1].config, 60)
+    seen: list[tuple[int, int]] = []
+    try:
+        source.images.build(fileobj=_context({"Dockerfile": b"FROM scratch\nCOPY f /f\n",
+                                              "f": os.urandom(2 << 20)}),
+                            custom_context=True, tag=tag, rm=True)
+        assert ensure_image("b", target, tag, source, lambda d, t: seen.append((d, t)))
+        assert target.images.get(tag).id == source.images.get(tag).id
+        assert seen and seen[-1][0] > 0
+        assert not ensure_image("b", target, tag, source)  # the same image: no copy
+    finally:
+        for c in (source, target):
+            with contextlib.suppress(docker.errors.ImageNotFound):
+                c.images.remove(tag, force=True)
+            c.close()
+
+
+@pytest.mark.docker
+def test_image_missing_everywhere_is_one_clear_error(fleet_engines: list[Engine]) -> None:
+    target = make_client(fleet_engines[1].config, 60)
+    try:
+        with pytest.raises(SandboxUnavailable, match="coderx-nope:1 is missing on docker host "
+                                                     "b and no local engine has it"):
+            ensure_image("b", target, "coderx-nope:1", None)
+    finally:
+        target.close()
+
+
+@pytest.mark.docker
+async def test_engine_restart_one_clear_error_then_reopen(fleet_engines: list[Engine],
+                                                          make_manager: MakeManager) -> None:
+    """#9 fault: the daemon restarts under open sessions (engine b, never the shared one)."""
+    b = fleet_engines[1]
+    manager = await make_manager(docker_hosts=_hosts(b))
+    s = await manager.open("local", mode="scratch")
+    await sh(s, "echo still here > kept.txt")
+    b.stop()
+    try:
+        problem = await manager.problem()
+        assert problem is not None and "docker host b" in problem and "does not answer" in problem
+        with pytest.raises(SandboxGone, match=r"docker host b \(tcp://127\.0\.0\.1:\d+\) does "
+                                              r"not answer \(stopped or restarted\?\)"):
+            await sh(s, "true")
+        with pytest.raises(SandboxUnavailable, match=r"no docker host can start the sandbox: "
+                                                     r"docker host b .* does not answer"):
+            await sh(s, "true")
+    finally:
+        b.start()
+    assert await manager.problem() is None
+    # A fresh container on the same workspace.
+    assert out(await sh(s, "cat kept.txt")) == "still here\n"
+    assert _sessions_on(b) == {s.id}
