@@ -32,6 +32,7 @@ from coderx_mcp.principals import PrincipalPolicy
 from coderx_mcp.quotas import Quotas
 from coderx_mcp.sandbox.backends import Backend
 from coderx_mcp.sandbox.base import SandboxSpec
+from coderx_mcp.sandbox.fleet import FleetBackend, HostStatus
 from coderx_mcp.sandbox.instance import Instance
 from coderx_mcp.session import Session, SessionInfo, TextCache, new_session_id
 from coderx_mcp.workspace.policy import WorkspacePolicy
@@ -42,7 +43,8 @@ Done = list[str]  # what closing did, one sentence each (``list`` is a method be
 
 
 
-__all__ = ["Session", "SessionInfo", "SessionManager", "TextCache", "new_session_id"]
+__all__ = ["HostStatus", "Session", "SessionInfo", "SessionManager", "TextCache",
+           "new_session_id"]
 
 
 class SessionManager:
@@ -294,7 +296,12 @@ class SessionManager:
             await self.backend.check()
         except CoderxError as exc:
             return str(exc)
-        return None
+        down = [h.detail for h in await self.host_status() if not h.ok]
+        return "; ".join([*down, "new sessions go to the other docker hosts"]) if down else None
+
+    async def host_status(self) -> list[HostStatus]:
+        """Each engine of a Docker fleet (``CODERX_DOCKER_HOSTS``); empty for one engine."""
+        return await self.backend.status() if isinstance(self.backend, FleetBackend) else []
 
     def list_all(self) -> list[Session]:
         """Every open session, oldest first (health, the operator's CLI)."""

@@ -14,17 +14,19 @@ from pathlib import Path
 
 import docker
 import pytest
+from fastmcp import Client
 from pydantic import ValidationError
-from tests.conftest import CLI, MakeManager, child_env
+from tests.conftest import CLI, IMAGE, MakeManager, child_env
 from tests.fleet.conftest import CA, Engine
 from tests.sandbox.conftest import out, sh
 
-from coderx_mcp.config import DockerHostConfig, Settings
+from coderx_mcp.config import DockerHostConfig, SandboxLimits, Settings
 from coderx_mcp.errors import SandboxGone, SandboxUnavailable
 from coderx_mcp.sandbox.docker_hosts import make_client
 from coderx_mcp.sandbox.fleet import FleetBackend
 from coderx_mcp.sandbox.host_image import ensure_image
 from coderx_mcp.sandbox.instance import LABEL_SESSION, Instance
+from coderx_mcp.server import build_server
 
 
 def _hosts(*engines: Engine) -> list[DockerHostConfig]:
@@ -175,3 +177,47 @@ async def test_engine_restart_one_clear_error_then_reopen(fleet_engines: list[En
     # A fresh container on the same workspace.
     assert out(await sh(s, "cat kept.txt")) == "still here\n"
     assert _sessions_on(b) == {s.id}
+
+
+@pytest.mark.docker
+async def test_health_and_run_command_through_an_engine_restart(
+        fleet_engines: list[Engine], workspace: Path, tmp_path: Path) -> None:
+    """#9 fault through MCP: health reports the stopped engine, the call gives one clear
+    error, and the session works again once the engine is back."""
+    b = fleet_engines[1]
+    settings = Settings(docker_hosts=_hosts(b), workspace=workspace, image=IMAGE,
+                        pool_size=0, data_dir=tmp_path / "data", state_dir=tmp_path / "state",
+                        limits=SandboxLimits(memory="512m"))
+    async with Client(build_server(settings)) as c:
+        first = await c.call_tool("run_command", {"command": "echo one"})
+        assert "one" in first.content[0].text  # type: ignore[union-attr]
+        b.stop()
+        try:
+            health = await c.call_tool("health", {})
+            assert health.structured_content is not None
+            assert health.structured_content["ok"] is False
+            assert [h["ok"] for h in health.structured_content["docker_hosts"]] == [False]
+            failed = await c.call_tool("run_command", {"command": "echo two"},
+                                       raise_on_error=False)
+            assert failed.is_error
+            text = failed.content[0].text  # type: ignore[union-attr]
+            assert "docker host b" in text and "does not answer" in text, text
+            assert "Traceback" not in text and "\n" not in text
+        finally:
+            b.start()
+        health = await c.call_tool("health", {})
+        assert health.structured_content is not None and health.structured_content["ok"]
+        again = await c.call_tool("run_command", {"command": "echo three"})
+        assert "three" in again.content[0].text  # type: ignore[union-attr]
+
+
+@pytest.mark.docker
+def test_doctor_shows_each_engine(fleet_engines: list[Engine], tmp_path: Path) -> None:
+    hosts = json.dumps([e.config.model_dump(mode="json") for e in fleet_engines])
+    env = child_env(CODERX_DOCKER_HOSTS=hosts, CODERX_STATE_DIR=str(tmp_path / "state"),
+                    CODERX_DATA_DIR=str(tmp_path / "data"))
+    done = subprocess.run([*CLI, "doctor", "--port", "1"], env=env, capture_output=True,
+                          text=True, timeout=120)
+    lines = [x for x in done.stdout.splitlines() if "docker host" in x]
+    assert lines == [f"ok   docker host {n}: answers; {IMAGE} is current" for n in "ab"], \
+        done.stdout
