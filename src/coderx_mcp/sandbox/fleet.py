@@ -163,6 +163,11 @@ class FleetSandbox:
         """Why the sandbox stopped, when known."""
         return self._inner.lost_reason if self._inner is not None else None
 
+    @lost_reason.setter
+    def lost_reason(self, reason: str | None) -> None:
+        if self._inner is not None:
+            self._inner.lost_reason = reason
+
     async def start(self) -> None:
         self._inner = await self._fleet.place(self.spec, self.session_id)
 
