@@ -196,6 +196,12 @@ class Settings(BaseSettings):
     git_author: str = "Coder-X agent <coderx@localhost>"
     """Author and committer of ``session_commit`` commits and of commits made inside a
     worktree session (``Name <email>``)."""
+    shared_sessions: bool = False
+    """Server replicas (``serve --http`` behind one load balancer) share sessions: each
+    session is found by its container's labels, so any replica serves it and it outlives
+    the replica that opened it; orphans are reaped by heartbeat (``state_dir/sessions``,
+    shared by the replicas) after ``idle_timeout_s``. The warm pool is off. See
+    docs/remote-docker.md."""
     max_sessions: int = Field(16, ge=1, le=1000)
     """Maximum number of open sessions (all principals together)."""
     max_sessions_per_principal: int = Field(4, ge=1, le=1000)

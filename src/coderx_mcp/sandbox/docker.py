@@ -22,7 +22,7 @@ from coderx_mcp.config import parse_size
 from coderx_mcp.errors import SandboxGone, SandboxUnavailable
 from coderx_mcp.sandbox.base import SandboxSpec
 from coderx_mcp.sandbox.docker_stream import DockerExecStream
-from coderx_mcp.sandbox.instance import LABEL_SESSION, Instance
+from coderx_mcp.sandbox.instance import Instance, sandbox_labels
 from coderx_mcp.sandbox.protocol import DEFAULT_LINE_CAP, RunnerClient
 
 WORKDIR = "/workspace"
@@ -131,14 +131,13 @@ class DockerSandbox:
         return self._runner is not None and self._runner.alive
 
     async def start(self) -> None:
-        labels = {**self._instance.labels(), LABEL_SESSION: self.session_id}
+        labels = sandbox_labels(self._instance, self.spec.labels, self.session_id)
         if self.spec.network == "bridge":
             self._network = network_name(self.session_id)
         kwargs = container_kwargs(self.spec, self._image, labels, self._network)
         self._labels = labels
         try:
             self._container_id = await asyncio.to_thread(self._create_and_start, kwargs)
-            stream = await self._attach_runner()
         except docker.errors.ImageNotFound:
             from coderx_mcp.image import missing_image_message
 
@@ -146,6 +145,28 @@ class DockerSandbox:
         except docker.errors.DockerException as exc:
             await self.close()
             raise SandboxUnavailable(f"could not start the sandbox container: {exc}") from None
+        await self._connect()
+        _log.info("sandbox started", session_id=self.session_id, container=self.ident,
+                  network=self.spec.network, uid=self.spec.uid)
+
+    async def attach(self, container_id: str, network: str | None = None) -> None:
+        """Start a runner in a running container of this session that another server made
+        (replicas: the engine, not a server's memory, holds the sessions).
+
+        Raises:
+            SandboxUnavailable: The container cannot be reached.
+        """
+        self._container_id, self._network = container_id, network
+        await self._connect()
+        _log.info("sandbox attached", session_id=self.session_id, container=self.ident)
+
+    async def _connect(self) -> None:
+        """Start the runner in the container and wait for its hello."""
+        try:
+            stream = await self._attach_runner()
+        except docker.errors.DockerException as exc:
+            await self.close()
+            raise SandboxUnavailable(f"could not start the sandbox's runner: {exc}") from None
         self._runner = RunnerClient(stream, name=self.session_id, max_line=self._max_line)
         self._runner.on_lost = self._on_lost
         try:
@@ -157,8 +178,6 @@ class DockerSandbox:
             _log.warning("the sandbox runner is dumpable, so commands can reach its stream; "
                          "rebuild the image", session_id=self.session_id,
                          command="coderx-mcp image build")
-        _log.info("sandbox started", session_id=self.session_id, container=self.ident,
-                  network=self.spec.network, uid=self.spec.uid)
 
     def _create_and_start(self, kwargs: dict[str, Any]) -> str:
         if self._network is not None:
@@ -233,13 +252,18 @@ class DockerSandbox:
             return await asyncio.wait_for(asyncio.to_thread(inspect), 10)
         return "the Docker engine did not answer"
 
-    async def close(self) -> None:
+    async def detach(self) -> None:
+        """Stop this server's runner stream and leave the container running (replicas: the
+        session outlives this server)."""
         if self._runner is not None:
             await self._runner.close()
         for raw in self._keep:
             with contextlib.suppress(Exception):
                 raw.close()
         self._keep.clear()
+
+    async def close(self) -> None:
+        await self.detach()
         cid, self._container_id = self._container_id, None
         if cid is not None:
             await asyncio.to_thread(remove_container, self._client, cid)

@@ -171,6 +171,21 @@ class FleetSandbox:
     async def start(self) -> None:
         self._inner = await self._fleet.place(self.spec, self.session_id)
 
+    async def attach(self, host: str, container_id: str, network: str | None) -> None:
+        """Start a runner in this session's running container on engine ``host``."""
+        engine = next((h for h in self._fleet.hosts if h.name == host), None)
+        if engine is None:
+            raise SandboxUnavailable(f"docker host {host!r} is not in CODERX_DOCKER_HOSTS")
+        inner = self._fleet.sandbox_on(engine, self.spec, self.session_id)
+        await inner.attach(container_id, network)
+        self._inner = inner
+
+    async def detach(self) -> None:
+        """Stop this server's runner stream; the container stays."""
+        inner, self._inner = self._inner, None
+        if inner is not None:
+            await inner.detach()
+
     async def call(self, op: str, **args: Any) -> dict[str, Any]:
         if self._inner is None:
             raise SandboxGone("the sandbox was not started or is closed")
@@ -254,9 +269,7 @@ class FleetBackend:
             host.placing += 1
             try:
                 await self._ensure_image(host)
-                sandbox = HostSandbox(host, spec, self._settings.image, self._instance,
-                                      session_id, self._settings.start_timeout_s,
-                                      reply_line_cap(self._settings.max_file_bytes))
+                sandbox = self.sandbox_on(host, spec, session_id)
                 await sandbox.start()
             except SandboxUnavailable as exc:
                 problems.append(str(exc))
@@ -266,6 +279,12 @@ class FleetBackend:
             _log.info("sandbox placed", session_id=session_id, host=host.name)
             return sandbox
         raise SandboxUnavailable("no docker host can start the sandbox: " + "; ".join(problems))
+
+    def sandbox_on(self, host: DockerHost, spec: SandboxSpec, session_id: str) -> HostSandbox:
+        """A sandbox object on ``host`` (not started)."""
+        return HostSandbox(host, spec, self._settings.image, self._instance, session_id,
+                           self._settings.start_timeout_s,
+                           reply_line_cap(self._settings.max_file_bytes))
 
     def _per_host(self, host: DockerHost) -> DockerBackend:
         return DockerBackend(self._settings, self._instance, client=host.client)

@@ -123,6 +123,7 @@ def register(mcp: FastMCP) -> None:
         """List your open sessions."""
         app = app_of(ctx)
         owner = app.owner(ctx)
+        await app.sessions.sync(owner)  # shared sessions: those other replicas opened too
         infos = [s.info() for s in app.sessions.list(owner)]
         default = app.sessions.default_id(owner) or ""
         text = "\n".join(_render(i).replace("\n", " (your default)\n", 1)
