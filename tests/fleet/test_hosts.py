@@ -22,6 +22,7 @@ from tests.sandbox.conftest import out, sh
 
 from coderx_mcp.config import DockerHostConfig, SandboxLimits, Settings
 from coderx_mcp.errors import SandboxGone, SandboxUnavailable
+from coderx_mcp.sandbox.base import SandboxSpec
 from coderx_mcp.sandbox.docker_hosts import make_client
 from coderx_mcp.sandbox.fleet import FleetBackend
 from coderx_mcp.sandbox.host_image import ensure_image
@@ -43,6 +44,13 @@ def _context(files: dict[str, bytes]) -> io.BytesIO:
             tar.addfile(info, io.BytesIO(data))
     buf.seek(0)
     return buf
+
+
+def _dead_pid() -> int:
+    """The pid of a process that has exited."""
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    return dead.pid
 
 
 def _sessions_on(engine: Engine) -> set[str]:
@@ -221,3 +229,22 @@ def test_doctor_shows_each_engine(fleet_engines: list[Engine], tmp_path: Path) -
     lines = [x for x in done.stdout.splitlines() if "docker host" in x]
     assert lines == [f"ok   docker host {n}: answers; {IMAGE} is current" for n in "ab"], \
         done.stdout
+
+
+@pytest.mark.docker
+async def test_sandboxes_of_a_dead_server_reaped_by_label_on_every_engine(
+        fleet_engines: list[Engine], workspace: Path) -> None:
+    settings = Settings(docker_hosts=_hosts(*fleet_engines), image=IMAGE)
+    here = Instance.current()
+    gone = Instance(id="f" * 16, pid=_dead_pid(), start="1", host=here.host)
+    left = FleetBackend(settings, gone)
+    sandboxes = [left.make(SandboxSpec(workspace=workspace), f"s-{i:032x}") for i in (1, 2)]
+    try:
+        for sb in sandboxes:
+            await sb.start()
+        assert {sb.ident.rsplit("@", 1)[1] for sb in sandboxes} == {"a", "b"}
+        assert await FleetBackend(settings, here).reap_orphans() == 2
+        assert _sessions_on(fleet_engines[0]) == _sessions_on(fleet_engines[1]) == set()
+    finally:
+        for sb in sandboxes:
+            await sb.close()
