@@ -16,18 +16,20 @@ import docker
 import pytest
 from fastmcp import Client
 from pydantic import ValidationError
-from tests.conftest import CLI, IMAGE, MakeManager, child_env
+from tests.conftest import CLI, IMAGE, MakeManager, MakeSettings, child_env
 from tests.fleet.conftest import CA, Engine
 from tests.sandbox.conftest import out, sh
 
 from coderx_mcp.config import DockerHostConfig, SandboxLimits, Settings
 from coderx_mcp.errors import SandboxGone, SandboxUnavailable
 from coderx_mcp.sandbox.base import SandboxSpec
+from coderx_mcp.sandbox.docker_backend import DockerBackend
 from coderx_mcp.sandbox.docker_hosts import make_client
 from coderx_mcp.sandbox.fleet import FleetBackend
 from coderx_mcp.sandbox.host_image import ensure_image
 from coderx_mcp.sandbox.instance import LABEL_SESSION, Instance
 from coderx_mcp.server import build_server
+from coderx_mcp.sessions import SessionManager
 
 
 def _hosts(*engines: Engine) -> list[DockerHostConfig]:
@@ -248,3 +250,33 @@ async def test_sandboxes_of_a_dead_server_reaped_by_label_on_every_engine(
     finally:
         for sb in sandboxes:
             await sb.close()
+
+
+@pytest.mark.docker
+async def test_single_engine_restart_one_clear_error_then_reopen(
+        fleet_engines: list[Engine], make_settings: MakeSettings) -> None:
+    """#9 fault on the plain Docker backend (one engine: engine b's unix socket, never the
+    shared engine): health says the engine is away, one clear error, then a reopen."""
+    b = fleet_engines[1]
+    settings = make_settings()
+    manager = SessionManager(settings, DockerBackend(settings, Instance.current(),
+                                                     client=b.local_client()))
+    await manager.start()
+    try:
+        s = await manager.open("local", mode="scratch")
+        await sh(s, "echo still here > kept.txt")
+        b.stop()
+        try:
+            problem = await manager.problem()
+            assert problem is not None and "the Docker engine does not answer" in problem
+            with pytest.raises(SandboxGone, match=r"stopped: the Docker engine does not answer "
+                                                  r"\(stopped or restarted\?\)\. The next call"):
+                await sh(s, "true")
+            with pytest.raises(SandboxUnavailable, match="could not start the sandbox container"):
+                await sh(s, "true")
+        finally:
+            b.start()
+        assert await manager.problem() is None
+        assert out(await sh(s, "cat kept.txt")) == "still here\n"
+    finally:
+        await manager.shutdown()

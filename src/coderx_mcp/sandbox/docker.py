@@ -15,6 +15,7 @@ from typing import Any
 
 import docker
 import docker.errors
+import requests
 import structlog
 from docker.types import Mount, Ulimit
 
@@ -142,9 +143,12 @@ class DockerSandbox:
             from coderx_mcp.image import missing_image_message
 
             raise SandboxUnavailable(missing_image_message(self._image)) from None
-        except docker.errors.DockerException as exc:
+        except Exception as exc:  # requests' connection errors arrive unwrapped
+            if not is_engine_error(exc):
+                raise
             await self.close()
-            raise SandboxUnavailable(f"could not start the sandbox container: {exc}") from None
+            raise SandboxUnavailable(f"could not start the sandbox container: {_said(exc)}") \
+                from None
         await self._connect()
         _log.info("sandbox started", session_id=self.session_id, container=self.ident,
                   network=self.spec.network, uid=self.spec.uid)
@@ -164,9 +168,12 @@ class DockerSandbox:
         """Start the runner in the container and wait for its hello."""
         try:
             stream = await self._attach_runner()
-        except docker.errors.DockerException as exc:
+        except Exception as exc:
+            if not is_engine_error(exc):
+                raise
             await self.close()
-            raise SandboxUnavailable(f"could not start the sandbox's runner: {exc}") from None
+            raise SandboxUnavailable(f"could not start the sandbox's runner: {_said(exc)}") \
+                from None
         self._runner = RunnerClient(stream, name=self.session_id, max_line=self._max_line)
         self._runner.on_lost = self._on_lost
         try:
@@ -224,10 +231,15 @@ class DockerSandbox:
             raise SandboxGone(f"the sandbox container stopped: {reason}", reason) from None
 
     async def _on_lost(self) -> None:
-        violation = self._runner.violation if self._runner is not None else None
-        self.lost_reason = violation or await self._diagnose()
+        self.lost_reason = await self.diagnose()
         _log.warning("sandbox lost", session_id=self.session_id, container=self.ident,
                      reason=self.lost_reason)
+
+    async def diagnose(self) -> str:
+        """Why the sandbox is lost, asked now: the engine may have stopped or come back
+        since the stream ended."""
+        violation = self._runner.violation if self._runner is not None else None
+        return violation or await self._diagnose()
 
     async def _diagnose(self) -> str:
         """Say why the runner's stream ended, from the container's state."""
@@ -239,8 +251,11 @@ class DockerSandbox:
                 state = self._client.api.inspect_container(self._container_id)["State"]
             except docker.errors.NotFound:
                 return "the container was removed from outside"
-            except docker.errors.DockerException as exc:
-                return f"the Docker engine did not answer ({exc})"
+            except Exception as exc:
+                if not is_engine_error(exc):
+                    raise
+                _log.warning("the Docker engine does not answer", error=str(exc))
+                return "the Docker engine does not answer (stopped or restarted?)"
             if state.get("OOMKilled"):
                 return "killed: out of memory"
             if not state.get("Running"):
@@ -265,12 +280,33 @@ class DockerSandbox:
     async def close(self) -> None:
         await self.detach()
         cid, self._container_id = self._container_id, None
-        if cid is not None:
-            await asyncio.to_thread(remove_container, self._client, cid)
-            _log.info("sandbox removed", session_id=self.session_id, container=cid[:12])
         net, self._network = self._network, None
-        if net is not None:
-            await asyncio.to_thread(remove_network, self._client, net)
+        try:
+            if cid is not None:
+                await asyncio.to_thread(remove_container, self._client, cid)
+                _log.info("sandbox removed", session_id=self.session_id, container=cid[:12])
+            if net is not None:
+                await asyncio.to_thread(remove_network, self._client, net)
+        except Exception as exc:
+            if not is_engine_error(exc):
+                raise
+            # The engine is away (restarting?): the container goes with this server's others
+            # by label at shutdown, or with the next server's reaping.
+            _log.warning("could not remove a sandbox: the Docker engine does not answer",
+                         session_id=self.session_id, error=str(exc))
+
+
+def _said(exc: BaseException) -> str:
+    """What the engine said, or that it does not answer (not a connection's traceback)."""
+    if isinstance(exc, docker.errors.APIError):
+        return str(exc)
+    return "the Docker engine does not answer (stopped or restarted?)"
+
+
+def is_engine_error(exc: BaseException) -> bool:
+    """Whether ``exc`` means the engine could not be reached (docker-py lets requests'
+    connection errors through unwrapped)."""
+    return isinstance(exc, docker.errors.DockerException | requests.RequestException | OSError)
 
 
 def remove_network(client: docker.DockerClient, name: str) -> None:

@@ -22,7 +22,6 @@ from urllib.parse import urlsplit
 
 import docker
 import docker.errors
-import requests
 from docker.tls import TLSConfig
 
 from coderx_mcp.config import TLS_FILES, DockerHostConfig
@@ -122,12 +121,6 @@ async def open_exec_stream(
         raise SandboxUnavailable(f"docker host {config.label} refused the runner's stream: "
                                  f"{status}")
     return reader, writer
-
-
-def is_engine_error(exc: BaseException) -> bool:
-    """Whether ``exc`` means the engine could not be reached (docker-py lets requests'
-    connection errors through unwrapped)."""
-    return isinstance(exc, docker.errors.DockerException | requests.RequestException | OSError)
 
 
 def engine_problem(config: DockerHostConfig) -> str:

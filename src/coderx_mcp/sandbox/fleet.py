@@ -22,12 +22,11 @@ from coderx_mcp.config import DockerHostConfig, Settings
 from coderx_mcp.errors import SandboxGone, SandboxUnavailable
 from coderx_mcp.sandbox.base import Sandbox, SandboxSpec
 from coderx_mcp.sandbox.channel import reply_line_cap
-from coderx_mcp.sandbox.docker import DockerSandbox
+from coderx_mcp.sandbox.docker import DockerSandbox, is_engine_error
 from coderx_mcp.sandbox.docker_backend import DockerBackend
 from coderx_mcp.sandbox.docker_hosts import (
     close_quietly,
     engine_problem,
-    is_engine_error,
     make_client,
     open_exec_stream,
 )
@@ -127,17 +126,6 @@ class HostSandbox(DockerSandbox):
             return f"{status.detail} (stopped or restarted?)"
         return await super()._diagnose()
 
-    async def close(self) -> None:
-        try:
-            await super().close()
-        except Exception as exc:
-            if not is_engine_error(exc):
-                raise
-            # The engine is away: its container is removed with this server's others (by
-            # label) at shutdown, or by the reaper of the next server.
-            _log.warning("could not remove a sandbox: its docker host does not answer",
-                         session_id=self.session_id, host=self.host.name)
-
 
 class FleetSandbox:
     """A sandbox placed on an engine when it starts (and placed again when restarted)."""
@@ -170,6 +158,10 @@ class FleetSandbox:
 
     async def start(self) -> None:
         self._inner = await self._fleet.place(self.spec, self.session_id)
+
+    async def diagnose(self) -> str:
+        """Why the sandbox is lost, asked now."""
+        return await self._inner.diagnose() if self._inner is not None else "it was closed"
 
     async def attach(self, host: str, container_id: str, network: str | None) -> None:
         """Start a runner in this session's running container on engine ``host``."""
