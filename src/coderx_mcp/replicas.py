@@ -13,8 +13,10 @@ never because their creator's pid is gone.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import time
+from collections.abc import Collection, Mapping
 
 import structlog
 from pydantic import BaseModel, ConfigDict
@@ -31,8 +33,9 @@ from coderx_mcp.sandbox.instance import (
     LABEL_SESSION,
     LABEL_STATE,
 )
+from coderx_mcp.session import Session
 from coderx_mcp.stores import SessionRegistry
-from coderx_mcp.workspace.prepare import Workspace
+from coderx_mcp.workspace.prepare import Workspace, Workspaces
 
 _log = structlog.get_logger("coderx.replicas")
 
@@ -53,13 +56,17 @@ class SharedSessions:
     Args:
         settings: Server settings (the idle timeout is the orphan timeout).
         backend: A Docker backend (one engine or a fleet).
+        workspaces: This server's workspaces (diff baselines, release).
         registry: Heartbeats and tombstones shared by the replicas.
     """
 
-    def __init__(self, settings: Settings, backend: Backend, registry: SessionRegistry) -> None:
+    def __init__(self, settings: Settings, backend: Backend, workspaces: Workspaces,
+                 registry: SessionRegistry) -> None:
         self._settings = settings
         self._backend = backend
+        self._workspaces = workspaces
         self.registry = registry
+        self._taking: dict[str, asyncio.Lock] = {}
 
     @staticmethod
     def labels(owner: str, ws: Workspace, network: Network, limits: SandboxLimits,
@@ -101,6 +108,42 @@ class SharedSessions:
         _log.info("session adopted from the engine", session_id=found.session_id,
                   created_by=found.labels.get(LABEL_INSTANCE))
         return sandbox, ws
+
+    async def take(self, owner: str, session_id: str | None, default: bool,
+                   held: Mapping[str, Session]) -> Session | None:
+        """The session of ``owner`` found on the engine (one id, or its default one), with
+        a runner of this replica in it; one already ``held`` is returned as it is."""
+        found = await self.find(owner, session_id, default)
+        if not found:
+            return None
+        f = found[-1]
+        async with self._taking.setdefault(f.session_id, asyncio.Lock()):
+            if f.session_id in held:
+                return held[f.session_id]
+            sandbox, ws = await self.adopt(f)
+            session = Session(f.session_id, owner, sandbox, self._backend, ws,
+                              self._workspaces.shadow(f.session_id, ws))
+        self._taking.pop(f.session_id, None)
+        return session
+
+    def used_within(self, session_id: str, limit: float) -> bool:
+        """Whether any replica used the session within ``limit`` seconds."""
+        seen = self.registry.last_seen(session_id)
+        return seen is not None and time.time() - seen <= limit
+
+    async def reap(self, held: Collection[str]) -> int:
+        """Remove the containers and workspaces of orphans (see :meth:`orphans`) this
+        replica does not hold; returns how many."""
+        n = 0
+        for f, ws in await self.orphans():
+            if f.session_id in held:
+                continue
+            _log.info("removing a session no replica used", session_id=f.session_id)
+            await self.remove(f)
+            if ws is not None:
+                await self._workspaces.release(ws, keep=True)
+            n += 1
+        return n
 
     async def orphans(self) -> list[tuple[FoundSandbox, Workspace | None]]:
         """Shared sessions no replica used for ``idle_timeout_s`` (or closed, or unreadable);

@@ -80,9 +80,8 @@ class SessionManager:
         self._default_locks: dict[str, asyncio.Lock] = {}
         self._opening = 0
         # Replicas: sessions found by label on the engine, reaped by heartbeat (replicas.py).
-        self.shared = SharedSessions(settings, backend, FileSessionRegistry(
+        self.shared = SharedSessions(settings, backend, self.workspaces, FileSessionRegistry(
             settings.state_dir / "sessions")) if settings.shared_sessions else None
-        self._adopting: dict[str, asyncio.Lock] = {}
         self._pool: WarmPool[Workspace] = WarmPool(
             0 if self.shared else settings.pool_size, self._default_workspace, self._spec_of,
             backend, new_session_id, discard=self._discard)
@@ -333,20 +332,11 @@ class SessionManager:
         """Take over a session of ``owner`` found on the engine, or None."""
         if self.shared is None:
             return None
-        found = await self.shared.find(owner, session_id, default)
-        if not found:
-            return None
-        f = found[-1]
-        async with self._adopting.setdefault(f.session_id, asyncio.Lock()):
-            if f.session_id in self._sessions:
-                return self._sessions[f.session_id]
-            sandbox, ws = await self.shared.adopt(f)
-            session = Session(f.session_id, owner, sandbox, self.backend, ws,
-                              self.workspaces.shadow(f.session_id, ws))
+        session = await self.shared.take(owner, session_id, default, self._sessions)
+        if session is not None:
             self._sessions[session.id] = session
             if default:
                 self._defaults[owner] = session.id
-        self._adopting.pop(f.session_id, None)
         return session
 
     async def sync(self, owner: str) -> None:
@@ -363,16 +353,7 @@ class SessionManager:
         """Shared sessions: remove the containers and workspaces of sessions no replica
         used for ``idle_timeout_s`` (and of closed ones); returns how many."""
         assert self.shared is not None
-        n = 0
-        for f, ws in await self.shared.orphans():
-            if f.session_id in self._sessions:
-                continue  # ours: the idle reaper decides
-            _log.info("removing a session no replica used", session_id=f.session_id)
-            await self.shared.remove(f)
-            if ws is not None:
-                await self.workspaces.release(ws, keep=True)
-            n += 1
-        return n
+        return await self.shared.reap(self._sessions)  # ours: the idle reaper decides
 
     def default_id(self, owner: str) -> str | None:
         """The id of the owner's default session, if it is open."""
@@ -448,7 +429,7 @@ class SessionManager:
         limit = self.settings.idle_timeout_s
         cutoff = time.monotonic() - limit
         idle = [s for s in self._sessions.values() if s.active == 0 and s.last_used < cutoff
-                and not self._used_elsewhere(s, limit)]
+                and not (self.shared and self.shared.used_within(s.id, limit))]
         closed = 0
         for s in idle:
             if await _busy(s):
@@ -459,13 +440,6 @@ class SessionManager:
                 await self._close(s)
             closed += 1
         return closed
-
-    def _used_elsewhere(self, s: Session, limit: float) -> bool:
-        """Shared sessions: whether another replica used ``s`` within ``limit`` seconds."""
-        if self.shared is None:
-            return False
-        seen = self.shared.registry.last_seen(s.id)
-        return seen is not None and time.time() - seen <= limit
 
     def _remember_expired(self, s: Session, limit: float) -> None:
         when = datetime.now(UTC).strftime("%H:%M:%S UTC")
