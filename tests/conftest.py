@@ -25,7 +25,7 @@ import docker.errors
 import pytest
 
 from coderx_mcp.config import SandboxLimits, Settings
-from coderx_mcp.sandbox.backends import Backend
+from coderx_mcp.sandbox.backends import Backend, make_backend
 from coderx_mcp.sandbox.docker import remove_container
 from coderx_mcp.sandbox.docker_backend import DockerBackend
 from coderx_mcp.sandbox.instance import LABEL_INSTANCE, LABEL_PID, Instance
@@ -255,14 +255,22 @@ def settings(make_settings: MakeSettings) -> Settings:
 
 def _leftovers(backend: Backend, instance: Instance) -> list[str]:
     """Remove and name the containers of ``instance`` that outlived its shutdown."""
-    if not isinstance(backend, DockerBackend):
+    from coderx_mcp.sandbox.fleet import FleetBackend
+
+    if isinstance(backend, FleetBackend):
+        clients = [h.client for h in backend.hosts]
+    elif isinstance(backend, DockerBackend):
+        clients = [backend.client]
+    else:
         return []
-    client = backend.client
-    found = client.containers.list(
-        all=True, filters={"label": f"{LABEL_INSTANCE}={instance.id}"}, ignore_removed=True)
-    for c in found:
-        remove_container(client, c.id)
-    client.close()
+    found = []
+    for client in clients:
+        mine = client.containers.list(
+            all=True, filters={"label": f"{LABEL_INSTANCE}={instance.id}"}, ignore_removed=True)
+        for c in mine:
+            remove_container(client, c.id)
+        client.close()
+        found += mine
     return [c.short_id for c in found]
 
 
@@ -278,8 +286,9 @@ async def make_manager(make_settings: MakeSettings) -> AsyncIterator[MakeManager
     async def make(backend: BackendName = "docker", **overrides: Any) -> SessionManager:
         s = make_settings(**overrides)
         instance = Instance.current()
+        # make_backend: docker_hosts=[...] gives the fleet backend (tests/fleet).
         manager = SessionManager(
-            s, DockerBackend(s, instance) if backend == "docker" else LocalBackend(s))
+            s, make_backend(s, instance) if backend == "docker" else LocalBackend(s))
         started.append((manager, instance))
         await manager.start()
         return manager

@@ -9,6 +9,7 @@ import os
 import re
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -114,6 +115,64 @@ class KubernetesSettings(BaseModel):
                              "mounted into the server at the root")
         return self
 
+TLS_FILES = ("ca.pem", "cert.pem", "key.pem")
+
+
+class DockerHostConfig(BaseModel):
+    """One Docker engine of ``CODERX_DOCKER_HOSTS``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    url: str
+    """``tcp://host:port`` (needs ``tls``), ``ssh://user@host[:port]`` or ``unix:///path``."""
+    tls: Path | None = None
+    """Directory with ``ca.pem`` (the engine's CA), ``cert.pem`` and ``key.pem`` (this
+    server's client certificate), as ``DOCKER_CERT_PATH`` holds them."""
+    name: str | None = None
+    """Shown in health and logs; default: the URL's host (and port)."""
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        parts = urlsplit(v)
+        if parts.scheme not in ("tcp", "ssh", "unix"):
+            raise ValueError(f"docker host {v!r} must start with tcp://, ssh:// or unix://")
+        if parts.scheme == "unix" and not parts.path:
+            raise ValueError(f"docker host {v!r} names no socket path")
+        if parts.scheme != "unix":
+            if not parts.hostname:
+                raise ValueError(f"docker host {v!r} names no host")
+            try:
+                port = parts.port
+            except ValueError:
+                raise ValueError(f"docker host {v!r} has a bad port") from None
+            if parts.scheme == "tcp" and port is None:
+                raise ValueError(f"docker host {v!r} needs a port (2376 for TLS)")
+        return v
+
+    @model_validator(mode="after")
+    def _tls(self) -> DockerHostConfig:
+        scheme = urlsplit(self.url).scheme
+        if scheme == "tcp" and self.tls is None:
+            raise ValueError(f"docker host {self.url} needs \"tls\": a directory with "
+                             "ca.pem, cert.pem and key.pem (plain TCP gives anyone root)")
+        if scheme != "tcp" and self.tls is not None:
+            raise ValueError(f"docker host {self.url}: \"tls\" applies to tcp:// only")
+        if self.tls is not None:
+            missing = [f for f in TLS_FILES if not (self.tls / f).is_file()]
+            if missing:
+                raise ValueError(f"docker host {self.url}: {', '.join(missing)} missing in "
+                                 f"{self.tls}")
+        return self
+
+    @property
+    def label(self) -> str:
+        """The name shown for this engine."""
+        if self.name:
+            return self.name
+        parts = urlsplit(self.url)
+        return parts.path if parts.scheme == "unix" else parts.netloc
+
 
 class Settings(BaseSettings):
     """All settings of a Coder-X MCP server."""
@@ -129,6 +188,12 @@ class Settings(BaseSettings):
     """Docker image of the sandbox (built by ``coderx-mcp image build``)."""
     kubernetes: KubernetesSettings = KubernetesSettings()
     """The ``kubernetes`` backend (``CODERX_KUBERNETES__NAMESPACE`` and so on)."""
+    docker_hosts: list[DockerHostConfig] = []
+    """Docker engines to place sessions on (``CODERX_DOCKER_HOSTS='[{"url":
+    "tcp://host:2376", "tls": "/etc/coderx/host1"}, {"url": "ssh://coder@host2"}]'``): each
+    new session goes to the least-loaded engine that answers, and the sandbox image is
+    copied from the local engine to a host that lacks it. Empty: the local engine
+    (``DOCKER_HOST``). Workspace paths must exist on every host (a shared file system)."""
     workspace: Path | None = None
     """Default workspace (``serve --workspace``, the first one when repeated): mounted for
     sessions opened without one. None: the host's MCP roots (stdio), else the server's
@@ -179,6 +244,12 @@ class Settings(BaseSettings):
     git_author: str = "Coder-X agent <coderx@localhost>"
     """Author and committer of ``session_commit`` commits and of commits made inside a
     worktree session (``Name <email>``)."""
+    shared_sessions: bool = False
+    """Server replicas (``serve --http`` behind one load balancer) share sessions: each
+    session is found by its container's labels, so any replica serves it and it outlives
+    the replica that opened it; orphans are reaped by heartbeat (``state_dir/sessions``,
+    shared by the replicas) after ``idle_timeout_s``. The warm pool is off. See
+    docs/remote-docker.md."""
     max_sessions: int = Field(16, ge=1, le=1000)
     """Maximum number of open sessions (all principals together)."""
     max_sessions_per_principal: int = Field(4, ge=1, le=1000)

@@ -83,6 +83,34 @@ def _docker(settings: Settings) -> list[Check]:
     return checks
 
 
+def _docker_hosts(settings: Settings) -> list[Check]:
+    """One line per engine of ``CODERX_DOCKER_HOSTS``: answers, and holds the image."""
+    from coderx_mcp.image import image_status
+    from coderx_mcp.sandbox.docker_hosts import close_quietly, engine_problem, make_client
+
+    checks = []
+    for host in settings.docker_hosts:
+        name = f"docker host {host.label}"
+        client = make_client(host, min(settings.docker_timeout_s, 10))
+        try:
+            status = image_status(client, settings.image)
+        except Exception as exc:  # any failure to talk to it is the line's finding
+            checks.append(Check(name=name, ok=False, detail=f"{engine_problem(host)} ({exc})"[:300],
+                                fix=f"start dockerd there, check its TLS files in {host.tls}"
+                                if host.tls else "start dockerd there and check ssh access"))
+            continue
+        finally:
+            close_quietly(client)
+        if status.exists and status.up_to_date:
+            checks.append(Check(name=name, ok=True, detail=f"answers; {settings.image} is "
+                                "current"))
+        else:
+            checks.append(Check(name=name, ok=True, detail=f"answers; {settings.image} is "
+                                f"{'stale' if status.exists else 'missing'} there: the server "
+                                "copies it from this machine's engine at start"))
+    return checks
+
+
 def _directory(name: str, path: Path) -> Check:
     if not path.exists():
         return Check(name=name, ok=True, detail=f"{path} will be created at first use")
@@ -156,6 +184,7 @@ def run_checks(settings: Settings, port: int) -> list[Check]:
     checks: list[Check] = []
     if settings.backend == "docker":
         checks += _docker(settings)
+        checks += _docker_hosts(settings)
     simple: list[Callable[[], Check]] = [
         lambda: _directory("data directory", settings.data_dir),
         lambda: _directory("state directory", settings.state_dir),

@@ -187,7 +187,11 @@ class Session:
                 return
             if not self._loss_reported:
                 self._loss_reported = True
-                reason = self.sandbox.lost_reason or "the runner stopped"
+                # Asked now where the sandbox can say (an engine that was stopping when the
+                # stream ended has stopped since), else the reason noted at the loss.
+                diagnose = getattr(self.sandbox, "diagnose", None)
+                reason = (await diagnose() if diagnose is not None else None) \
+                    or self.sandbox.lost_reason or "the runner stopped"
                 raise SandboxGone(
                     f"the sandbox of session {self.id} stopped: {reason}. The next call starts a "
                     "fresh container on the same workspace.", reason)

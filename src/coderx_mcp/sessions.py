@@ -30,10 +30,13 @@ from coderx_mcp.errors import (
 from coderx_mcp.pool import WarmPool
 from coderx_mcp.principals import PrincipalPolicy
 from coderx_mcp.quotas import Quotas
+from coderx_mcp.replicas import SharedSessions
 from coderx_mcp.sandbox.backends import Backend
-from coderx_mcp.sandbox.base import SandboxSpec
+from coderx_mcp.sandbox.base import Sandbox, SandboxSpec
+from coderx_mcp.sandbox.fleet import FleetBackend, HostStatus
 from coderx_mcp.sandbox.instance import Instance
 from coderx_mcp.session import Session, SessionInfo, TextCache, new_session_id
+from coderx_mcp.stores import FileSessionRegistry
 from coderx_mcp.workspace.policy import WorkspacePolicy
 from coderx_mcp.workspace.prepare import Mode, Workspace, Workspaces
 
@@ -42,7 +45,8 @@ Done = list[str]  # what closing did, one sentence each (``list`` is a method be
 
 
 
-__all__ = ["Session", "SessionInfo", "SessionManager", "TextCache", "new_session_id"]
+__all__ = ["HostStatus", "Session", "SessionInfo", "SessionManager", "TextCache",
+           "new_session_id"]
 
 
 class SessionManager:
@@ -75,18 +79,25 @@ class SessionManager:
         self._expired_default: dict[str, str] = {}
         self._default_locks: dict[str, asyncio.Lock] = {}
         self._opening = 0
+        # Replicas: sessions found by label on the engine, reaped by heartbeat (replicas.py).
+        self.shared = SharedSessions(settings, backend, self.workspaces, FileSessionRegistry(
+            settings.state_dir / "sessions")) if settings.shared_sessions else None
         self._pool: WarmPool[Workspace] = WarmPool(
-            settings.pool_size, self._default_workspace, self._spec_of, backend,
-            new_session_id, discard=self._discard)
+            0 if self.shared else settings.pool_size, self._default_workspace, self._spec_of,
+            backend, new_session_id, discard=self._discard)
         self._reaper: asyncio.Task[None] | None = None
         self._starting: asyncio.Task[None] | None = None
         self._shutdown: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         """Remove what dead servers left, then start the pool and the idle reaper."""
-        await self.workspaces.reap_dead()
+        if self.shared is None:
+            await self.workspaces.reap_dead()
         await self.backend.check()
-        await self.backend.reap_orphans()
+        if self.shared is None:
+            await self.backend.reap_orphans()
+        else:
+            await self.reap_orphans_shared()
         self._pool.start()
         self._reaper = asyncio.create_task(self._reap_idle(), name="coderx-idle-reaper")
 
@@ -129,6 +140,11 @@ class SessionManager:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._reaper
         await self._pool.close()
+        if self.shared is not None:  # the sessions outlive this replica: only let go
+            await asyncio.gather(*(_detach(s.sandbox) for s in list(self._sessions.values())),
+                                 return_exceptions=True)
+            self._sessions.clear()
+            return
         await asyncio.gather(*(self._close(s) for s in list(self._sessions.values())),
                              return_exceptions=True)
         with contextlib.suppress(Exception):
@@ -168,7 +184,7 @@ class SessionManager:
 
     async def open(self, owner: str, workspace: str | None = None, network: Network | None = None,
                    cpus: float | None = None, memory: str | None = None,
-                   mode: Mode | None = None) -> Session:
+                   mode: Mode | None = None, default: bool = False) -> Session:
         """Open a new session for ``owner``; served from the warm pool when possible.
 
         Args:
@@ -178,6 +194,8 @@ class SessionManager:
             cpus: CPU quota.
             memory: Memory limit.
             mode: bind (default), worktree, copy or scratch.
+            default: It becomes the owner's default session (a label, with shared
+                sessions).
 
         Raises:
             SessionLimitReached: ``max_sessions`` are open already, the owner's quota is
@@ -202,7 +220,11 @@ class SessionManager:
                 limits = self.quotas.limits(owner, network, cpus, memory)
                 sid = new_session_id()
                 ws = await self._prepare(sid, workspace, mode, self.policy_of(owner))
-                sandbox = self.backend.make(self._spec_of(ws, network, limits), sid)
+                spec = self._spec_of(ws, network, limits)
+                if self.shared is not None:
+                    spec = spec.model_copy(update={"labels": self.shared.labels(
+                        owner, ws, spec.network, spec.limits, default)})
+                sandbox = self.backend.make(spec, sid)
                 try:
                     await sandbox.start()
                 except BaseException:
@@ -270,13 +292,68 @@ class SessionManager:
             sid = self._defaults.get(owner)
             if sid is not None and sid in self._sessions:
                 return self._sessions[sid]
-            session = await self.open(owner)
+            adopted = await self._adopt(owner, default=True)
+            if adopted is not None:
+                return adopted
+            session = await self.open(owner, default=True)
             self._defaults[owner] = session.id
             return session
 
     async def resolve(self, session_id: str | None, owner: str) -> Session:
-        """The named session, or the owner's default one when no id is given."""
-        return self.get(session_id, owner) if session_id else await self.default(owner)
+        """The named session, or the owner's default one when no id is given (with shared
+        sessions: found on the engine when this replica does not hold it)."""
+        if self.shared is None:
+            return self.get(session_id, owner) if session_id else await self.default(owner)
+        session = await self._find(session_id, owner) if session_id else await self.default(
+            owner)
+        self.shared.registry.beat(session.id)
+        return session
+
+    async def _find(self, session_id: str, owner: str) -> Session:
+        """``get``, else (shared sessions) the session adopted from the engine."""
+        try:
+            session = self.get(session_id, owner)
+        except SessionNotFound:
+            adopted = await self._adopt(owner, session_id) if self.shared else None
+            if adopted is None:
+                raise
+            return adopted
+        if self.shared is not None and self.shared.registry.closed(session.id):
+            # Another replica closed it: let go of our stream, never restart it.
+            self._sessions.pop(session.id, None)
+            session.closed = True
+            await _detach(session.sandbox)
+            raise SessionNotFound(f"no open session {session_id!r}; open one with "
+                                  "session_open or omit `session` to use your default session")
+        return session
+
+    async def _adopt(self, owner: str, session_id: str | None = None,
+                     default: bool = False) -> Session | None:
+        """Take over a session of ``owner`` found on the engine, or None."""
+        if self.shared is None:
+            return None
+        session = await self.shared.take(owner, session_id, default, self._sessions)
+        if session is not None:
+            self._sessions[session.id] = session
+            if default:
+                self._defaults[owner] = session.id
+        return session
+
+    async def sync(self, owner: str) -> None:
+        """Shared sessions: take over every session of ``owner`` that another replica
+        opened (``session_list`` shows them all); nothing otherwise."""
+        if self.shared is None:
+            return
+        for f in await self.shared.find(owner):
+            if f.session_id not in self._sessions:
+                with contextlib.suppress(CoderxError):
+                    await self._adopt(owner, f.session_id)
+
+    async def reap_orphans_shared(self) -> int:
+        """Shared sessions: remove the containers and workspaces of sessions no replica
+        used for ``idle_timeout_s`` (and of closed ones); returns how many."""
+        assert self.shared is not None
+        return await self.shared.reap(self._sessions)  # ours: the idle reaper decides
 
     def default_id(self, owner: str) -> str | None:
         """The id of the owner's default session, if it is open."""
@@ -294,7 +371,12 @@ class SessionManager:
             await self.backend.check()
         except CoderxError as exc:
             return str(exc)
-        return None
+        down = [h.detail for h in await self.host_status() if not h.ok]
+        return "; ".join([*down, "new sessions go to the other docker hosts"]) if down else None
+
+    async def host_status(self) -> list[HostStatus]:
+        """Each engine of a Docker fleet (``CODERX_DOCKER_HOSTS``); empty for one engine."""
+        return await self.backend.status() if isinstance(self.backend, FleetBackend) else []
 
     def list_all(self) -> list[Session]:
         """Every open session, oldest first (health, the operator's CLI)."""
@@ -311,13 +393,15 @@ class SessionManager:
         Returns:
             What was done to the workspace, one sentence each.
         """
-        return await self._close(self.get(session_id, owner), keep)
+        return await self._close(await self._find(session_id, owner), keep)
 
     async def _close(self, session: Session, keep: bool = True) -> Done:
         if session.closed:
             return []
         session.closed = True
         self._sessions.pop(session.id, None)
+        if self.shared is not None:
+            self.shared.registry.mark_closed(session.id)
         for owner, sid in list(self._defaults.items()):
             if sid == session.id:
                 del self._defaults[owner]
@@ -333,13 +417,19 @@ class SessionManager:
         while True:
             await asyncio.sleep(self.settings.reaper_interval_s)
             await self.reap_idle_once()
+            if self.shared is not None:
+                try:
+                    await self.reap_orphans_shared()
+                except Exception as exc:  # an engine away now: the next round retries
+                    _log.warning("reaping orphaned shared sessions failed", error=str(exc))
 
     async def reap_idle_once(self) -> int:
         """Close sessions idle longer than ``idle_timeout_s`` with nothing running in them
         (a background process or a command counts as activity); returns how many."""
         limit = self.settings.idle_timeout_s
         cutoff = time.monotonic() - limit
-        idle = [s for s in self._sessions.values() if s.active == 0 and s.last_used < cutoff]
+        idle = [s for s in self._sessions.values() if s.active == 0 and s.last_used < cutoff
+                and not (self.shared and self.shared.used_within(s.id, limit))]
         closed = 0
         for s in idle:
             if await _busy(s):
@@ -362,6 +452,13 @@ class SessionManager:
             self._expired_default[s.owner] = s.id
         while len(self._expired) > 1000:
             self._expired.popitem(last=False)
+
+
+async def _detach(sandbox: Sandbox) -> None:
+    """Let go of a sandbox's runner stream, leaving the container (shared sessions)."""
+    detach = getattr(sandbox, "detach", None)
+    if detach is not None:
+        await detach()
 
 
 async def _busy(s: Session) -> bool:

@@ -42,6 +42,10 @@ BackendFactory = Callable[[Settings, Instance], Backend]
 
 
 def _docker(settings: Settings, instance: Instance) -> Backend:
+    if settings.docker_hosts:  # several engines: placement over them (fleet.py)
+        from coderx_mcp.sandbox.fleet import FleetBackend
+
+        return FleetBackend(settings, instance)
     from coderx_mcp.sandbox.docker_backend import DockerBackend
 
     return DockerBackend(settings, instance)

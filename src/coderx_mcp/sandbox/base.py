@@ -32,6 +32,9 @@ class SandboxSpec(BaseModel):
     limits: SandboxLimits = SandboxLimits()
     uid: int = 1000
     gid: int = 1000
+    labels: dict[str, str] = {}
+    """Extra labels of the sandbox (with shared sessions: its owner and how to rebuild the
+    session, so that another server finds it)."""
 
 
 class Sandbox(Protocol):

@@ -15,6 +15,7 @@ from typing import Any
 
 import docker
 import docker.errors
+import requests
 import structlog
 from docker.types import Mount, Ulimit
 
@@ -22,7 +23,7 @@ from coderx_mcp.config import parse_size
 from coderx_mcp.errors import SandboxGone, SandboxUnavailable
 from coderx_mcp.sandbox.base import SandboxSpec
 from coderx_mcp.sandbox.docker_stream import DockerExecStream
-from coderx_mcp.sandbox.instance import LABEL_SESSION, Instance
+from coderx_mcp.sandbox.instance import Instance, sandbox_labels
 from coderx_mcp.sandbox.protocol import DEFAULT_LINE_CAP, RunnerClient
 
 WORKDIR = "/workspace"
@@ -131,21 +132,48 @@ class DockerSandbox:
         return self._runner is not None and self._runner.alive
 
     async def start(self) -> None:
-        labels = {**self._instance.labels(), LABEL_SESSION: self.session_id}
+        labels = sandbox_labels(self._instance, self.spec.labels, self.session_id)
         if self.spec.network == "bridge":
             self._network = network_name(self.session_id)
         kwargs = container_kwargs(self.spec, self._image, labels, self._network)
         self._labels = labels
         try:
             self._container_id = await asyncio.to_thread(self._create_and_start, kwargs)
-            stream = await self._attach_runner()
         except docker.errors.ImageNotFound:
             from coderx_mcp.image import missing_image_message
 
             raise SandboxUnavailable(missing_image_message(self._image)) from None
-        except docker.errors.DockerException as exc:
+        except Exception as exc:  # requests' connection errors arrive unwrapped
+            if not is_engine_error(exc):
+                raise
             await self.close()
-            raise SandboxUnavailable(f"could not start the sandbox container: {exc}") from None
+            raise SandboxUnavailable(f"could not start the sandbox container: {_said(exc)}") \
+                from None
+        await self._connect()
+        _log.info("sandbox started", session_id=self.session_id, container=self.ident,
+                  network=self.spec.network, uid=self.spec.uid)
+
+    async def attach(self, container_id: str, network: str | None = None) -> None:
+        """Start a runner in a running container of this session that another server made
+        (replicas: the engine, not a server's memory, holds the sessions).
+
+        Raises:
+            SandboxUnavailable: The container cannot be reached.
+        """
+        self._container_id, self._network = container_id, network
+        await self._connect()
+        _log.info("sandbox attached", session_id=self.session_id, container=self.ident)
+
+    async def _connect(self) -> None:
+        """Start the runner in the container and wait for its hello."""
+        try:
+            stream = await self._attach_runner()
+        except Exception as exc:
+            if not is_engine_error(exc):
+                raise
+            await self.close()
+            raise SandboxUnavailable(f"could not start the sandbox's runner: {_said(exc)}") \
+                from None
         self._runner = RunnerClient(stream, name=self.session_id, max_line=self._max_line)
         self._runner.on_lost = self._on_lost
         try:
@@ -157,8 +185,6 @@ class DockerSandbox:
             _log.warning("the sandbox runner is dumpable, so commands can reach its stream; "
                          "rebuild the image", session_id=self.session_id,
                          command="coderx-mcp image build")
-        _log.info("sandbox started", session_id=self.session_id, container=self.ident,
-                  network=self.spec.network, uid=self.spec.uid)
 
     def _create_and_start(self, kwargs: dict[str, Any]) -> str:
         if self._network is not None:
@@ -170,15 +196,17 @@ class DockerSandbox:
         container.start()
         return self._container_id
 
+    def _exec_create(self) -> str:
+        """Create (not start) the runner's exec in the container; returns its id."""
+        return str(self._client.api.exec_create(
+            self._container_id, RUNNER, stdin=True, stdout=True,
+            stderr=True, user=f"{self.spec.uid}:{self.spec.gid}", workdir=RUNNER_DIR,
+            environment={"CODERX_ROOT": WORKDIR, "CODERX_STATE": STATE},
+        )["Id"])
+
     async def _attach_runner(self) -> DockerExecStream:
         def exec_socket() -> socket.socket:
-            api = self._client.api
-            eid = api.exec_create(
-                self._container_id, RUNNER, stdin=True, stdout=True,
-                stderr=True, user=f"{self.spec.uid}:{self.spec.gid}", workdir=RUNNER_DIR,
-                environment={"CODERX_ROOT": WORKDIR, "CODERX_STATE": STATE},
-            )["Id"]
-            raw = api.exec_start(eid, socket=True)
+            raw = self._client.api.exec_start(self._exec_create(), socket=True)
             sock = getattr(raw, "_sock", raw)
             self._keep.append(raw)  # the HTTP response owns the socket: keep it alive
             dup = socket.socket(fileno=os.dup(sock.fileno()))
@@ -203,10 +231,15 @@ class DockerSandbox:
             raise SandboxGone(f"the sandbox container stopped: {reason}", reason) from None
 
     async def _on_lost(self) -> None:
-        violation = self._runner.violation if self._runner is not None else None
-        self.lost_reason = violation or await self._diagnose()
+        self.lost_reason = await self.diagnose()
         _log.warning("sandbox lost", session_id=self.session_id, container=self.ident,
                      reason=self.lost_reason)
+
+    async def diagnose(self) -> str:
+        """Why the sandbox is lost, asked now: the engine may have stopped or come back
+        since the stream ended."""
+        violation = self._runner.violation if self._runner is not None else None
+        return violation or await self._diagnose()
 
     async def _diagnose(self) -> str:
         """Say why the runner's stream ended, from the container's state."""
@@ -218,8 +251,11 @@ class DockerSandbox:
                 state = self._client.api.inspect_container(self._container_id)["State"]
             except docker.errors.NotFound:
                 return "the container was removed from outside"
-            except docker.errors.DockerException as exc:
-                return f"the Docker engine did not answer ({exc})"
+            except Exception as exc:
+                if not is_engine_error(exc):
+                    raise
+                _log.warning("the Docker engine does not answer", error=str(exc))
+                return "the Docker engine does not answer (stopped or restarted?)"
             if state.get("OOMKilled"):
                 return "killed: out of memory"
             if not state.get("Running"):
@@ -231,20 +267,46 @@ class DockerSandbox:
             return await asyncio.wait_for(asyncio.to_thread(inspect), 10)
         return "the Docker engine did not answer"
 
-    async def close(self) -> None:
+    async def detach(self) -> None:
+        """Stop this server's runner stream and leave the container running (replicas: the
+        session outlives this server)."""
         if self._runner is not None:
             await self._runner.close()
         for raw in self._keep:
             with contextlib.suppress(Exception):
                 raw.close()
         self._keep.clear()
+
+    async def close(self) -> None:
+        await self.detach()
         cid, self._container_id = self._container_id, None
-        if cid is not None:
-            await asyncio.to_thread(remove_container, self._client, cid)
-            _log.info("sandbox removed", session_id=self.session_id, container=cid[:12])
         net, self._network = self._network, None
-        if net is not None:
-            await asyncio.to_thread(remove_network, self._client, net)
+        try:
+            if cid is not None:
+                await asyncio.to_thread(remove_container, self._client, cid)
+                _log.info("sandbox removed", session_id=self.session_id, container=cid[:12])
+            if net is not None:
+                await asyncio.to_thread(remove_network, self._client, net)
+        except Exception as exc:
+            if not is_engine_error(exc):
+                raise
+            # The engine is away (restarting?): the container goes with this server's others
+            # by label at shutdown, or with the next server's reaping.
+            _log.warning("could not remove a sandbox: the Docker engine does not answer",
+                         session_id=self.session_id, error=str(exc))
+
+
+def _said(exc: BaseException) -> str:
+    """What the engine said, or that it does not answer (not a connection's traceback)."""
+    if isinstance(exc, docker.errors.APIError):
+        return str(exc)
+    return "the Docker engine does not answer (stopped or restarted?)"
+
+
+def is_engine_error(exc: BaseException) -> bool:
+    """Whether ``exc`` means the engine could not be reached (docker-py lets requests'
+    connection errors through unwrapped)."""
+    return isinstance(exc, docker.errors.DockerException | requests.RequestException | OSError)
 
 
 def remove_network(client: docker.DockerClient, name: str) -> None:

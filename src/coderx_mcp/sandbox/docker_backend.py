@@ -12,7 +12,12 @@ from coderx_mcp.config import Settings
 from coderx_mcp.errors import SandboxUnavailable
 from coderx_mcp.sandbox.base import Sandbox, SandboxSpec
 from coderx_mcp.sandbox.channel import reply_line_cap
-from coderx_mcp.sandbox.docker import DockerSandbox, remove_container, remove_network
+from coderx_mcp.sandbox.docker import (
+    DockerSandbox,
+    is_engine_error,
+    remove_container,
+    remove_network,
+)
 from coderx_mcp.sandbox.instance import LABEL_INSTANCE, LABEL_MANAGED, Instance, owner_is_gone
 
 _log = structlog.get_logger("coderx.backend")
@@ -49,7 +54,9 @@ class DockerBackend:
         def probe() -> None:
             try:
                 self.client.ping()
-            except docker.errors.DockerException as exc:
+            except Exception as exc:  # requests' connection errors arrive unwrapped
+                if not is_engine_error(exc):
+                    raise
                 raise SandboxUnavailable(
                     f"sandbox unavailable: the Docker engine does not answer ({exc})") from None
             status = image_status(self.client, self._settings.image)

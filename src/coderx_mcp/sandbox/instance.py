@@ -18,6 +18,13 @@ LABEL_INSTANCE = "coderx.instance"
 LABEL_PID = "coderx.instance-pid"
 LABEL_START = "coderx.instance-start"
 LABEL_HOST = "coderx.instance-host"
+LABEL_OWNER = "coderx.owner"
+"""Shared sessions: the principal a session belongs to."""
+LABEL_DEFAULT = "coderx.default"
+"""Shared sessions: ``1`` on the owner's default session."""
+LABEL_STATE = "coderx.session-state"
+"""Shared sessions: JSON of what another server needs to rebuild the session (workspace,
+spec)."""
 
 
 def process_start_time(pid: int) -> str | None:
@@ -52,12 +59,28 @@ class Instance(BaseModel):
                 LABEL_START: self.start, LABEL_HOST: self.host}
 
 
+def sandbox_labels(instance: Instance, extra: dict[str, str], session_id: str) -> dict[str, str]:
+    """The labels of a session's container (and network).
+
+    A shared session (``extra`` holds its state) outlives the server that made it, so it
+    carries no pid, start time or host: a server judging owners by pid leaves it alone, and
+    replicas reap it by heartbeat instead.
+    """
+    labels = {**instance.labels(), **extra, LABEL_SESSION: session_id}
+    if LABEL_STATE in extra:
+        for key in (LABEL_PID, LABEL_START, LABEL_HOST):
+            labels.pop(key, None)
+    return labels
+
+
 def owner_is_gone(labels: dict[str, str], here: Instance) -> bool:
     """Whether the server that labelled a container no longer runs.
 
-    Only owners on this host are judged; a container of another host is left alone.
+    Only owners on this host are judged; a container of another host, or a shared session
+    (reaped by heartbeat, ``replicas.py``), is left alone.
     """
-    if labels.get(LABEL_HOST) != here.host or labels.get(LABEL_INSTANCE) == here.id:
+    if (labels.get(LABEL_HOST) != here.host or labels.get(LABEL_INSTANCE) == here.id
+            or LABEL_STATE in labels):
         return False
     try:
         pid = int(labels.get(LABEL_PID, ""))

@@ -22,6 +22,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from coderx_mcp.server.app import PRINCIPAL_PREFIX, App, app_of
+from coderx_mcp.sessions import HostStatus
 
 _log = structlog.get_logger("coderx.calls")
 _SAMPLES = 2000  # latest durations kept per tool: percentiles of recent traffic
@@ -97,6 +98,8 @@ class Health(BaseModel):
     rss_bytes: int | None
     latency_ms: dict[str, dict[str, float]]
     history_queue: int | None
+    docker_hosts: list[HostStatus] | None = None
+    """Each engine of ``CODERX_DOCKER_HOSTS`` (None: one engine)."""
     """History entries waiting to be written (None: no history)."""
 
 
@@ -127,7 +130,8 @@ async def health(app: App, stats: CallStats, owner: str | None, admin: bool) -> 
         if admin else None,
         warm_pool=app.sessions.pool.ready, uptime_s=round(time.monotonic() - app.started, 1),
         rss_bytes=rss_bytes(), latency_ms=stats.latency(),
-        history_queue=app.history.pending if app.history is not None else None)
+        history_queue=app.history.pending if app.history is not None else None,
+        docker_hosts=await app.sessions.host_status() or None)
 
 
 def healthz_route(apps: list[App], stats: CallStats, verifier: TokenVerifier | None) -> Any:

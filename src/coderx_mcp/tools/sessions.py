@@ -8,7 +8,7 @@ from pydantic import Field
 
 from coderx_mcp.context import app_of, session_ops
 from coderx_mcp.errors import GitError, ToolInputError
-from coderx_mcp.sessions import SessionInfo
+from coderx_mcp.sessions import HostStatus, SessionInfo
 from coderx_mcp.tools.common import Out, SessionArg, result, tool
 from coderx_mcp.workspace import worktree as wtree
 from coderx_mcp.workspace.shadow import FileChange
@@ -66,6 +66,8 @@ class HealthOut(Out):
         description="Who chose the default workspace: --workspace, mcp-roots, cwd or scratch.")
     workspace_roots: list[str]
     workspace_note: str | None
+    docker_hosts: list[HostStatus] | None = Field(
+        None, description="Each Docker engine sessions are placed on (None: one engine).")
 
 
 def _render(info: SessionInfo) -> str:
@@ -121,6 +123,7 @@ def register(mcp: FastMCP) -> None:
         """List your open sessions."""
         app = app_of(ctx)
         owner = app.owner(ctx)
+        await app.sessions.sync(owner)  # shared sessions: those other replicas opened too
         infos = [s.info() for s in app.sessions.list(owner)]
         default = app.sessions.default_id(owner) or ""
         text = "\n".join(_render(i).replace("\n", " (your default)\n", 1)
@@ -220,11 +223,13 @@ def register(mcp: FastMCP) -> None:
             warm_pool_ready=app.sessions.pool.ready,
             default_workspace=str(policy.default) if policy.default else None,
             workspace_rule=policy.rule, workspace_roots=[str(r) for r in policy.roots],
-            workspace_note=policy.note)
+            workspace_note=policy.note, docker_hosts=await app.sessions.host_status() or None)
         ws = f"workspace {out.default_workspace or 'scratch'} (chosen by {policy.rule})"
         text = (f"{'ok' if problem is None else 'PROBLEM: ' + problem}; backend {out.backend}"
                 f"{'' if out.isolated else ' (NOT ISOLATED)'}; {out.open_sessions} sessions open, "
                 f"{out.warm_pool_ready} warm; {ws}"
-                + (f"\nwarning: {policy.note}" if policy.note else ""))
+                + (f"\nwarning: {policy.note}" if policy.note else "")
+                + "".join(f"\ndocker host {h.name}: {h.detail}" if h.ok else f"\n{h.detail}"
+                          for h in out.docker_hosts or []))
         return result(out, text)
 

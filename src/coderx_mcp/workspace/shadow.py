@@ -77,8 +77,14 @@ class Shadow:
         return await self._git(["write-tree"])
 
     async def start(self) -> str:
-        """Take the baseline (where the session started)."""
+        """Take the baseline (where the session started); one recorded already for this
+        session (by another replica, shared sessions) is kept."""
+        mark = self.git_dir / "coderx-base"
+        if mark.is_file():
+            self.base = mark.read_text().strip()
+            return self.base
         self.base = await self.snapshot()
+        mark.write_text(self.base)
         return self.base
 
     async def diff(self, context: int = 3) -> Diff:
