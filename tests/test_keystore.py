@@ -54,7 +54,8 @@ def test_se03_wrong_passphrase_is_clear_and_leaves_the_file(store_path: Path) ->
 
 
 @pytest.mark.parametrize("damage", ["token", "truncate", "garbage", "iterations"])
-def test_se03_tampered_or_truncated_file_is_refused_untouched(store_path: Path, damage: str) -> None:
+def test_se03_tampered_or_truncated_file_is_refused_untouched(store_path: Path,
+                                                               damage: str) -> None:
     open_store(store_path, "right").set("K1", "value-1")
     raw = store_path.read_bytes()
     head = json.loads(raw)

@@ -2,6 +2,7 @@
 and with real server and CLI processes where the process boundary is the point."""
 
 import base64
+import contextlib
 import hashlib
 import hmac
 import json
@@ -136,10 +137,8 @@ def test_cr07_killed_mid_write_leaves_the_old_or_the_new_state(store_path: Path,
     _killed_writer(store_path, "rotate", after)
     opened = []
     for phrase in ("p0", "p1"):
-        try:
+        with contextlib.suppress(WrongPassphrase):
             opened.append(open_store(store_path, phrase).get("COUNTER"))
-        except WrongPassphrase:
-            pass
     assert opened == [value]  # exactly one passphrase opens it, with the whole content
 
 
