@@ -16,6 +16,7 @@ import httpx
 import pytest
 from fastmcp import Client
 from tests.conftest import CLI, MCP_HEADERS, MakeServer, Server, child_env, containers_of
+from tests.security.conftest import listening
 
 pytestmark = pytest.mark.docker
 
@@ -64,12 +65,6 @@ async def initialize(server: Server, token: str | None = None) -> str:
 def call_msg(rid: int, tool: str, **arguments: Any) -> dict[str, Any]:
     return {"jsonrpc": "2.0", "id": rid, "method": "tools/call",
             "params": {"name": tool, "arguments": arguments}}
-
-
-def listening(pid: int) -> list[str]:
-    """The TCP addresses a process listens on (``ss``)."""
-    out = subprocess.run(["ss", "-Hltnp"], capture_output=True, text=True, check=True).stdout
-    return [line.split()[3] for line in out.splitlines() if f"pid={pid}," in line]
 
 
 def _project(base: Path) -> Path:
