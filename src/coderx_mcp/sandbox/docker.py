@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import os
 import socket
+import time
 from typing import Any
 
 import docker
@@ -213,12 +214,18 @@ class DockerSandbox:
             return "it was never created"
 
         def inspect() -> str:
-            try:
-                state = self._client.api.inspect_container(self._container_id)["State"]
-            except docker.errors.NotFound:
-                return "the container was removed from outside"
-            except docker.errors.DockerException as exc:
-                return f"the Docker engine did not answer ({exc})"
+            # The stream ends a moment before Docker marks a dying container stopped (and
+            # OOM-killed): a container still running is asked again for up to two seconds.
+            for _ in range(10):
+                try:
+                    state = self._client.api.inspect_container(self._container_id)["State"]
+                except docker.errors.NotFound:
+                    return "the container was removed from outside"
+                except docker.errors.DockerException as exc:
+                    return f"the Docker engine did not answer ({exc})"
+                if not state.get("Running"):
+                    break
+                time.sleep(0.2)
             if state.get("OOMKilled"):
                 return "killed: out of memory"
             if not state.get("Running"):
