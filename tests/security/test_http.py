@@ -169,10 +169,8 @@ async def test_ta05_csrf_shaped_posts_run_nothing(plain: Server) -> None:
     assert not (ws / "ta05").exists()
 
 
-async def test_ta07_the_clients_token_is_never_passed_on(make_server: MakeServer,
-                                                         ws: Path) -> None:
-    server = make_server(CODERX_HTTP_TOKENS=TOKENS)
-    await server.start("--workspace", str(ws))
+async def test_ta07_the_clients_token_is_never_passed_on(tokened: Server) -> None:
+    server, ws = tokened, proj(tokened)
     seen: list[str] = []
     async with Client(server.url, auth=ALICE) as c:
         (ws / "f.txt").write_text("hello\n")
@@ -190,14 +188,13 @@ async def test_ta07_the_clients_token_is_never_passed_on(make_server: MakeServer
         assert server.proc is not None
         inspected = [json.dumps(x.attrs) for x in containers_of(server.proc.pid)]
         assert inspected
-    history = await asyncio.to_thread(
-        subprocess.run, [*CLI, "history", "export", "--format", "json"], env=server.env,
-        capture_output=True, text=True, timeout=60)
-    server.stop()
+        sid = (await c.call_tool("session_info", {})).structured_content
+        exported = await c.call_tool("history_export", {
+            "session": sid["info"]["session"], "format": "json"})  # type: ignore[index]
+        history = json.dumps([b.model_dump() for b in exported.content])
     sentinel = "SENTINEL"
     for where, text in (("tool results", "".join(seen)), ("docker inspect", "".join(inspected)),
-                        ("server log", server.log.read_text()),
-                        ("history", history.stdout + history.stderr)):
+                        ("server log", server.log.read_text()), ("history", history)):
         assert sentinel not in text, where
 
 
@@ -211,13 +208,13 @@ async def test_ta08_session_ids_are_random_and_printable(plain: Server) -> None:
             return r.headers["mcp-session-id"]
 
         ids: list[str] = []
-        for _ in range(10):  # 300 initializes, 30 at a time
-            ids += await asyncio.gather(*(one() for _ in range(30)))
-    assert len(set(ids)) == len(ids) == 300
+        for _ in range(8):  # 200 initializes, 25 at a time
+            ids += await asyncio.gather(*(one() for _ in range(25)))
+    assert len(set(ids)) == len(ids) == 200
     assert all(re.fullmatch(r"[\x21-\x7e]+", i) for i in ids)
     # 32 hex digits of uuid4: 122 random bits. Sequential ids would share long prefixes.
     assert all(uuid.UUID(hex=i).version == 4 for i in ids)
-    assert len({i[:6] for i in ids}) > 290
+    assert len({i[:6] for i in ids}) > 190
 
 
 async def test_ta09_session_is_bound_to_its_token(tokened: Server) -> None:
@@ -278,10 +275,10 @@ async def test_ta12_bounded_flood_of_sessions_and_requests(plain: Server) -> Non
             return (await http.post("/mcp", json=INIT, headers=MCP_HEADERS)).status_code
 
         start = time.monotonic()
-        statuses = await asyncio.gather(*(opening() for _ in range(150)))
+        statuses = await asyncio.gather(*(opening() for _ in range(100)))
         flood_s = time.monotonic() - start
         assert set(statuses) <= {200, 429, 503} and statuses.count(200) > 0
-        # 50 requests a second for two seconds to one session, while it keeps serving.
+        # 30 requests a second for two seconds to one session, while it keeps serving.
         hdrs = {**MCP_HEADERS, **VERSION, "mcp-session-id": sid}
         replies: list[httpx.Response] = []
         for second in range(2):
@@ -289,10 +286,10 @@ async def test_ta12_bounded_flood_of_sessions_and_requests(plain: Server) -> Non
             replies += await asyncio.gather(*(
                 http.post("/mcp", headers=hdrs, json=call_msg(100 * second + i, "glob",
                                                                pattern="*"))
-                for i in range(50)))
+                for i in range(30)))
             await asyncio.sleep(max(0.0, 1 - (time.monotonic() - tick)))
     assert all(r.status_code in (200, 429, 503) for r in replies)
-    assert sum(r.status_code == 200 for r in replies) >= 50
+    assert sum(r.status_code == 200 for r in replies) >= 30
     rss1, fds1 = _rss_and_fds(server.proc.pid)
     assert rss1 - rss0 < 200 * 1024, f"RSS grew {(rss1 - rss0) // 1024} MiB"
     assert fds1 - fds0 < 100, f"{fds1 - fds0} more descriptors"

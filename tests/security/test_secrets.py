@@ -127,14 +127,13 @@ def _killed_writer(store_path: Path, mode: str, after: float) -> None:
     proc.stdout.close()
 
 
-@pytest.mark.parametrize("after", [0.3, 0.9, 1.7])
-def test_cr07_killed_mid_write_leaves_the_old_or_the_new_state(store_path: Path,
-                                                               after: float) -> None:
+def test_cr07_killed_mid_write_leaves_the_old_or_the_new_state(store_path: Path) -> None:
     open_store(store_path, "p0").set("COUNTER", "0")
-    _killed_writer(store_path, "set", after)
-    value = open_store(store_path, "p0").get("COUNTER")
-    assert value is not None and value.isdigit()
-    _killed_writer(store_path, "rotate", after)
+    for after in (0.4, 1.3):  # inside the first write, and a few writes later
+        _killed_writer(store_path, "set", after)
+        value = open_store(store_path, "p0").get("COUNTER")
+        assert value is not None and value.isdigit()
+    _killed_writer(store_path, "rotate", 1.0)
     opened = []
     for phrase in ("p0", "p1"):
         with contextlib.suppress(WrongPassphrase):
@@ -158,9 +157,9 @@ async def test_se10_stdio_takes_the_passphrase_from_the_environment(tmp_path: Pa
     ws = tmp_path / "proj"
     ws.mkdir()
     os.chown(ws, 1000, 1000)
+    # Missing and empty are one case to the server (``if not phrase``): the empty one is run.
     for env, expect in (({"CODERX_KEY_PASSPHRASE": "env-pass"}, None),
-                        ({}, "CODERX_KEY_PASSPHRASE"), ({"CODERX_KEY_PASSPHRASE": ""},
-                                                        "CODERX_KEY_PASSPHRASE")):
+                        ({"CODERX_KEY_PASSPHRASE": ""}, "CODERX_KEY_PASSPHRASE")):
         transport = StdioTransport(
             command=SERVE[0], args=[*SERVE[1:], "--workspace", str(ws)],
             env=child_env(CODERX_KEY_FILE=str(store), **env))
