@@ -10,12 +10,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import http.client
+import json
 import os
 import shutil
 import signal
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any, Literal
@@ -408,3 +410,42 @@ async def make_server(tmp_path: Path) -> AsyncIterator[MakeServer]:
     finally:
         for s in servers:
             s.stop()
+
+
+class RawStdio:
+    """A JSON-RPC peer on the server's real stdin/stdout that checks every stdout line."""
+
+    def __init__(self, proc: subprocess.Popen[bytes]) -> None:
+        self.proc = proc
+        self.lines: list[dict[str, Any]] = []
+        self.next_id = 1
+
+    def send(self, method: str, params: dict[str, Any] | None = None,
+             notify: bool = False) -> int | None:
+        msg: dict[str, Any] = {"jsonrpc": "2.0", "method": method}
+        if params is not None:
+            msg["params"] = params
+        rid = None
+        if not notify:
+            rid = msg["id"] = self.next_id
+            self.next_id += 1
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(json.dumps(msg).encode() + b"\n")
+        self.proc.stdin.flush()
+        return rid
+
+    def reply(self, rid: int | None, timeout: float = 60) -> dict[str, Any]:
+        assert self.proc.stdout is not None
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            line = self.proc.stdout.readline()
+            if not line:
+                raise AssertionError("server closed stdout")
+            msg = json.loads(line)  # PR-10: every stdout line is a JSON-RPC message
+            self.lines.append(msg)
+            if msg.get("id") == rid:
+                return msg
+        raise AssertionError("no reply in time")
+
+    def call(self, name: str, arguments: dict[str, Any]) -> dict[str, Any]:
+        return self.reply(self.send("tools/call", {"name": name, "arguments": arguments}))

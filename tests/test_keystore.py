@@ -45,7 +45,7 @@ def test_file_is_0600_versioned_and_holds_no_plaintext(store_path: Path) -> None
     assert len(list(store_path.parent.iterdir())) == 2  # the store and its lock file, no temp
 
 
-def test_wrong_passphrase_is_clear_and_leaves_the_file(store_path: Path) -> None:
+def test_se03_wrong_passphrase_is_clear_and_leaves_the_file(store_path: Path) -> None:
     open_store(store_path, "right").set("K1", "value-1")
     before = store_path.read_bytes()
     with pytest.raises(WrongPassphrase, match="wrong passphrase"):
@@ -54,7 +54,8 @@ def test_wrong_passphrase_is_clear_and_leaves_the_file(store_path: Path) -> None
 
 
 @pytest.mark.parametrize("damage", ["token", "truncate", "garbage", "iterations"])
-def test_tampered_or_truncated_file_is_refused_untouched(store_path: Path, damage: str) -> None:
+def test_se03_tampered_or_truncated_file_is_refused_untouched(store_path: Path,
+                                                               damage: str) -> None:
     open_store(store_path, "right").set("K1", "value-1")
     raw = store_path.read_bytes()
     head = json.loads(raw)
@@ -75,7 +76,7 @@ def test_tampered_or_truncated_file_is_refused_untouched(store_path: Path, damag
     assert store_path.read_bytes() == bad
 
 
-def test_rotate_passphrase_reencrypts(store_path: Path) -> None:
+def test_se08_rotate_passphrase_reencrypts(store_path: Path) -> None:
     ks = open_store(store_path, "old")
     ks.set("K1", "value-1")
     salt_before = json.loads(store_path.read_bytes())["salt"]

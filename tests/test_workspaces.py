@@ -71,41 +71,41 @@ async def _refused(c: Client[Any], target: Path, workspace: str, *words: str) ->
     return text
 
 
-async def test_workspace_outside_roots_absolute_refused(rooted: Client[Any],
-                                                        roots: dict[str, Path]) -> None:
+async def test_is11_workspace_outside_roots_absolute_refused(rooted: Client[Any],
+                                                             roots: dict[str, Path]) -> None:
     text = await _refused(rooted, roots["outside"], str(roots["outside"]),
                           "outside the allowed roots", str(roots["allowed"]))
     assert "secret" not in text
 
 
-async def test_workspace_outside_roots_relative_dotdot_refused(
+async def test_is11_workspace_outside_roots_relative_dotdot_refused(
         rooted: Client[Any], roots: dict[str, Path]) -> None:
     await _refused(rooted, roots["outside"], "../../outside", "outside the allowed roots")
 
 
-async def test_workspace_symlink_in_root_to_outside_refused(
+async def test_is11_workspace_symlink_in_root_to_outside_refused(
         rooted: Client[Any], roots: dict[str, Path]) -> None:
     link = roots["allowed"] / "escape"
     link.symlink_to(roots["outside"])
     await _refused(rooted, roots["outside"], str(link), "outside the allowed roots")
 
 
-async def test_workspace_system_dirs_refused(rooted: Client[Any]) -> None:
+async def test_is11_workspace_system_dirs_refused(rooted: Client[Any]) -> None:
     for path in ("/etc", "/root/.ssh", "/", "/var/run", "/proc/1"):
         text = await err(rooted, "session_open", workspace=path)
         assert "system" in text or "outside" in text or "does not exist" in text, text
 
 
-async def test_workspace_root_owned_refused_not_chowned(rooted: Client[Any],
-                                                        roots: dict[str, Path]) -> None:
+async def test_is11_workspace_root_owned_refused_not_chowned(rooted: Client[Any],
+                                                             roots: dict[str, Path]) -> None:
     text = await _refused(rooted, roots["rootowned"], str(roots["rootowned"]),
                           "owned by root", "--sandbox-uid")
     assert "chown" in text
     assert roots["rootowned"].stat().st_uid == 0
 
 
-async def test_workspace_server_data_dir_refused(make_settings: MakeSettings,
-                                                 tmp_path: Path) -> None:
+async def test_is11_workspace_server_data_dir_refused(make_settings: MakeSettings,
+                                                      tmp_path: Path) -> None:
     """The server's own directory (other principals' scratch) is never a workspace."""
     chown_tree(tmp_path)
     s = make_settings(workspace_roots=[tmp_path])

@@ -43,6 +43,9 @@ PASSPHRASE_ENV = "CODERX_KEY_PASSPHRASE"
 PATH_ENV = "CODERX_KEY_FILE"
 DEFAULT_PATH = Path("~/.coder_x_key.enc")
 FORMAT, VERSION, ITERATIONS = "coderx-keys", 1, 600_000
+# Stores written with an older, lower work factor still open (and are re-encrypted at
+# ITERATIONS on that unlock); a count outside this range is damage, not a setting.
+MIN_ITERATIONS, MAX_ITERATIONS = 100_000, 10_000_000
 NAME_RX = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
 MAX_VALUE = 64 << 10
 _CHECK_LABEL = b"coderx-keys passphrase check v1"
@@ -96,7 +99,11 @@ class KeyStore:
         self.path = path
         self._passphrase = passphrase
         self._derived: dict[tuple[bytes, int], bytes] = {}
+        self._iterations = ITERATIONS
         self._keys = self._load()
+        if self._iterations < ITERATIONS:
+            with self._locked():
+                self._save(self._load(), self._passphrase)
 
     # -- reading ----------------------------------------------------------------------
     def get(self, name: str) -> str | None:
@@ -151,7 +158,8 @@ class KeyStore:
     # -- file ---------------------------------------------------------------------------
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        # A directory made for the store is private from the start (not chmod-ed later).
+        self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         fd = os.open(f"{self.path}.lock", os.O_RDWR | os.O_CREAT, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
@@ -170,15 +178,21 @@ class KeyStore:
     def _load(self) -> dict[str, dict[str, str]]:
         """The keys in the file now (empty when there is no file)."""
         try:
-            raw = self.path.read_bytes()
+            with self.path.open("rb") as f:
+                mode = os.fstat(f.fileno()).st_mode & 0o777
+                raw = f.read()
         except FileNotFoundError:
             self._keys = {}
             return {}
         except OSError as exc:
             raise KeyStoreError(f"cannot read the key store {self.path}: {exc.strerror}") from None
+        if mode & 0o077:
+            raise KeyStoreError(f"the key store {self.path} is open to other users (mode "
+                                f"{mode:04o}); run `chmod 600 {self.path}` and check who read it")
         head = self._header(raw)
         salt = base64.b64decode(head["salt"])
         key = self._key(salt, head["iterations"], self._passphrase)
+        self._iterations = head["iterations"]
         check = hmac.new(key, _CHECK_LABEL, "sha256").digest()
         if not hmac.compare_digest(check, base64.b64decode(head["check"])):
             raise WrongPassphrase(f"wrong passphrase for the key store {self.path} (or its "
@@ -202,10 +216,12 @@ class KeyStore:
         if not ok:
             raise KeyStoreCorrupt(f"{self.path} is not a readable key store (damaged, truncated "
                                   "or another kind of file); the file was not changed")
-        if head.get("version") != VERSION or head.get("iterations") != ITERATIONS:
+        rounds = head.get("iterations")
+        if (head.get("version") != VERSION or not isinstance(rounds, int)
+                or not MIN_ITERATIONS <= rounds <= MAX_ITERATIONS):
             raise KeyStoreCorrupt(f"{self.path} is key store version {head.get('version')!r} "
-                                  f"with {head.get('iterations')!r} iterations; this version "
-                                  f"reads version {VERSION} with {ITERATIONS}")
+                                  f"with {rounds!r} iterations; this version reads version "
+                                  f"{VERSION} with {MIN_ITERATIONS} to {MAX_ITERATIONS}")
         return dict(head)
 
     def _save(self, keys: dict[str, dict[str, str]], passphrase: str) -> None:
@@ -235,6 +251,7 @@ class KeyStore:
         finally:
             os.close(dir_fd)
         self._keys = keys
+        self._iterations = ITERATIONS
 
 
 def open_store(path: Path | None = None, passphrase: str | None = None) -> KeyStore:

@@ -155,8 +155,9 @@ class Session:
             except SandboxGone as exc:
                 self._loss_reported = True
                 raise SandboxGone(
-                    f"{exc} The next call in session {self.id} starts a fresh container on the "
-                    "same workspace (cwd, environment and background processes are lost).",
+                    f"{str(exc).rstrip('.')}. The next call in session {self.id} starts a fresh "
+                    "container on the same workspace (cwd, environment and background processes "
+                    "are lost).",
                     exc.reason) from None
         finally:
             self.active -= 1

@@ -75,8 +75,8 @@ async def test_history_resources(client: Client[Any]) -> None:
     assert [e["tool"] for e in json.loads(hist[0].text)] == ["run_command"]  # type: ignore[union-attr]
 
 
-async def test_other_principals_entries_stay_hidden(make_settings: Callable[..., Settings],
-                                                    tool_workspace: Path) -> None:
+async def test_is07_other_principals_entries_stay_hidden(
+        make_settings: Callable[..., Settings], tool_workspace: Path) -> None:
     settings = make_settings()
     assert settings.history_path is not None
     store = HistoryStore(settings.history_path)
@@ -89,6 +89,7 @@ async def test_other_principals_entries_stay_hidden(make_settings: Callable[...,
         listed = await c.read_resource("coderx://sessions")
         assert json.loads(listed[0].text) == []  # type: ignore[union-attr]
         assert "no recorded calls" in await err(c, "history_export", session="s-bob")
+    assert settings.history_path.stat().st_mode & 0o777 == 0o600
 
 
 async def test_grants_are_audited_and_history_is_redacted(

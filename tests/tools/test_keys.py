@@ -64,7 +64,7 @@ async def run(c: Client[Any], command: str, **args: Any) -> dict[str, Any]:
     return await ok(c, "run_command", command=command, **args)
 
 
-async def test_keys_list_shows_names_only(kc: Client[Any]) -> None:
+async def test_se07_keys_list_shows_names_only(kc: Client[Any]) -> None:
     r = await call(kc, "keys_list")
     assert [k["name"] for k in r.structured_content["keys"]] == ["API_TOKEN", "OTHER_KEY"]
     assert SECRET not in str(r.content) and SECRET not in str(r.structured_content)
@@ -93,7 +93,7 @@ async def test_grant_gives_the_value_to_commands_and_redacts_it(kc: Client[Any])
     assert exported["stdout"].strip() == "0"
 
 
-async def test_grant_is_per_session(kc: Client[Any]) -> None:
+async def test_is08_grant_is_per_session(kc: Client[Any]) -> None:
     other = (await ok(kc, "session_open"))["session"]
     await ok(kc, "keys_grant", names=["API_TOKEN"], session=other)
     mine = await run(kc, 'printf %s "$API_TOKEN" | wc -c')
@@ -101,7 +101,7 @@ async def test_grant_is_per_session(kc: Client[Any]) -> None:
     assert (mine["stdout"].strip(), theirs["stdout"].strip()) == ("0", str(len(SECRET)))
 
 
-async def test_secret_never_reaches_container_config_or_state(kc: Client[Any]) -> None:
+async def test_se06_secret_never_reaches_container_config_or_state(kc: Client[Any]) -> None:
     await ok(kc, "keys_grant", names=["API_TOKEN"])
     await run(kc, 'X=$API_TOKEN; cd /tmp; export KEEP=1; printf %s "$API_TOKEN" >/dev/null')
     info = await ok(kc, "session_info")
@@ -109,14 +109,15 @@ async def test_secret_never_reaches_container_config_or_state(kc: Client[Any]) -
     try:
         container = client.containers.get(info["info"]["container"])
         assert SECRET not in str(container.attrs)  # env, labels, command, image config
-        state = container.exec_run(["sh", "-c", "cat /run/coderx/shell.env; ps -eo args"]).output
+        state = container.exec_run(["sh", "-c", "cat /run/coderx/shell.env; ps -eo args; "
+                                    "cat /proc/[0-9]*/environ 2>/dev/null"]).output
         assert b"KEEP" in state  # the state file was read: exports persist there, grants not
         assert SECRET.encode() not in state
     finally:
         client.close()
 
 
-async def test_redaction_in_files_grep_errors_and_split_output(
+async def test_se05_redaction_in_files_grep_errors_and_split_output(
         kc: Client[Any], tool_workspace: Path) -> None:
     await ok(kc, "keys_grant", names=["API_TOKEN"])
     await run(kc, 'printf "key=%s\\n" "$API_TOKEN" > leak.txt')
@@ -164,7 +165,7 @@ async def test_progress_messages_are_redacted(kc: Client[Any]) -> None:
     assert any(RED in m for m in messages)
 
 
-async def test_logs_are_redacted(kc: Client[Any], monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_se05_logs_are_redacted(kc: Client[Any], monkeypatch: pytest.MonkeyPatch) -> None:
     sink = io.StringIO()
     root = logging.getLogger()
     handlers, level = root.handlers[:], root.level
@@ -225,3 +226,18 @@ def test_cli_keys_round_trip(tmp_path: Path) -> None:
     wrong = subprocess.run([*exe, "list", "--file", f], env=env, text=True, capture_output=True)
     assert wrong.returncode == 1 and "wrong passphrase" in wrong.stderr
     assert open_store(Path(f), "p2").get("CLI_KEY") == "cli-value-9"
+
+
+async def test_se05_bad_arguments_and_history_never_carry_the_value(kc: Client[Any]) -> None:
+    await ok(kc, "keys_grant", names=["API_TOKEN"])
+    for tool, args in (("run_command", {"command": "true", "timeout": SECRET}),
+                       ("read_file", {"path": "a", "limit": SECRET}),
+                       ("write_file", {"path": "x\0" + SECRET, "content": SECRET}),
+                       ("keys_grant", {"names": [SECRET]})):
+        r = await call(kc, tool, **args)
+        assert r.is_error and SECRET not in str(r.content), (tool, r.content)
+    await call(kc, "run_command", command=f"echo {SECRET}")
+    sid = (await ok(kc, "session_info"))["info"]["session"]
+    for tool, args in (("history", {}), ("history_export", {"session": sid})):
+        h = await call(kc, tool, **args)
+        assert not h.is_error and SECRET not in str(h.content) + str(h.structured_content)

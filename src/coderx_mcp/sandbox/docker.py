@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import os
 import socket
+import time
 from typing import Any
 
 import docker
@@ -247,15 +248,21 @@ class DockerSandbox:
             return "it was never created"
 
         def inspect() -> str:
-            try:
-                state = self._client.api.inspect_container(self._container_id)["State"]
-            except docker.errors.NotFound:
-                return "the container was removed from outside"
-            except Exception as exc:
-                if not is_engine_error(exc):
-                    raise
-                _log.warning("the Docker engine does not answer", error=str(exc))
-                return "the Docker engine does not answer (stopped or restarted?)"
+            # The stream ends a moment before Docker marks a dying container stopped (and
+            # OOM-killed): a container still running is asked again for up to two seconds.
+            for _ in range(10):
+                try:
+                    state = self._client.api.inspect_container(self._container_id)["State"]
+                except docker.errors.NotFound:
+                    return "the container was removed from outside"
+                except Exception as exc:
+                    if not is_engine_error(exc):
+                        raise
+                    _log.warning("the Docker engine does not answer", error=str(exc))
+                    return "the Docker engine does not answer (stopped or restarted?)"
+                if not state.get("Running"):
+                    break
+                time.sleep(0.2)
             if state.get("OOMKilled"):
                 return "killed: out of memory"
             if not state.get("Running"):

@@ -115,6 +115,23 @@ def _open_history(settings: Settings) -> HistoryWriter | None:
     path = settings.history_path or default_path()
     try:
         store = HistoryStore(path)
+    except sqlite3.DatabaseError as exc:
+        if isinstance(exc, sqlite3.OperationalError):  # locked, full, unreadable: not damage
+            _log.error("history disabled: cannot open its database", path=str(path),
+                       error=str(exc))
+            return None
+        # A damaged file (garbage, a torn copy) is kept aside and a new history started,
+        # so this server's calls are still recorded (catalogue CR-08).
+        aside = path.with_name(f"{path.name}.damaged-{int(time.time())}")
+        try:
+            path.replace(aside)
+            store = HistoryStore(path)
+        except (OSError, sqlite3.Error) as again:
+            _log.error("history disabled: its database is damaged", path=str(path),
+                       error=str(again))
+            return None
+        _log.error("history database damaged: kept aside, a new one started", path=str(path),
+                   aside=str(aside), error=str(exc))
     except (OSError, sqlite3.Error) as exc:
         _log.error("history disabled: cannot open its database", path=str(path), error=str(exc))
         return None

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 
 import structlog
-from fastmcp.exceptions import ToolError
+from fastmcp.exceptions import NotFoundError, ToolError
 from pydantic import ValidationError
 
 from coderx_mcp.errors import CoderxError
@@ -47,6 +47,11 @@ def to_tool_error(exc: BaseException, tool: str) -> ToolError:
         return ToolError(str(exc)[:_MAX], log_level=logging.INFO)
     if isinstance(exc, ValidationError):
         return ToolError(describe_validation(exc), log_level=logging.INFO)
+    if isinstance(exc, NotFoundError):
+        # FastMCP's answer to a tools/call of a name it does not have (PR-04): the caller's
+        # mistake, answered as a tool error (the SDK's choice), not logged as our fault.
+        return ToolError(f"unknown tool {tool[:100]!r}; tools/list shows the tools",
+                         log_level=logging.INFO)
     _log.error("internal error in tool", tool=tool, error_type=type(exc).__name__,
                exc_info=exc)
     return ToolError(f"internal error in {tool} ({type(exc).__name__}); the server log has "
