@@ -108,12 +108,14 @@ async def _serve(settings: Settings, http: bool, host: str, port: int) -> None:
     if http:
         from starlette.middleware import Middleware
 
+        from coderx_mcp.server.envelope import JsonRpcEnvelope
         from coderx_mcp.server.http_guard import HttpGuard
 
         guard = Middleware(HttpGuard, max_body=settings.max_request_bytes,
                            failures_per_minute=settings.auth_failures_per_minute)
         await mcp.run_async("http", show_banner=False, host=host, port=port,
-                            host_origin_protection=True, middleware=[guard],
+                            host_origin_protection=True,
+                            middleware=[guard, Middleware(JsonRpcEnvelope)],
                             allowed_hosts=list(settings.allowed_hosts) or None)
     else:
         await run_stdio(mcp)

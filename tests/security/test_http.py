@@ -359,11 +359,18 @@ async def test_is14_another_principals_scratch_is_refused(tokened: Server) -> No
 async def test_pr02_not_json_rpc_or_a_batch_over_http(plain: Server) -> None:
     server, _ws = plain, proj(plain)
     sid = await initialize(server)
-    for bad in ({"foo": 1}, [{"jsonrpc": "2.0", "id": 5, "method": "ping"}],
-                {"jsonrpc": "1.0", "id": 6, "method": "ping"}):
+    for bad in ({"foo": "SENTINEL-1"}, [{"jsonrpc": "2.0", "id": 5, "method": "ping"}],
+                {"jsonrpc": "1.0", "id": 6, "method": "ping", "params": {"x": "SENTINEL-2"}},
+                {"jsonrpc": "2.0", "id": None, "method": "tools/call",
+                 "params": {"name": "run_command", "arguments": {"command": "touch pr02"}}},
+                {"jsonrpc": "2.0", "id": True, "method": "ping"}):
         status, _, reply = await rpc(server, json.dumps(bad).encode(), sid)
-        assert 200 <= status < 500, status
-        assert reply is not None and reply["error"]["code"] in (-32600, -32602), reply
+        assert status == 400, (bad, status)
+        assert reply is not None and reply["error"]["code"] == -32600, reply
+        assert "SENTINEL" not in json.dumps(reply)  # the input is never echoed
+    status, _, reply = await rpc(server, b'{"jsonrpc": "2.0", "id": 8, "method": ', sid)
+    assert status == 400 and reply["error"]["code"] == -32700
+    assert not (proj(server) / "pr02").exists()  # the id-null call never ran
     status, _, reply = await rpc(server, {"jsonrpc": "2.0", "id": 7, "method": "ping"}, sid)
     assert status == 200 and reply["id"] == 7
 
