@@ -140,11 +140,11 @@ async def _agent(url: str, spec: AgentSpec, deadline: float, report: LoadReport)
             loops += 1
             grep = await call(c, "grep", {"pattern": "MARK-", "session": sid,
                                           "output_mode": "content"})
-            seen = set(re.findall(r"MARK-agent\d+", json.dumps(grep.structured_content)))
+            seen = set(re.findall(r"MARK-agent\d+", _text(grep)))
             if seen != {marker}:
                 report.leaks.append(f"{spec.name} saw {sorted(seen)} in grep")
             ran = await call(c, "run_command", {"command": f"cat {mine}; ls", "session": sid})
-            out = (ran.structured_content or {}).get("stdout", "")
+            out = _text(ran)
             others = set(re.findall(r"agent\d+", out)) - {spec.name}
             if others:
                 report.leaks.append(f"{spec.name} saw {sorted(others)} in run_command")

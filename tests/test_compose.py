@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 from fastmcp import Client
-from tests.conftest import IMAGE, free_port
+from tests.conftest import IMAGE, facts, free_port
 
 pytestmark = pytest.mark.docker
 ROOT = Path(__file__).resolve().parent.parent
@@ -81,8 +81,8 @@ async def test_compose_server_answers_a_token_holder(docker_services: object) ->
     url = f"http://127.0.0.1:{PORT}/mcp"
     async with Client(url, auth=TOKEN) as c:
         r = await c.call_tool("run_command", {"command": "echo from-compose; id -u"})
-        assert r.structured_content is not None
-        assert r.structured_content["stdout"] == "from-compose\n1000\n"
+        assert facts(r) is not None
+        assert facts(r)["stdout"] == "from-compose\n1000\n"
     with pytest.raises(Exception):  # noqa: B017 - no token: 401
         async with Client(url) as anonymous:
             await anonymous.list_tools()

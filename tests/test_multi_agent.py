@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 from fastmcp import Client
-from tests.conftest import CLI, MCP_HEADERS, MakeServer, child_env, chown_tree
+from tests.conftest import CLI, MCP_HEADERS, MakeServer, child_env, chown_tree, facts
 
 pytestmark = pytest.mark.docker
 HEAVY_CLIENT = """
@@ -122,8 +122,8 @@ async def test_principal_roots_and_ownership_of_sessions_and_outputs(
                                     raise_on_error=False)
         assert refused.is_error and "outside" in text(refused).lower(), text(refused)
         run = await a.call_tool("run_command", {"command": "seq 1 50000"})
-        assert run.structured_content is not None
-        out_id, sid = run.structured_content["output_id"], run.structured_content["session"]
+        assert facts(run) is not None
+        out_id, sid = facts(run)["output_id"], facts(run)["session"]
         assert out_id
         stolen = await b.call_tool("read_output", {"output_id": out_id},
                                    raise_on_error=False)
@@ -148,7 +148,7 @@ async def test_one_principal_cannot_fill_the_server(make_server: MakeServer) -> 
         full = await g.call_tool("session_open", {}, raise_on_error=False)
         assert full.is_error and "other principals" in text(full), text(full)
         ran = await o.call_tool("run_command", {"command": "echo mine"})
-        assert ran.structured_content is not None and ran.structured_content["stdout"] == "mine\n"
+        assert facts(ran) is not None and facts(ran)["stdout"] == "mine\n"
         await g.call_tool("session_close", {"session": (await g.call_tool(
             "session_list", {})).structured_content["sessions"][0]["session"]})  # type: ignore[index]
         await c.call_tool("session_open", {})

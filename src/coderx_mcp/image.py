@@ -15,7 +15,7 @@ import subprocess
 import sys
 import tempfile
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import docker
@@ -23,6 +23,8 @@ import docker.errors
 import structlog
 from docker.utils import parse_repository_tag
 from pydantic import BaseModel
+
+from coderx_mcp.toolchains import toolchain_stage
 
 log = structlog.get_logger(__name__)
 
@@ -139,6 +141,8 @@ def image_status(
         client: Docker client.
         image: Image reference, e.g. ``coderx-sandbox:latest``.
         containers: ``containers/`` directory; defaults to :func:`containers_dir`.
+        toolchains: Language toolchains to add (``node``, ``go``: see
+            :mod:`coderx_mcp.toolchains`); the image keeps the stock context hash.
 
     Returns:
         The image status; ``up_to_date`` is false when missing or stale.
@@ -177,7 +181,7 @@ def missing_image_message(image: str) -> str:
 _TOOL_PROBE = (
     "for c in 'python3 --version' 'pip --version' 'git --version' 'rg --version' "
     "'gcc --version' 'make --version' 'curl --version' 'jq --version' 'pytest --version' "
-    "'ruff --version'; do set -- $c; printf '%s: ' \"$1\"; "
+    "'ruff --version' 'node --version' 'go version'; do set -- $c; printf '%s: ' \"$1\"; "
     "($c 2>&1 || echo missing) | head -n 1; done"
 )
 
@@ -293,6 +297,7 @@ def build_image(
     base_image: str | None = None,
     on_progress: Progress = None,
     containers: Path | None = None,
+    toolchains: Sequence[str] = (),
 ) -> str:
     """Build the sandbox image from a temporary, fully offline build context.
 
@@ -302,6 +307,8 @@ def build_image(
         base_image: ``FROM`` image; defaults to :func:`default_base_image`.
         on_progress: Called with each build output line.
         containers: ``containers/`` directory; defaults to :func:`containers_dir`.
+        toolchains: Language toolchains to add (``node``, ``go``: see
+            :mod:`coderx_mcp.toolchains`); the image keeps the stock context hash.
 
     Returns:
         The built image id (``sha256:...``).
@@ -320,7 +327,8 @@ def build_image(
     labels = {HASH_LABEL: chash, BASE_LABEL: base}
     with tempfile.TemporaryDirectory(prefix="coderx-build-") as tmp:
         ctx = Path(tmp)
-        shutil.copy2(src / "Dockerfile", ctx / "Dockerfile")
+        (ctx / "Dockerfile").write_text((src / "Dockerfile").read_text()
+                                        + toolchain_stage(toolchains))
         for rel in runner_files(src):  # exactly the files the context hash covers
             (ctx / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(src / rel, ctx / rel)
