@@ -99,6 +99,7 @@ def test_image_report_has_the_tools_agents_reach_for(docker_client: docker.Docke
     for tool in ("python3", "pip", "git", "rg", "gcc", "make", "curl", "jq", "pytest", "ruff"):
         assert tool in found and "missing" not in found[tool], lines
     assert found["python3"].startswith("Python 3.")
+    assert found["node"] == "missing" and found["go"] == "missing"  # only with --with
 
 
 def test_python_version_follows_the_base() -> None:

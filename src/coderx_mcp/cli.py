@@ -226,7 +226,8 @@ def image_build(
                 status.update(f"building {settings.image}: {line[:60]}")
 
             image_id = build_image(client, settings.image, base_image=base,
-                                   on_progress=progress, toolchains=toolchains)
+                                   on_progress=progress, toolchains=toolchains,
+                                   wheels_dir=settings.image_wheels)
     except (ImageBuildError, docker.errors.DockerException) as exc:
         raise fail(str(exc)) from None
     err.print(f"[green]built[/] {settings.image} ({image_id[:19]})")

@@ -143,6 +143,8 @@ def image_status(
         containers: ``containers/`` directory; defaults to :func:`containers_dir`.
         toolchains: Language toolchains to add (``node``, ``go``: see
             :mod:`coderx_mcp.toolchains`); the image keeps the stock context hash.
+        wheels_dir: Wheels of the image's Python tools to use instead of downloading them
+            (must hold every requirement; see ``Settings.image_wheels``).
 
     Returns:
         The image status; ``up_to_date`` is false when missing or stale.
@@ -182,7 +184,8 @@ _TOOL_PROBE = (
     "for c in 'python3 --version' 'pip --version' 'git --version' 'rg --version' "
     "'gcc --version' 'make --version' 'curl --version' 'jq --version' 'pytest --version' "
     "'ruff --version' 'node --version' 'go version'; do set -- $c; printf '%s: ' \"$1\"; "
-    "($c 2>&1 || echo missing) | head -n 1; done"
+    "if command -v \"$1\" >/dev/null; then ($c 2>&1 || echo missing) | head -n 1; "
+    "else echo missing; fi; done"
 )
 
 
@@ -298,6 +301,7 @@ def build_image(
     on_progress: Progress = None,
     containers: Path | None = None,
     toolchains: Sequence[str] = (),
+    wheels_dir: Path | None = None,
 ) -> str:
     """Build the sandbox image from a temporary, fully offline build context.
 
@@ -309,6 +313,8 @@ def build_image(
         containers: ``containers/`` directory; defaults to :func:`containers_dir`.
         toolchains: Language toolchains to add (``node``, ``go``: see
             :mod:`coderx_mcp.toolchains`); the image keeps the stock context hash.
+        wheels_dir: Wheels of the image's Python tools to use instead of downloading them
+            (must hold every requirement; see ``Settings.image_wheels``).
 
     Returns:
         The built image id (``sha256:...``).
@@ -322,7 +328,9 @@ def build_image(
             f"missing {src / RUNNER_PATH / '__main__.py'}: the sandbox runner package is required"
         )
     base = base_image or default_base_image(client, on_progress)
-    wheels = _wheels(_python_version_for(base), on_progress)
+    wheels = wheels_dir or _wheels(_python_version_for(base), on_progress)
+    if not wheels.is_dir():
+        raise ImageBuildError(f"the image's wheel directory {wheels} does not exist")
     chash = context_hash(src)
     labels = {HASH_LABEL: chash, BASE_LABEL: base}
     with tempfile.TemporaryDirectory(prefix="coderx-build-") as tmp:
@@ -333,6 +341,7 @@ def build_image(
             (ctx / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(src / rel, ctx / rel)
         shutil.copytree(wheels, ctx / "wheels", ignore=shutil.ignore_patterns(".complete"))
+        (ctx / "wheels" / "requirements.txt").write_text("\n".join(WHEEL_REQUIREMENTS) + "\n")
         _report(on_progress, f"building {image} from {base} (context {chash})")
         image_id: str | None = None
         try:

@@ -224,7 +224,8 @@ async def test_process_list_shows_only_the_models_commands(client: Client[Any]) 
 
 
 @pytest.mark.parametrize("command", ["sleep 300 &", "nohup sleep 301 >/dev/null 2>&1 &",
-                                     "(sleep 303 &)"])
+                                     "(sleep 303 &)", "setsid sleep 304 &",
+                                     "setsid -f sleep 305 >/dev/null 2>&1"])
 async def test_leftover_children_are_adopted_not_killed(client: Client[Any],
                                                         command: str) -> None:
     """`cmd &` used to die silently when the command returned; now it keeps running as a
