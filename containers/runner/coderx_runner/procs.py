@@ -15,6 +15,7 @@ import secrets
 import signal
 import subprocess
 import time
+from collections.abc import Callable
 from typing import Any
 
 from .errors import BadRequest
@@ -303,6 +304,26 @@ class ProcTable:
                 "stderr": self.excerpt(proc, "stderr", cap)}
 
 
+def _live(keep: Callable[[str, list[bytes]], bool]) -> list[tuple[int, str]]:
+    """Live processes (zombies left out) that ``keep(pid, stat fields)`` selects:
+    ``(pid, command line)``."""
+    found = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat", "rb") as f:
+                fields = f.read().rsplit(b")", 1)[1].split()
+            if fields[0] == b"Z" or not keep(name, fields):
+                continue
+            with open(f"/proc/{name}/cmdline", "rb") as f:
+                cmd = f.read().replace(b"\0", b" ").decode("utf-8", "replace").strip()
+        except (OSError, IndexError, ValueError):
+            continue
+        found.append((int(name), cmd[:200]))
+    return found
+
+
 def group_members(pgid: int) -> list[tuple[int, str]]:
     """Live processes of process group ``pgid``: ``(pid, command line)``, zombies left out.
 
@@ -313,43 +334,19 @@ def group_members(pgid: int) -> list[tuple[int, str]]:
         os.killpg(pgid, 0)
     except (ProcessLookupError, PermissionError):
         return []
-    found = []
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{name}/stat", "rb") as f:
-                fields = f.read().rsplit(b")", 1)[1].split()
-            if int(fields[2]) != pgid or fields[0] == b"Z":
-                continue
-            with open(f"/proc/{name}/cmdline", "rb") as f:
-                cmd = f.read().replace(b"\0", b" ").decode("utf-8", "replace").strip()
-        except (OSError, IndexError, ValueError):
-            continue
-        found.append((int(name), cmd[:200]))
-    return found
+    return _live(lambda _name, fields: int(fields[2]) == pgid)
 
 
 def marked(output_id: str) -> list[tuple[int, str]]:
-    """Live processes whose environment carries command ``output_id``'s marker."""
+    """Live processes whose environment carries command ``output_id``'s marker (they left
+    its process group: ``setsid``)."""
     needle = f"\0{MARKER}={output_id}\0".encode()
-    found = []
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{name}/environ", "rb") as f:
-                if needle not in b"\0" + f.read() + b"\0":
-                    continue
-            with open(f"/proc/{name}/stat", "rb") as f:
-                if f.read().rsplit(b")", 1)[1].split()[0] == b"Z":
-                    continue
-            with open(f"/proc/{name}/cmdline", "rb") as f:
-                cmd = f.read().replace(b"\0", b" ").decode("utf-8", "replace").strip()
-        except (OSError, IndexError):
-            continue
-        found.append((int(name), cmd[:200]))
-    return found
+
+    def has_marker(name: str, _fields: list[bytes]) -> bool:
+        with open(f"/proc/{name}/environ", "rb") as f:
+            return needle in b"\0" + f.read() + b"\0"
+
+    return _live(has_marker)
 
 
 def _descendants(pid: int) -> list[int]:
