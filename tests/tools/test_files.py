@@ -164,7 +164,7 @@ async def test_di13_large_file_window_has_right_numbers_and_whole_hash(
     r = await call(small_client, "read_file", path="big.txt", offset=1000, limit=3)
     assert not r.is_error, r.content
     out = facts(r)
-    assert body(out["text"]) == "  1000\trow 001000\n  1001\trow 001001\n  1002\trow 001002"
+    assert body(out["text"]) == "1000\trow 001000\n1001\trow 001001\n1002\trow 001002"
     assert (out["total_lines"], out["sha256"], out["next_offset"]) == (20000, sha(data), 1003)
     assert "offset=1003" in r.content[0].text  # type: ignore[union-attr]
     assert "limit for edits" in await err(small_client, "edit_file", path="big.txt",
