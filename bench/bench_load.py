@@ -174,13 +174,14 @@ def rss_mib(pid: int) -> float:
 def containers_mib(pid: int) -> float:
     """Memory of the sandbox containers of a server process (usage minus page cache)."""
     import docker
+    import docker.errors
 
     client = docker.from_env()
     total = 0
     for c in client.containers.list(filters={"label": f"{LABEL_PID}={pid}"}):
         try:
             mem = c.stats(stream=False, one_shot=True)["memory_stats"]
-        except ValueError:  # the container went while it was asked
+        except (ValueError, docker.errors.NotFound):  # the container went meanwhile
             continue
         detail = mem.get("stats", {})
         total += mem.get("usage", 0) - detail.get("inactive_file", detail.get("cache", 0))
