@@ -58,7 +58,8 @@ async def test_tokens_create_list_revoke_without_restart(
     await server.start()
     with pytest.raises(Exception):  # noqa: B017 - the client's own error for a 401
         async with Client(server.url, auth=alice) as c:
-            assert (await c.call_tool("run_command", {"command": "echo hi"})).data is not None
+            assert facts(await c.call_tool("run_command", {"command": "echo hi"}))["stdout"] \
+                == "hi\n"
             listed = server.tokens("list")
             assert listed.returncode == 0 and "alice" in listed.stdout
             assert alice not in listed.stdout and "last used 20" in listed.stdout

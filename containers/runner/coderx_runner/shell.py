@@ -16,7 +16,7 @@ import subprocess
 from collections import deque
 from typing import Any
 
-MARKER = "CODERX_COMMAND_ID"
+MARKER = "__CODERX_COMMAND_ID"
 """Environment variable carrying the output id of the command a process descends from."""
 
 
