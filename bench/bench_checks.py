@@ -172,8 +172,9 @@ async def tests_vs_pytest(settings: Settings, rounds: int, path: str
                     r = await c.call_tool("run_command", {"command": cmd, "timeout": 600,
                                                           "return_after": 600})
                     direct.append(time.perf_counter() - t0)
-                    assert r.structured_content is not None
-                    tail = r.structured_content["stdout"].strip().splitlines()[-1]
+                    # The transcript (sent once, as text): pytest's summary, then the status.
+                    text = "".join(getattr(b, "text", "") for b in r.content)
+                    tail = text.strip().splitlines()[-2]
                     direct_counts = {w if w != "error" else "errors": int(n)
                                      for n, w in SUMMARY.findall(tail)}
     return ours, direct, ours_counts, direct_counts

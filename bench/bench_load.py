@@ -140,11 +140,11 @@ async def _agent(url: str, spec: AgentSpec, deadline: float, report: LoadReport)
             loops += 1
             grep = await call(c, "grep", {"pattern": "MARK-", "session": sid,
                                           "output_mode": "content"})
-            seen = set(re.findall(r"MARK-agent\d+", json.dumps(grep.structured_content)))
+            seen = set(re.findall(r"MARK-agent\d+", _text(grep)))
             if seen != {marker}:
                 report.leaks.append(f"{spec.name} saw {sorted(seen)} in grep")
             ran = await call(c, "run_command", {"command": f"cat {mine}; ls", "session": sid})
-            out = (ran.structured_content or {}).get("stdout", "")
+            out = _text(ran)
             others = set(re.findall(r"agent\d+", out)) - {spec.name}
             if others:
                 report.leaks.append(f"{spec.name} saw {sorted(others)} in run_command")
@@ -174,13 +174,14 @@ def rss_mib(pid: int) -> float:
 def containers_mib(pid: int) -> float:
     """Memory of the sandbox containers of a server process (usage minus page cache)."""
     import docker
+    import docker.errors
 
     client = docker.from_env()
     total = 0
     for c in client.containers.list(filters={"label": f"{LABEL_PID}={pid}"}):
         try:
             mem = c.stats(stream=False, one_shot=True)["memory_stats"]
-        except ValueError:  # the container went while it was asked
+        except (ValueError, docker.errors.NotFound):  # the container went meanwhile
             continue
         detail = mem.get("stats", {})
         total += mem.get("usage", 0) - detail.get("inactive_file", detail.get("cache", 0))
@@ -200,7 +201,8 @@ async def _measure(url: str, pid: int, specs: list[AgentSpec], seconds: float
     return report, await sampler
 
 
-def _serve_and_run(agents: int, seconds: float) -> tuple[dict[str, Any], bool]:
+def _serve_and_run(agents: int, seconds: float, profile: Path | None = None
+                   ) -> tuple[dict[str, Any], bool]:
     with tempfile.TemporaryDirectory(prefix="coderx-load-") as tmp:
         root = Path(tmp)
         root.chmod(0o755)  # worktree git runs as the sandbox user, who must reach the repo
@@ -221,8 +223,16 @@ def _serve_and_run(agents: int, seconds: float) -> tuple[dict[str, Any], bool]:
                     if s.connect_ex(("127.0.0.1", port)) == 0:
                         break
                 time.sleep(0.05)
+            # py-spy (pip install py-spy) samples the server for the whole run: collapsed
+            # stacks, one line each (flamegraph.pl or speedscope read them).
+            spy = None if profile is None else subprocess.Popen(
+                ["py-spy", "record", "--pid", str(proc.pid), "--duration", str(int(seconds)),
+                 "--format", "raw", "--output", str(profile), "--nonblocking"],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             report, containers = asyncio.run(_measure(f"http://127.0.0.1:{port}/mcp", proc.pid,
                                                       specs, seconds))
+            if spy is not None:
+                spy.wait(60)
             rss = rss_mib(proc.pid)
         finally:
             proc.send_signal(signal.SIGTERM)
@@ -238,8 +248,10 @@ def main() -> None:
     parser.add_argument("--agents", type=int, default=20)
     parser.add_argument("--seconds", type=float, default=60)
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--profile", type=Path,
+                        help="write py-spy's collapsed stacks of the server to this file")
     a = parser.parse_args()
-    out, ok = _serve_and_run(a.agents, a.seconds)
+    out, ok = _serve_and_run(a.agents, a.seconds, a.profile)
     if a.json:
         print(json.dumps(out, indent=2))
     else:

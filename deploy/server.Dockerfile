@@ -3,8 +3,8 @@
 # that socket. Needs no registry and no PyPI: BASE_IMAGE is the sandbox image's base
 # (python:3.12-slim where a registry answers, else the offline Debian base that
 # `coderx-mcp image build` makes, coderx-base:bookworm), and deploy/wheels/ holds the
-# server and its dependencies, made on the host for the base's Python by
-# deploy/make-wheels.sh. Classic builder syntax (no BuildKit needed).
+# server and its dependencies (deploy/wheels-sandbox/ the sandbox image's tools), made on
+# the host for the base's Python by deploy/make-wheels.sh. Classic builder syntax (no BuildKit needed).
 ARG BASE_IMAGE=coderx-base:bookworm
 FROM ${BASE_IMAGE}
 ARG DEBIAN_FRONTEND=noninteractive
@@ -20,6 +20,9 @@ COPY wheels/ /tmp/wheels/
 RUN python3 -m venv /opt/coderx && \
     /opt/coderx/bin/pip install --no-index --find-links /tmp/wheels coderx-mcp && \
     rm -rf /tmp/wheels
-ENV PATH=/opt/coderx/bin:$PATH CODERX_LOG_JSON=true
+# The sandbox image's Python tools, for `coderx-mcp image build` in this image (the compose
+# service sandbox-image): no PyPI needed there either.
+COPY wheels-sandbox/ /opt/coderx-image-wheels/
+ENV PATH=/opt/coderx/bin:$PATH CODERX_LOG_JSON=true CODERX_IMAGE_WHEELS=/opt/coderx-image-wheels
 EXPOSE 8765
 ENTRYPOINT ["coderx-mcp", "serve", "--http", "--host", "0.0.0.0", "--port", "8765"]

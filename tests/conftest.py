@@ -12,6 +12,7 @@ import contextlib
 import http.client
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -449,3 +450,113 @@ class RawStdio:
 
     def call(self, name: str, arguments: dict[str, Any]) -> dict[str, Any]:
         return self.reply(self.send("tools/call", {"name": name, "arguments": arguments}))
+# -- What payload tools say ------------------------------------------------------------
+# Payload tools send their payload once, as text (facts in ``_meta``). Tests read the
+# payload back from that text, as a model does; these parsers invert the tools' layouts.
+
+_GREP_LINE = re.compile(r"^(.*?):(\d+):(.*)$|^(.*?)-(\d+)-(.*)$", re.DOTALL)
+
+
+def _strip_added_newline(text: str, n_bytes: int, exact: bool) -> str:
+    """Renderers end a page with a newline; drop it when the bytes say it was added."""
+    if exact and text.endswith("\n") and len(text.encode()) == n_bytes + 1:
+        return text[:-1]
+    return text
+
+
+def _run_fields(f: dict[str, Any], text: str) -> dict[str, Any]:
+    """stdout/stderr out of run_command's transcript (``$ cmd``, out, ``[stderr]``, status)."""
+    if f["backgrounded"]:
+        start = f"still running in the background as {f['output_id']}"
+    elif f["timed_out"]:
+        start = "TIMED OUT after "
+    elif f["oom_killed"]:
+        start = "killed: out of memory"
+    elif f["signal"]:
+        start = f"killed by {f['signal']}"
+    else:
+        start = f"exit {f['exit_code']} · "
+    first = text.index("\n") + 1
+    end = text.rindex("\n" + start) + 1 if ("\n" + start) in text else len(text)
+    body = text[first:end]
+    marker = "[stderr]\n"
+    cut = 0 if body.startswith(marker) else body.find("\n" + marker) + 1
+    out, err = (body, "") if cut == 0 and not body.startswith(marker) else (
+        body[:cut], body[cut + len(marker):])
+    exact = not f["truncated"]
+    return {"stdout": _strip_added_newline(out, f["stdout_bytes"], exact),
+            "stderr": _strip_added_newline(err, f["stderr_bytes"], exact)}
+
+
+def _listing(text: str) -> list[str]:
+    """The rows of a grep/glob text before its ``[showing …]`` footer and warnings."""
+    rows = []
+    for ln in text.split("\n"):
+        if ln.startswith(("[showing ", "warning: ")) or ln in ("No files found",
+                                                              "No matches found"):
+            continue
+        rows.append(ln)
+    return rows
+
+
+def _grep_fields(f: dict[str, Any], text: str) -> dict[str, Any]:
+    rows = _listing(text)
+    files: list[str] = []
+    lines: list[dict[str, Any]] = []
+    counts: list[dict[str, Any]] = []
+    if f["mode"] == "files_with_matches":
+        files = rows
+    elif f["mode"] == "count":
+        for row in rows:
+            path, _, n = row.rpartition(":")
+            if path and n.isdigit():
+                counts.append({"path": path, "count": int(n)})
+    else:
+        for row in rows:
+            m = _GREP_LINE.match(row)
+            if row == "--" or m is None:
+                continue
+            match = m.group(1) is not None
+            path, line, body = m.groups()[0:3] if match else m.groups()[3:6]
+            lines.append({"path": path, "line": int(line), "text": body, "match": match})
+    return {"files": files, "lines": lines, "counts": counts}
+
+
+def _page_text(f: dict[str, Any], text: str) -> str:
+    """The output of a read_output/process_output page, without its ``[…]`` status line."""
+    body = text.rsplit("\n[", 1)[0] + "\n" if "\n[" in text else ""
+    if body == "(no new output)\n":
+        return ""
+    open_end = " · no newline at end" in text.rsplit("\n[", 1)[-1]
+    return body[:-1] if open_end else body
+
+
+def payload_facts(structured: dict[str, Any] | None, meta: dict[str, Any] | None,
+                  text: str) -> dict[str, Any]:
+    """What a successful result says: its structured content, or a payload tool's facts
+    with the payload read back from its text (``text`` is the whole text, except for output
+    pages, where it is the page's output as before)."""
+    if structured is not None:
+        return dict(structured)
+    assert meta is not None and "coderx/facts" in meta, "neither structured content nor facts"
+    f: dict[str, Any] = {**meta["coderx/facts"], "text": text}
+    if "stdout_bytes" in f:
+        f.update(_run_fields(f, text))
+    elif "total_matching_lines" in f:
+        f.update(_grep_fields(f, text))
+    elif "next_skip" in f:
+        f["files"] = _listing(text)
+    elif "total_bytes" in f and "offset" in f:
+        if f.get("total_matches") is not None:  # read_output(grep=): "N:text" rows
+            rows = text.split("\n")[:-1]
+            f["matches"] = [{"line": int(n), "text": t}
+                            for n, _, t in (r.partition(":") for r in rows)]
+        else:
+            f["text"] = _page_text(f, text)
+    return f
+
+
+def facts(r: Any) -> dict[str, Any]:
+    """What a successful tool result (FastMCP client) says: see :func:`payload_facts`."""
+    text = "".join(getattr(b, "text", "") for b in r.content)
+    return payload_facts(r.structured_content, r.meta, text)

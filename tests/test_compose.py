@@ -13,14 +13,20 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
+import docker
 import pytest
 from fastmcp import Client
-from tests.conftest import IMAGE, free_port
+from tests.conftest import IMAGE, facts, free_port
+
+from coderx_mcp.image import image_status
 
 pytestmark = pytest.mark.docker
 ROOT = Path(__file__).resolve().parent.parent
 TOKEN = "compose-token-0123456789abcdefghij"
 PORT = free_port()
+# The sandbox image compose builds (service sandbox-image): a tag of its own, so the build
+# really runs (from Docker's layer cache when the tested image has the same inputs).
+SANDBOX = IMAGE.rsplit(":", 1)[0] + ":compose-test"
 
 
 @pytest.fixture(scope="session")
@@ -37,7 +43,7 @@ def compose_env() -> Iterator[Path]:
     (base / "data").mkdir()
     saved = dict(os.environ)
     os.environ.update({
-        "CODERX_HTTP_TOKENS": json.dumps({"alice": TOKEN}), "CODERX_IMAGE": IMAGE,
+        "CODERX_HTTP_TOKENS": json.dumps({"alice": TOKEN}), "CODERX_IMAGE": SANDBOX,
         "CODERX_WORKSPACES": str(base / "ws"), "CODERX_DATA": str(base / "data"),
         "CODERX_PORT": str(PORT), "CODERX_SERVER_TAG": "test"})
     try:
@@ -46,6 +52,7 @@ def compose_env() -> Iterator[Path]:
         os.environ.clear()
         os.environ.update(saved)
         shutil.rmtree(base, ignore_errors=True)
+        subprocess.run(["docker", "rmi", SANDBOX], capture_output=True, check=False)
 
 
 @pytest.fixture(scope="session")
@@ -81,8 +88,10 @@ async def test_compose_server_answers_a_token_holder(docker_services: object) ->
     url = f"http://127.0.0.1:{PORT}/mcp"
     async with Client(url, auth=TOKEN) as c:
         r = await c.call_tool("run_command", {"command": "echo from-compose; id -u"})
-        assert r.structured_content is not None
-        assert r.structured_content["stdout"] == "from-compose\n1000\n"
+        assert facts(r) is not None
+        assert facts(r)["stdout"] == "from-compose\n1000\n"
+    # The sandbox ran in the image compose built, and that image is up to date.
+    assert image_status(docker.from_env(), SANDBOX).up_to_date
     with pytest.raises(Exception):  # noqa: B017 - no token: 401
         async with Client(url) as anonymous:
             await anonymous.list_tools()

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import docker
@@ -18,6 +20,7 @@ from coderx_mcp.image import (
     image_status,
     missing_image_message,
 )
+from coderx_mcp.toolchains import TOOLCHAINS_LABEL, has_toolchains, parse_with, toolchain_stage
 
 
 @pytest.fixture
@@ -96,6 +99,7 @@ def test_image_report_has_the_tools_agents_reach_for(docker_client: docker.Docke
     for tool in ("python3", "pip", "git", "rg", "gcc", "make", "curl", "jq", "pytest", "ruff"):
         assert tool in found and "missing" not in found[tool], lines
     assert found["python3"].startswith("Python 3.")
+    assert found["node"] == "missing" and found["go"] == "missing"  # only with --with
 
 
 def test_python_version_follows_the_base() -> None:
@@ -184,3 +188,28 @@ def test_build_without_runner_fails_clearly(containers_copy: Path) -> None:
     shutil.rmtree(containers_copy / "runner" / "coderx_runner")
     with pytest.raises(ImageBuildError, match=r"coderx_runner"):
         build_image(None, "unused:tag", base_image="unused", containers=containers_copy)  # type: ignore[arg-type]
+
+
+def test_with_toolchains_parses_names_and_refuses_unknown_ones() -> None:
+    assert parse_with("go, node,node") == ("go", "node")
+    assert parse_with(None) == () and toolchain_stage(()) == ""
+    with pytest.raises(ValueError, match="unknown toolchain 'rust'; choose from go, node"):
+        parse_with("node,rust")
+    done = subprocess.run([sys.executable, "-m", "coderx_mcp", "image", "build", "--with",
+                           "rust"], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1 and done.stderr.count("\n") == 1
+    assert "unknown toolchain 'rust'" in done.stderr
+
+
+def test_with_toolchains_adds_a_root_apt_step_to_the_final_stage() -> None:
+    """The stage the build appends to containers/Dockerfile (not built here: it needs the
+    Debian mirror and ~400 MB; `image build --with node,go` does that)."""
+    dockerfile = (containers_dir() / "Dockerfile").read_text() + toolchain_stage(("go", "node"))
+    tail = dockerfile[dockerfile.rindex("\nFROM "):].splitlines()
+    users = [ln for ln in tail if ln.startswith("USER ")]
+    assert users == ["USER 1000:1000", "USER 0", "USER 1000:1000"]  # ends as the sandbox uid
+    run = next(i for i, ln in enumerate(tail) if ln.startswith("RUN set -eu; apt-get update"))
+    assert "apt-get install -y --no-install-recommends golang-go nodejs npm" in tail[run + 1]
+    assert f"LABEL {TOOLCHAINS_LABEL}=go,node" in tail
+    assert has_toolchains({TOOLCHAINS_LABEL: "go,node"}, ("node",))
+    assert not has_toolchains({}, ("node",)) and has_toolchains(None, ())

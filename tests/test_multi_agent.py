@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 from fastmcp import Client
-from tests.conftest import CLI, MCP_HEADERS, MakeServer, child_env, chown_tree
+from tests.conftest import CLI, MCP_HEADERS, MakeServer, child_env, chown_tree, facts
 
 pytestmark = pytest.mark.docker
 HEAVY_CLIENT = """
@@ -58,7 +58,8 @@ async def test_tokens_create_list_revoke_without_restart(
     await server.start()
     with pytest.raises(Exception):  # noqa: B017 - the client's own error for a 401
         async with Client(server.url, auth=alice) as c:
-            assert (await c.call_tool("run_command", {"command": "echo hi"})).data is not None
+            assert facts(await c.call_tool("run_command", {"command": "echo hi"}))["stdout"] \
+                == "hi\n"
             listed = server.tokens("list")
             assert listed.returncode == 0 and "alice" in listed.stdout
             assert alice not in listed.stdout and "last used 20" in listed.stdout
@@ -122,8 +123,8 @@ async def test_principal_roots_and_ownership_of_sessions_and_outputs(
                                     raise_on_error=False)
         assert refused.is_error and "outside" in text(refused).lower(), text(refused)
         run = await a.call_tool("run_command", {"command": "seq 1 50000"})
-        assert run.structured_content is not None
-        out_id, sid = run.structured_content["output_id"], run.structured_content["session"]
+        assert facts(run) is not None
+        out_id, sid = facts(run)["output_id"], facts(run)["session"]
         assert out_id
         stolen = await b.call_tool("read_output", {"output_id": out_id},
                                    raise_on_error=False)
@@ -148,7 +149,7 @@ async def test_one_principal_cannot_fill_the_server(make_server: MakeServer) -> 
         full = await g.call_tool("session_open", {}, raise_on_error=False)
         assert full.is_error and "other principals" in text(full), text(full)
         ran = await o.call_tool("run_command", {"command": "echo mine"})
-        assert ran.structured_content is not None and ran.structured_content["stdout"] == "mine\n"
+        assert facts(ran) is not None and facts(ran)["stdout"] == "mine\n"
         await g.call_tool("session_close", {"session": (await g.call_tool(
             "session_list", {})).structured_content["sessions"][0]["session"]})  # type: ignore[index]
         await c.call_tool("session_open", {})

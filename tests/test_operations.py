@@ -15,7 +15,7 @@ from pathlib import Path
 import docker
 import pytest
 from fastmcp import Client
-from tests.conftest import CLI, MakeServer, Server, child_env, containers_of, free_port
+from tests.conftest import CLI, MakeServer, Server, child_env, containers_of, facts, free_port
 
 pytestmark = pytest.mark.docker
 
@@ -69,8 +69,8 @@ async def test_container_lost_from_outside_is_reported_once_then_reopened(
     await server.start()
     async with Client(server.url, auth=token) as c:
         first = await c.call_tool("run_command", {"command": "echo kept > notes.txt"})
-        assert first.structured_content is not None
-        sid = first.structured_content["session"]
+        assert facts(first) is not None
+        sid = facts(first)["session"]
         listed = cli(server.env, "sessions", "list")
         assert sid in listed.stdout and "(running)" in listed.stdout
         if fault == "sessions kill":
@@ -84,14 +84,14 @@ async def test_container_lost_from_outside_is_reported_once_then_reopened(
         assert lost.is_error and "stopped" in message and "same workspace" in message
         assert message.count(". ") <= 2, message  # a short explanation, not a traceback
         again = await c.call_tool("run_command", {"command": "cat notes.txt"})
-        assert again.structured_content is not None
-        assert again.structured_content["stdout"] == "kept\n"
-        assert again.structured_content["session"] == sid
+        assert facts(again) is not None
+        assert facts(again)["stdout"] == "kept\n"
+        assert facts(again)["session"] == sid
     unknown = cli(server.env, "sessions", "kill", "s-nope")
     assert unknown.returncode == 1 and "no sandbox of session 's-nope'" in unknown.stderr
 
 
-async def test_sigkilled_server_mid_command_leaves_nothing_after_prune(
+async def test_cr01_sigkilled_server_mid_command_leaves_nothing_and_history_says_so(
         make_server: MakeServer) -> None:
     server = make_server()
     token = server.create("alice")
@@ -119,6 +119,12 @@ async def test_sigkilled_server_mid_command_leaves_nothing_after_prune(
         pruned.stderr, pruned.stderr
     assert containers_of(dead) == []
     assert not any(p.exists() for p in scratch)
+    # A new server on the same history records the call cut short as interrupted.
+    await server.start()
+    async with Client(server.url, auth=token) as c:
+        r = await c.call_tool("history", {"tool": "run_command"})
+    calls = [(e["args"]["command"], e["outcome"]) for e in facts(r)["entries"]]
+    assert calls == [("sleep 60", "interrupted"), ("true", "ok")]
 
 
 @pytest.fixture
@@ -149,5 +155,5 @@ async def test_state_disk_full_tool_calls_still_work(full_state: tuple[Server, s
     async with Client(server.url, auth=token) as c:
         for i in range(3):
             r = await c.call_tool("run_command", {"command": f"echo {i}"})
-            assert r.structured_content is not None
-            assert r.structured_content["stdout"] == f"{i}\n"
+            assert facts(r) is not None
+            assert facts(r)["stdout"] == f"{i}\n"

@@ -14,7 +14,15 @@ from pathlib import Path
 import pytest
 from fastmcp import Client
 from fastmcp.client.transports import StdioTransport
-from tests.conftest import SERVE, RawStdio, child_env, containers_of, free_port, wait_port
+from tests.conftest import (
+    SERVE,
+    RawStdio,
+    child_env,
+    containers_of,
+    facts,
+    free_port,
+    wait_port,
+)
 
 pytestmark = pytest.mark.docker
 
@@ -51,9 +59,10 @@ def test_pr10_stdout_carries_only_json_rpc(raw_server: RawStdio) -> None:
         "command": "echo hi; python3 -c 'print(1)'; echo to-stderr >&2"})
     result = r["result"]
     assert not result.get("isError")
-    assert result["structuredContent"]["stdout"] == "hi\n1\n"
+    assert result["content"][0]["text"].startswith(
+        "$ echo hi; python3 -c 'print(1)'; echo to-stderr >&2\nhi\n1\n[stderr]\nto-stderr\n")
     r = raw_server.call("read_file", {"path": "hello.txt"})
-    assert "     1\thello" in r["result"]["content"][0]["text"]
+    assert "  1\thello" in r["result"]["content"][0]["text"]
     bad = raw_server.call("read_file", {"path": "hello.txt", "evil": 1})
     assert bad["result"]["isError"] and "evil" in bad["result"]["content"][0]["text"]
     assert len(raw_server.lines) >= 4  # each one parsed as JSON on the way in
@@ -90,8 +99,8 @@ async def test_stdio_client_end_to_end(project: Path) -> None:
             "path": "hello.txt", "old_string": "world", "new_string": "there"})
         assert not edit.is_error and "hello" in read.content[0].text  # type: ignore[union-attr]
         run = await client.call_tool("run_command", {"command": "cat hello.txt"})
-        assert run.structured_content is not None
-        assert run.structured_content["stdout"] == "hello\nthere\n"
+        assert facts(run) is not None
+        assert facts(run)["stdout"] == "hello\nthere\n"
     assert (project / "hello.txt").read_text() == "hello\nthere\n"
 
 
@@ -125,10 +134,10 @@ async def test_http_principals_have_separate_sessions(http_url: str) -> None:
             Client(http_url, auth=TOKENS["bob"]) as b:
         ra = await a.call_tool("run_command", {"command": "export WHO=a; echo $WHO"})
         rb = await b.call_tool("run_command", {"command": "echo [$WHO]"})
-        assert ra.structured_content is not None and rb.structured_content is not None
-        sa, sb = ra.structured_content["session"], rb.structured_content["session"]
+        assert facts(ra) is not None and facts(rb) is not None
+        sa, sb = facts(ra)["session"], facts(rb)["session"]
         assert sa != sb
-        assert rb.structured_content["stdout"] == "[]\n"
+        assert facts(rb)["stdout"] == "[]\n"
         stolen = await b.call_tool("run_command", {"command": "id", "session": sa},
                                    raise_on_error=False)
         assert stolen.is_error and "no open session" in stolen.content[0].text

@@ -200,17 +200,26 @@ def image_build(
     if_stale: Annotated[bool, typer.Option(
         "--if-stale", help="Do nothing when the image exists and matches this version.")]
     = False,
+    with_: Annotated[str | None, typer.Option(
+        "--with", help="Add language toolchains from Debian packages, comma-separated: "
+                       "node (nodejs, npm), go (golang-go).")] = None,
 ) -> None:
     """Build the sandbox image, showing progress."""
     import docker
 
     from coderx_mcp.image import ImageBuildError, build_image, image_status
+    from coderx_mcp.toolchains import has_toolchains, parse_with
 
+    try:
+        toolchains = parse_with(with_)
+    except ValueError as exc:
+        raise fail(str(exc)) from None
     settings = load_settings(image=image)
     configure_logging(settings.log_level, settings.log_json)
     try:
         client = docker.from_env(timeout=600)
-        if if_stale and image_status(client, settings.image).up_to_date:
+        if if_stale and image_status(client, settings.image).up_to_date and \
+                has_toolchains(client.images.get(settings.image).labels, toolchains):
             err.print(f"{settings.image} is up to date")
             return
         with err.status(f"building {settings.image}…") as status:
@@ -218,7 +227,9 @@ def image_build(
                 err.print(line, markup=False, highlight=False)
                 status.update(f"building {settings.image}: {line[:60]}")
 
-            image_id = build_image(client, settings.image, base_image=base, on_progress=progress)
+            image_id = build_image(client, settings.image, base_image=base,
+                                   on_progress=progress, toolchains=toolchains,
+                                   wheels_dir=settings.image_wheels)
     except (ImageBuildError, docker.errors.DockerException) as exc:
         raise fail(str(exc)) from None
     err.print(f"[green]built[/] {settings.image} ({image_id[:19]})")

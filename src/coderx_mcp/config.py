@@ -315,6 +315,10 @@ class Settings(BaseSettings):
     """History entries older than this are deleted."""
     history_max_mb: float = Field(200.0, gt=0)
     """The oldest history entries are deleted while the file is larger than this."""
+    image_wheels: Path | None = None
+    """Directory of the sandbox image's Python tool wheels (pytest, ruff and their deps)
+    for ``image build`` where PyPI is out of reach (the compose deployment ships them);
+    None: downloaded once into ``~/.cache/coderx/wheels``."""
 
     @property
     def tokens_path(self) -> Path:

@@ -16,7 +16,8 @@ import sqlite3
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
@@ -52,7 +53,13 @@ CREATE TABLE IF NOT EXISTS calls (
 CREATE INDEX IF NOT EXISTS calls_by_principal ON calls (principal, ts);
 CREATE INDEX IF NOT EXISTS calls_by_session ON calls (principal, session, ts);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS inflight (
+    key TEXT PRIMARY KEY,
+    owner TEXT NOT NULL,
+    entry TEXT NOT NULL
+);
 """
+INTERRUPTED = "interrupted: the server stopped before the call ended"
 _COLUMNS = ("ts", "principal", "session", "tool", "kind", "args", "outcome", "error_class",
             "exit_code", "duration_ms", "summary")
 
@@ -67,7 +74,7 @@ class Entry(BaseModel):
     tool: str
     kind: Literal["call", "audit"] = "call"
     args: dict[str, Any] = {}
-    outcome: Literal["ok", "error"]
+    outcome: Literal["ok", "error", "interrupted"]
     error_class: str | None = None
     exit_code: int | None = None
     duration_ms: float | None = None
@@ -119,7 +126,7 @@ def parse_since(since: str | None) -> float | None:
 
 def line(e: Entry) -> str:
     """One entry as a readable line."""
-    outcome = "ok" if e.outcome == "ok" else f"ERROR {e.error_class}"
+    outcome = {"ok": "ok", "interrupted": "INTERRUPTED"}.get(e.outcome, f"ERROR {e.error_class}")
     if e.exit_code is not None:
         outcome += f" (exit {e.exit_code})"
     if e.kind == "audit":
@@ -179,14 +186,51 @@ class HistoryStore:
                 raise
             self._db.execute("COMMIT")
 
-    def add(self, entries: list[Entry]) -> None:
-        """Insert entries in one transaction."""
-        rows = [(e.ts, e.principal, e.session, e.tool, e.kind,
-                 json.dumps(e.args, default=str, ensure_ascii=False), e.outcome, e.error_class,
-                 e.exit_code, e.duration_ms, e.summary[:MAX_SUMMARY_CHARS]) for e in entries]
+    def add(self, entries: list[Entry], started: Sequence[tuple[str, str, Entry]] = (),
+            finished: Sequence[str] = ()) -> None:
+        """Insert entries, in-flight records and finish in-flight ones, in one transaction.
+
+        Args:
+            entries: Finished calls and audit events.
+            started: ``(key, owner, entry)`` of calls still running: the entry (outcome
+                ``interrupted``) becomes a call if its owner dies first (:meth:`recover`).
+            finished: Keys of in-flight records whose call ended (written in ``entries``).
+        """
+        rows = [self._row(e) for e in entries]
         with self._tx() as db:
             db.executemany(f"INSERT INTO calls ({', '.join(_COLUMNS)}) VALUES "
                            f"({', '.join('?' * len(_COLUMNS))})", rows)
+            db.executemany("INSERT OR REPLACE INTO inflight (key, owner, entry) VALUES (?, ?, ?)",
+                           [(k, o, e.model_dump_json()) for k, o, e in started])
+            db.executemany("DELETE FROM inflight WHERE key = ?", [(k,) for k in finished])
+
+    def recover(self, gone: Callable[[dict[str, str]], bool]) -> int:
+        """Record the calls of servers that died mid-call as ``interrupted``.
+
+        Args:
+            gone: Tells from an in-flight record's owner (instance labels) whether that
+                server no longer runs; records of live servers are left alone.
+
+        Returns:
+            How many calls were recorded as interrupted.
+        """
+        with self._lock:
+            rows = self._db.execute("SELECT key, owner, entry FROM inflight").fetchall()
+        dead = [(key, Entry.model_validate_json(entry)) for key, owner, entry in rows
+                if gone(json.loads(owner))]
+        if dead:
+            with self._tx() as db:
+                db.executemany(f"INSERT INTO calls ({', '.join(_COLUMNS)}) VALUES "
+                               f"({', '.join('?' * len(_COLUMNS))})",
+                               [self._row(e) for _, e in dead])
+                db.executemany("DELETE FROM inflight WHERE key = ?", [(k,) for k, _ in dead])
+        return len(dead)
+
+    @staticmethod
+    def _row(e: Entry) -> tuple[Any, ...]:
+        return (e.ts, e.principal, e.session, e.tool, e.kind,
+                json.dumps(e.args, default=str, ensure_ascii=False), e.outcome, e.error_class,
+                e.exit_code, e.duration_ms, e.summary[:MAX_SUMMARY_CHARS])
 
     def query(self, principal: str | None, session: str | None = None, tool: str | None = None,
               since: float | None = None, limit: int = 50, oldest_first: bool = False
@@ -261,47 +305,105 @@ class HistoryStore:
         return Entry.model_validate(data)
 
 
+@dataclass(frozen=True, slots=True)
+class _Item:
+    """A queued write: a finished entry, or the start of a call (``start``)."""
+
+    entry: Entry
+    key: str | None = None
+    start: bool = False
+    session: Callable[[], str | None] | None = None
+
+    def resolved(self) -> Entry:
+        """The entry with the session the call resolved to by now (starts only)."""
+        sid = self.session() if self.session is not None else None
+        return self.entry if sid is None else self.entry.model_copy(update={"session": sid})
+
+
 class HistoryWriter:
     """Queues entries on the caller's path and writes them in batches off it.
+
+    A call's start is queued too (:meth:`started`): a call still running when its batch is
+    written leaves an in-flight record, which its end removes; a server killed meanwhile
+    leaves it behind, and the next server's :meth:`start` records that call as
+    ``interrupted`` (:meth:`HistoryStore.recover`).
 
     Args:
         store: Where entries go.
         max_age_days: Retention by age (applied at start and hourly).
         max_bytes: Retention by size.
+        owner: This server's identity (instance labels), stored with in-flight records.
+        gone: Tells from an owner whether that server no longer runs (for recovery).
     """
 
-    def __init__(self, store: HistoryStore, max_age_days: float, max_bytes: int) -> None:
+    def __init__(self, store: HistoryStore, max_age_days: float, max_bytes: int,
+                 owner: dict[str, str] | None = None,
+                 gone: Callable[[dict[str, str]], bool] | None = None) -> None:
         self.store = store
-        self._queue: deque[Entry] = deque()
+        self._queue: deque[_Item] = deque()
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._retention = (max_age_days, max_bytes)
         self._pruned = 0.0
+        self._owner = json.dumps(owner or {})
+        self._gone = gone
+        self._open: set[str] = set()  # keys with an in-flight record in the database
 
     @property
     def pending(self) -> int:
         """Entries queued and not written yet (``/healthz?verbose``)."""
         return len(self._queue)
 
-    def record(self, entry: Entry) -> None:
-        """Queue one entry (O(1); never blocks)."""
-        self._queue.append(entry)
+    def record(self, entry: Entry, key: str | None = None) -> None:
+        """Queue one entry (O(1); never blocks); ``key`` ends the call :meth:`started`."""
+        self._queue.append(_Item(entry, key))
         if len(self._queue) >= BATCH:
             self._wake.set()
 
+    def started(self, key: str, entry: Entry,
+                session: Callable[[], str | None] | None = None) -> None:
+        """Queue the start of a call: ``entry`` (outcome ``interrupted``) is what the history
+        keeps if this server dies before :meth:`record` with the same ``key``; ``session``
+        names the call's session once resolved (asked when the batch is written)."""
+        self._queue.append(_Item(entry, key, True, session))
+
     def start(self) -> None:
-        """Start the background writer."""
+        """Start the background writer (first recording what dead servers left running)."""
         self._task = asyncio.create_task(self._run(), name="coderx-history-writer")
+
+    async def _recover(self) -> None:
+        if self._gone is None:
+            return
+        try:
+            n = await asyncio.to_thread(self.store.recover, self._gone)
+        except sqlite3.Error as exc:
+            _log.error("history: interrupted calls not recovered", error=str(exc))
+            return
+        if n:
+            _log.warning("history: calls of a server that stopped recorded as interrupted",
+                         calls=n)
+
+    def _split(self, batch: list[_Item]) -> tuple[list[Entry], list[tuple[str, str, Entry]],
+                                                  list[str]]:
+        """Entries to insert, starts still running, and in-flight records now finished."""
+        ended = {i.key for i in batch if not i.start and i.key is not None}
+        started = [(i.key, self._owner, i.resolved()) for i in batch
+                   if i.start and i.key is not None and i.key not in ended]
+        finished = [k for k in ended if k in self._open]
+        return [i.entry for i in batch if not i.start], started, finished
 
     async def flush(self) -> None:
         """Write everything queued so far (readers call this to see their own calls)."""
         while self._queue:
             batch = [self._queue.popleft() for _ in range(min(BATCH, len(self._queue)))]
+            entries, started, finished = self._split(batch)
             try:
-                await asyncio.to_thread(self.store.add, batch)
+                await asyncio.to_thread(self.store.add, entries, started, finished)
             except sqlite3.Error as exc:  # a full disk must not fail tool calls
                 _log.error("history write failed; entries dropped", error=str(exc),
                            entries=len(batch))
+            self._open.difference_update(finished)
+            self._open.update(k for k, _, _ in started)
         if time.monotonic() - self._pruned > 3600:
             self._pruned = time.monotonic()
             try:
@@ -319,6 +421,7 @@ class HistoryWriter:
         self.store.close()
 
     async def _run(self) -> None:
+        await self._recover()
         while True:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), FLUSH_EVERY_S)

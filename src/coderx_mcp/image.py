@@ -15,7 +15,7 @@ import subprocess
 import sys
 import tempfile
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import docker
@@ -23,6 +23,8 @@ import docker.errors
 import structlog
 from docker.utils import parse_repository_tag
 from pydantic import BaseModel
+
+from coderx_mcp.toolchains import toolchain_stage
 
 log = structlog.get_logger(__name__)
 
@@ -139,6 +141,10 @@ def image_status(
         client: Docker client.
         image: Image reference, e.g. ``coderx-sandbox:latest``.
         containers: ``containers/`` directory; defaults to :func:`containers_dir`.
+        toolchains: Language toolchains to add (``node``, ``go``: see
+            :mod:`coderx_mcp.toolchains`); the image keeps the stock context hash.
+        wheels_dir: Wheels of the image's Python tools to use instead of downloading them
+            (must hold every requirement; see ``Settings.image_wheels``).
 
     Returns:
         The image status; ``up_to_date`` is false when missing or stale.
@@ -177,8 +183,9 @@ def missing_image_message(image: str) -> str:
 _TOOL_PROBE = (
     "for c in 'python3 --version' 'pip --version' 'git --version' 'rg --version' "
     "'gcc --version' 'make --version' 'curl --version' 'jq --version' 'pytest --version' "
-    "'ruff --version'; do set -- $c; printf '%s: ' \"$1\"; "
-    "($c 2>&1 || echo missing) | head -n 1; done"
+    "'ruff --version' 'node --version' 'go version'; do set -- $c; printf '%s: ' \"$1\"; "
+    "if command -v \"$1\" >/dev/null; then ($c 2>&1 || echo missing) | head -n 1; "
+    "else echo missing; fi; done"
 )
 
 
@@ -293,6 +300,8 @@ def build_image(
     base_image: str | None = None,
     on_progress: Progress = None,
     containers: Path | None = None,
+    toolchains: Sequence[str] = (),
+    wheels_dir: Path | None = None,
 ) -> str:
     """Build the sandbox image from a temporary, fully offline build context.
 
@@ -302,6 +311,10 @@ def build_image(
         base_image: ``FROM`` image; defaults to :func:`default_base_image`.
         on_progress: Called with each build output line.
         containers: ``containers/`` directory; defaults to :func:`containers_dir`.
+        toolchains: Language toolchains to add (``node``, ``go``: see
+            :mod:`coderx_mcp.toolchains`); the image keeps the stock context hash.
+        wheels_dir: Wheels of the image's Python tools to use instead of downloading them
+            (must hold every requirement; see ``Settings.image_wheels``).
 
     Returns:
         The built image id (``sha256:...``).
@@ -315,16 +328,20 @@ def build_image(
             f"missing {src / RUNNER_PATH / '__main__.py'}: the sandbox runner package is required"
         )
     base = base_image or default_base_image(client, on_progress)
-    wheels = _wheels(_python_version_for(base), on_progress)
+    wheels = wheels_dir or _wheels(_python_version_for(base), on_progress)
+    if not wheels.is_dir():
+        raise ImageBuildError(f"the image's wheel directory {wheels} does not exist")
     chash = context_hash(src)
     labels = {HASH_LABEL: chash, BASE_LABEL: base}
     with tempfile.TemporaryDirectory(prefix="coderx-build-") as tmp:
         ctx = Path(tmp)
-        shutil.copy2(src / "Dockerfile", ctx / "Dockerfile")
+        (ctx / "Dockerfile").write_text((src / "Dockerfile").read_text()
+                                        + toolchain_stage(toolchains))
         for rel in runner_files(src):  # exactly the files the context hash covers
             (ctx / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(src / rel, ctx / rel)
         shutil.copytree(wheels, ctx / "wheels", ignore=shutil.ignore_patterns(".complete"))
+        (ctx / "wheels" / "requirements.txt").write_text("\n".join(WHEEL_REQUIREMENTS) + "\n")
         _report(on_progress, f"building {image} from {base} (context {chash})")
         image_id: str | None = None
         try:

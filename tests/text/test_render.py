@@ -16,18 +16,19 @@ def _reference(text: str, offset: int, limit: int, max_chars: int) -> str:
     if text.endswith("\n"):
         lines.pop()
     out = []
+    width = max(3, len(str(min(len(lines), offset + limit - 1))))
     for n, line in enumerate(lines[offset - 1 : offset - 1 + limit], start=offset):
         if line.endswith("\r"):
             line = line[:-1]
         if len(line) > max_chars:
             line = line[:max_chars] + TRUNCATION_MARKER.format(length=len(line))
-        out.append(f"{n:>6}\t{line}")
+        out.append(f"{n:>{width}}\t{line}")
     return "\n".join(out)
 
 
 def test_cat_n_format() -> None:
     rendered = render_numbered("alpha\n\tbeta\n\ngamma\n")
-    assert rendered.content == "     1\talpha\n     2\t\tbeta\n     3\t\n     4\tgamma"
+    assert rendered.content == "  1\talpha\n  2\t\tbeta\n  3\t\n  4\tgamma"
     assert (rendered.total_lines, rendered.first_line, rendered.last_line) == (4, 1, 4)
     assert rendered.truncated is False
     assert rendered.next_offset is None
@@ -54,7 +55,7 @@ def test_empty_text_renders_nothing() -> None:
 def test_offset_limit_and_next_offset() -> None:
     text = "".join(f"line {i}\n" for i in range(1, 11))
     window = render_numbered(text, offset=3, limit=4)
-    assert window.content.splitlines() == [f"{n:>6}\tline {n}" for n in range(3, 7)]
+    assert window.content.splitlines() == [f"{n:>3}\tline {n}" for n in range(3, 7)]
     assert (window.first_line, window.last_line, window.truncated, window.next_offset) == (
         3,
         6,
@@ -72,7 +73,7 @@ def test_offset_limit_and_next_offset() -> None:
     assert (middle.last_line, middle.truncated, middle.next_offset) == (9, True, 10)
     end = render_numbered(text, offset=10, limit=4)
     assert (end.first_line, end.last_line, end.truncated, end.next_offset) == (10, 10, False, None)
-    assert end.content == "    10\tline 10"
+    assert end.content == " 10\tline 10"
 
 
 def test_offset_beyond_end_names_total_lines() -> None:
@@ -89,30 +90,33 @@ def test_non_positive_arguments_are_rejected(kwargs: dict[str, int]) -> None:
 def test_trailing_cr_hidden_lone_cr_kept() -> None:
     text = "crlf line\r\nlone\rcr inside\nplain\ndouble\r\r\nlast\r"
     assert render_numbered(text).content.split("\n") == [
-        "     1\tcrlf line",
-        "     2\tlone\rcr inside",
-        "     3\tplain",
-        "     4\tdouble\r",
-        "     5\tlast",
+        "  1\tcrlf line",
+        "  2\tlone\rcr inside",
+        "  3\tplain",
+        "  4\tdouble\r",
+        "  5\tlast",
     ]
     pure_crlf = "a\r\nb\rc\r\n"
-    assert render_numbered(pure_crlf).content == "     1\ta\n     2\tb\rc"
+    assert render_numbered(pure_crlf).content == "  1\ta\n  2\tb\rc"
 
 
 def test_long_lines_are_cut_with_marker() -> None:
     text = "short\n" + "x" * 12345 + "\r\n" + "y" * 100 + "\n"
     rendered = render_numbered(text, max_line_chars=100)
     lines = rendered.content.split("\n")
-    assert lines[0] == "     1\tshort"
-    assert lines[1] == "     2\t" + "x" * 100 + "… [line truncated: 12345 chars]"
-    assert lines[2] == "     3\t" + "y" * 100  # exactly at the limit: not cut
+    assert lines[0] == "  1\tshort"
+    assert lines[1] == "  2\t" + "x" * 100 + "… [line truncated: 12345 chars]"
+    assert lines[2] == "  3\t" + "y" * 100  # exactly at the limit: not cut
     assert rendered.cut_lines == 1
 
 
-def test_numbers_wider_than_six_digits() -> None:
+def test_numbers_are_as_wide_as_the_widest_shown() -> None:
     text = "\n" * 1_000_001
     rendered = render_numbered(text, offset=999_999, limit=3)
-    assert rendered.content == "999999\t\n1000000\t\n1000001\t"
+    assert rendered.content == " 999999\t\n1000000\t\n1000001\t"
+    assert render_numbered("a\n" * 12, offset=8, limit=3).content == "  8\ta\n  9\ta\n 10\ta"
+    shifted = render_numbered("a\nb\n", shift=98)  # a window starting at line 99
+    assert (shifted.content, shifted.first_line) == (" 99\ta\n100\tb", 1)
     assert rendered.next_offset is None
 
 
@@ -138,7 +142,7 @@ def test_deep_offset_in_big_file_matches_reference() -> None:
     text = "".join(f"row {i}\r\n" if i % 3 else f"row {i}\n" for i in range(1, 60_001))
     rendered = render_numbered(text, offset=45_678, limit=50)
     assert rendered.content == _reference(text, 45_678, 50, 2000)
-    assert rendered.content.startswith(" 45678\trow 45678\n")
+    assert rendered.content.startswith("45678\trow 45678\n")
 
 
 def test_artifact_detected_in_rendered_output() -> None:
@@ -155,7 +159,8 @@ def test_artifact_detected_in_middle_of_content() -> None:
 
 def test_artifact_short_content_fully_prefixed() -> None:
     assert looks_like_read_artifact("     1\tonly line\n")
-    assert looks_like_read_artifact("    41\tfoo\n    42\tbar")
+    assert looks_like_read_artifact("    41\tfoo\n    42\tbar")  # the old 6-wide shape
+    assert looks_like_read_artifact(" 41\tfoo\n 42\tbar")
 
 
 def test_artifact_truncation_marker() -> None:
@@ -171,7 +176,8 @@ def test_artifact_truncation_marker() -> None:
         "id\tname\n1\talice\n2\tbob\n3\tcarol\n",
         "     1\ta\n     5\tb\n     9\tc\n",  # right-aligned but not consecutive
         "000001\ta\n000002\tb\n000003\tc\n",  # zero padded
-        "       1\ta\n       2\tb\n       3\tc\n",  # 8 wide, not cat -n
+        "  1\ta\n   2\tb\n    3\tc\n",  # not one width
+        "1\ta\n2\tb\n3\tc\n",  # narrower than read_file's numbers
         "     1\ta\nplain\n     2\tb\nplain\n     3\tc\n",  # not on consecutive lines
         "     1\tfirst\n     2\tsecond\nthen normal text\nand more\n",  # 2 of 4 lines
         "line truncated: 5 chars\n",

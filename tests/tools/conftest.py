@@ -8,11 +8,10 @@ from typing import Any
 import pytest
 from fastmcp import Client, FastMCP
 from mcp.types import CallToolResult
-from tests.conftest import IMAGE
+from tests.conftest import IMAGE, facts
 
 from coderx_mcp.config import SandboxLimits, Settings
 from coderx_mcp.server import build_server
-from coderx_mcp.tools.common import META_KEY
 
 
 @pytest.fixture
@@ -69,15 +68,6 @@ def write_host_file(ws: Path, rel: str, data: bytes) -> Path:
 async def call(c: Client[Any], tool: str, **args: Any) -> CallToolResult:
     """Call a tool and return the raw result (errors included)."""
     return await c.call_tool(tool, args, raise_on_error=False)
-
-
-def facts(r: CallToolResult) -> dict[str, Any]:
-    """What a successful result says: its structured content, or for payload tools (sent
-    once, as text) the facts in ``_meta`` plus the ``text``."""
-    if r.structured_content is not None:
-        return dict(r.structured_content)
-    assert r.meta is not None and META_KEY in r.meta, "neither structured content nor facts"
-    return {**r.meta[META_KEY], "text": r.content[0].text}  # type: ignore[union-attr]
 
 
 def body(text: str) -> str:

@@ -50,12 +50,12 @@ async def test_read_numbers_lines_and_hashes_whole_file(client: Client[Any],
     r = await call(client, "read_file", path="src/a.py")
     out = facts(r)
     assert r.structured_content is None and not r.is_error  # the text is sent once
-    assert body(out["text"]) == "     1\talpha\n     2\t\tbeta\n     3\tgamma"
+    assert body(out["text"]) == "  1\talpha\n  2\t\tbeta\n  3\tgamma"
     assert (out["sha256"], out["size"], out["total_lines"]) == (sha(data), len(data), 3)
     assert (out["encoding"], out["bom"], out["newline"], out["truncated"]) == (
         "utf-8", False, "\n", False)
     text = r.content[0].text  # type: ignore[union-attr]
-    assert text.startswith("src/a.py (3 lines") and text.endswith("     3\tgamma")
+    assert text.startswith("src/a.py (3 lines") and text.endswith("  3\tgamma")
     # Absolute paths inside the workspace name the same file.
     assert (await ok(client, "read_file", path="/workspace/src/a.py"))["path"] == "src/a.py"
 
@@ -65,7 +65,7 @@ async def test_read_pages_with_exact_next_offset(client: Client[Any],
     write_host_file(tool_workspace, "n.txt", b"".join(b"line %d\n" % i for i in range(1, 11)))
     r = await call(client, "read_file", path="n.txt", offset=4, limit=3)
     out = facts(r)
-    assert body(out["text"]) == "     4\tline 4\n     5\tline 5\n     6\tline 6"
+    assert body(out["text"]) == "  4\tline 4\n  5\tline 5\n  6\tline 6"
     assert (out["first_line"], out["last_line"], out["truncated"], out["next_offset"]) == (
         4, 6, True, 7)
     assert "offset=7" in r.content[0].text  # type: ignore[union-attr]
@@ -105,14 +105,16 @@ async def test_read_is_capped_by_size_with_the_exact_next_offset(
 async def test_read_sends_the_file_once_on_the_wire(client: Client[Any],
                                                     tool_workspace: Path) -> None:
     """Hosts such as Claude Code show structured content instead of the text: the file
-    travels once, as text (with the full hash), and the facts ride in _meta."""
+    travels once, as text (with a hash prefix), and the facts ride in _meta."""
     data = b"".join(b"%05d some ordinary source line of code here\n" % i for i in range(230))
     write_host_file(tool_workspace, "ten.txt", data)
     r = await call(client, "read_file", path="ten.txt")
     assert r.structured_content is None and len(r.content) == 1
     wire = json.dumps(r.meta) + json.dumps(r.content[0].text)  # type: ignore[union-attr]
     assert wire.count("some ordinary source line of code here") == 230
-    assert sha(data) in r.content[0].text  # type: ignore[union-attr]
+    # The text shows a prefix expected_hash accepts; the facts carry the whole hash.
+    assert f"sha256 {sha(data)[:16]})" in r.content[0].text  # type: ignore[union-attr]
+    assert r.meta[META_KEY]["sha256"] == sha(data)  # type: ignore[index]
     assert "content" not in r.meta[META_KEY]  # type: ignore[index]
     tools = {t.name: t for t in await client.list_tools()}
     assert tools["read_file"].output_schema is None
@@ -162,7 +164,7 @@ async def test_di13_large_file_window_has_right_numbers_and_whole_hash(
     r = await call(small_client, "read_file", path="big.txt", offset=1000, limit=3)
     assert not r.is_error, r.content
     out = facts(r)
-    assert body(out["text"]) == "  1000\trow 001000\n  1001\trow 001001\n  1002\trow 001002"
+    assert body(out["text"]) == "1000\trow 001000\n1001\trow 001001\n1002\trow 001002"
     assert (out["total_lines"], out["sha256"], out["next_offset"]) == (20000, sha(data), 1003)
     assert "offset=1003" in r.content[0].text  # type: ignore[union-attr]
     assert "limit for edits" in await err(small_client, "edit_file", path="big.txt",
@@ -221,7 +223,7 @@ async def test_pf02_traversal_refused_and_dotted_names_allowed(client: Client[An
     assert not (tool_workspace.parent / "new.txt").exists()
     for name in ("..test", "te..st", "...", "...."):
         await ok(client, "write_file", path=name, content=name)
-        assert body((await ok(client, "read_file", path=name))["text"]) == f"     1\t{name}"
+        assert body((await ok(client, "read_file", path=name))["text"]) == f"  1\t{name}"
         assert (tool_workspace / name).read_text() == name
 
 

@@ -45,7 +45,7 @@ def test_lock_key_normalises_to_workspace_relative(path: str, key: str) -> None:
 def test_view_whole_renders_and_reports_encoding() -> None:
     v = core.view_whole(_whole(b"\xef\xbb\xbfa\r\nb\r\n"), 1, 10, 40_000)
     assert (v.content, v.total_lines, v.bom, v.newline, v.encoding) == (
-        "     1\ta\n     2\tb", 2, True, "\r\n", "utf-8-sig")
+        "  1\ta\n  2\tb", 2, True, "\r\n", "utf-8-sig")
     assert core.view_whole(_whole(b""), 5, 10, 40_000).total_lines == 0  # empty: offset ignored
     with pytest.raises(BinaryFileError, match="binary file, 5 bytes"):
         core.view_whole(_whole(b"a\x00bcd"), 1, 10, 40_000)
@@ -54,7 +54,7 @@ def test_view_whole_renders_and_reports_encoding() -> None:
 def test_view_window_numbers_lines_from_offset() -> None:
     data = b"".join(b"l%d\n" % i for i in range(1, 2001))
     v = core.view_window(_window(data, 999, 3), 999, 3, 1000, 40_000)
-    assert v.content == "   999\tl999\n  1000\tl1000\n  1001\tl1001"
+    assert v.content == " 999\tl999\n1000\tl1000\n1001\tl1001"
     assert (v.first_line, v.last_line, v.truncated, v.next_offset, v.whole) == (
         999, 1001, True, 1002, False)
     end = core.view_window(_window(data, 1999, 10), 1999, 10, 1000, 40_000)
@@ -73,8 +73,8 @@ def test_view_window_refuses_binary_and_utf16() -> None:
 def test_view_whole_stops_at_the_character_cap_on_a_whole_line() -> None:
     v = core.view_whole(_whole(b"".join(b"%03d" % i + b"z" * 96 + b"\n" for i in range(50))),
                         1, 2000, 2_000)
-    assert (v.first_line, v.last_line, v.truncated, v.next_offset) == (1, 18, True, 19)
-    assert len(v.content) <= 2_000 and v.content.endswith("017" + "z" * 96)
+    assert (v.first_line, v.last_line, v.truncated, v.next_offset) == (1, 19, True, 20)
+    assert len(v.content) <= 2_000 and v.content.endswith("018" + "z" * 96)
     v = core.view_window(_window(b"y" * 5000 + b"\n" + b"short\n", 1, 2), 1, 2, 1 << 20, 2_000)
     assert (v.last_line, v.next_offset) == (1, 2)  # one (cut) line is always shown
 

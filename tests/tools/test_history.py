@@ -1,5 +1,6 @@
 """The call history through a real MCP client: restarts, export, clear, isolation, audit."""
 
+import asyncio
 import json
 import subprocess
 import sys
@@ -14,7 +15,7 @@ from fastmcp import Client
 from tests.tools.conftest import call, err, ok
 
 from coderx_mcp.config import Settings
-from coderx_mcp.history import Entry, HistoryStore
+from coderx_mcp.history import INTERRUPTED, Entry, HistoryStore, HistoryWriter, line
 from coderx_mcp.keystore import open_store
 from coderx_mcp.server import build_server
 
@@ -140,3 +141,38 @@ def test_retention_by_age_and_size(tmp_path: Path) -> None:
     left = store.query("p", limit=10_000)
     assert 0 < len(left) < 3000 and left[0].ts == max(e.ts for e in new)
     store.close()
+
+
+async def test_cr02_call_cut_short_by_a_dead_server_is_recorded_interrupted(
+        tmp_path: Path) -> None:
+    """A call's start is written when it outlives a batch; a server that dies before its
+    end leaves that record, and the next server records the call as interrupted. Calls
+    that end, and calls of servers still running, are left alone."""
+    db = tmp_path / "h.sqlite3"
+    first = HistoryWriter(HistoryStore(db), 30, 1 << 30, owner={"who": "dead"})
+    call = Entry(ts=time.time(), principal="p", session=None, tool="run_command",
+                 args={"command": "sleep 60"}, outcome="interrupted", summary=INTERRUPTED)
+    first.started("k1", call, session=lambda: "s-1")
+    first.started("k2", call.model_copy(update={"args": {"command": "true"}}))
+    await first.flush()
+    first.record(call.model_copy(update={"outcome": "ok", "args": {"command": "true"}}), "k2")
+    await first.flush()  # k2 ended: its in-flight record goes; k1 stays (no close: a kill)
+    live = HistoryWriter(HistoryStore(db), 30, 1 << 30, owner={"who": "live"})
+    live.started("k3", call.model_copy(update={"args": {"command": "sleep 5"}}))
+    await live.flush()
+
+    after = HistoryWriter(HistoryStore(db), 30, 1 << 30,
+                          gone=lambda owner: owner.get("who") == "dead")
+    after.start()
+    for _ in range(100):  # the writer records them first thing, off the caller's path
+        entries = after.store.query("p")
+        if len(entries) == 2:
+            break
+        await asyncio.sleep(0.05)
+    assert [(e.args["command"], e.outcome, e.session) for e in entries] == [
+        ("sleep 60", "interrupted", "s-1"), ("true", "ok", None)]
+    assert "INTERRUPTED" in line(entries[0])
+    await after.close()
+    again = HistoryStore(db)
+    assert again.recover(lambda owner: True) == 1  # only the live server's call was left
+    again.close()

@@ -14,7 +14,7 @@ import pytest
 import structlog
 from fastmcp import Client, FastMCP
 from fastmcp.server.middleware import CallNext, Middleware, MiddlewareContext
-from tests.tools.conftest import call, err, ok, write_host_file
+from tests.tools.conftest import call, err, facts, ok, write_host_file
 
 from coderx_mcp.config import Settings
 from coderx_mcp.keystore import open_store
@@ -78,7 +78,7 @@ async def test_grant_gives_the_value_to_commands_and_redacts_it(kc: Client[Any])
     length = await run(kc, 'printf %s "$API_TOKEN" | wc -c')
     assert length["stdout"].strip() == str(len(SECRET))
     echo = await call(kc, "run_command", command="echo $API_TOKEN")
-    assert echo.structured_content["stdout"].strip() == RED
+    assert facts(echo)["stdout"].strip() == RED
     assert SECRET not in echo.content[0].text and RED in echo.content[0].text
     b64 = await run(kc, 'printf %s "$API_TOKEN" | base64 -w0; echo; printf %s "$API_TOKEN" | '
                         "python3 -c 'import sys,urllib.parse; "

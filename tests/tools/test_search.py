@@ -1,5 +1,6 @@
 """grep and glob through the real MCP client on a Docker-backed server."""
 
+import json
 import os
 import subprocess
 import time
@@ -8,7 +9,7 @@ from typing import Any
 
 import pytest
 from fastmcp import Client
-from tests.tools.conftest import call, err, ok, write_host_file
+from tests.tools.conftest import call, err, facts, ok, write_host_file
 
 pytestmark = pytest.mark.docker
 
@@ -140,19 +141,19 @@ async def test_grep_multiline(client: Client[Any], tool_workspace: Path) -> None
         (1, "def f("), (2, "    x,"), (3, "):")]
 
 
-async def test_grep_head_limit_truncates_and_offset_pages(
+async def test_grep_head_limit_truncates_and_skip_pages(
         client: Client[Any], tool_workspace: Path) -> None:
     files(tool_workspace, {"a.txt": "".join(f"hit {i}\n" for i in range(1, 8))})
     first = await call(client, "grep", pattern="hit", output_mode="content", head_limit=3)
-    data = first.structured_content
+    data = facts(first)
     assert data is not None
     assert [x["line"] for x in data["lines"]] == [1, 2, 3]
-    assert (data["truncated"], data["total"], data["next_offset"]) == (True, 7, 3)
-    assert "pass offset=3" in first.content[0].text  # type: ignore[union-attr]
+    assert (data["truncated"], data["total"], data["next_skip"]) == (True, 7, 3)
+    assert "pass skip=3" in first.content[0].text  # type: ignore[union-attr]
     last = await ok(client, "grep", pattern="hit", output_mode="content", head_limit=3,
-                    offset=6)
+                    skip=6)
     assert [x["line"] for x in last["lines"]] == [7]
-    assert (last["truncated"], last["next_offset"]) == (False, None)
+    assert (last["truncated"], last["next_skip"]) == (False, None)
 
 
 async def test_grep_invalid_regex_is_a_clear_error(
@@ -168,7 +169,7 @@ async def test_grep_no_match_is_an_empty_result(client: Client[Any], tool_worksp
     for mode in ("files_with_matches", "content", "count"):
         r = await call(client, "grep", pattern="absent", output_mode=mode)
         assert not r.is_error
-        data = r.structured_content
+        data = facts(r)
         assert data is not None
         assert (data["files"], data["lines"], data["counts"], data["total"]) == ([], [], [], 0)
         assert r.content[0].text.startswith("No ")  # type: ignore[union-attr]
@@ -305,15 +306,15 @@ async def test_glob_newest_first(client: Client[Any], tool_workspace: Path) -> N
     assert (out["total"], out["truncated"]) == (3, False)
 
 
-async def test_glob_cap_and_offset(client: Client[Any], tool_workspace: Path) -> None:
+async def test_glob_cap_and_skip(client: Client[Any], tool_workspace: Path) -> None:
     files(tool_workspace, {f"d/f{i:03}.txt": "" for i in range(600)})
     first = await call(client, "glob", pattern="d/*.txt")
-    data = first.structured_content
+    data = facts(first)
     assert data is not None
-    assert (len(data["files"]), data["total"], data["truncated"], data["next_offset"]) == (
+    assert (len(data["files"]), data["total"], data["truncated"], data["next_skip"]) == (
         500, 600, True, 500)
     assert "of 600" in first.content[0].text  # type: ignore[union-attr]
-    rest = await ok(client, "glob", pattern="d/*.txt", offset=500)
+    rest = await ok(client, "glob", pattern="d/*.txt", skip=500)
     assert len(rest["files"]) == 100 and not rest["truncated"]
     assert set(data["files"]).isdisjoint(rest["files"])
 
@@ -355,8 +356,24 @@ async def test_grep_huge_output_is_stopped_in_the_sandbox(
         client: Client[Any], tool_workspace: Path) -> None:
     files(tool_workspace, {"big.txt": ("needle " + "z" * 90 + "\n") * 60000})  # ~5.8 MB
     r = await call(client, "grep", pattern="needle", output_mode="content", head_limit=10)
-    data = r.structured_content
+    data = facts(r)
     assert data is not None and not r.is_error
     assert [x["line"] for x in data["lines"]] == list(range(1, 11))
-    assert (data["truncated"], data["total"], data["next_offset"]) == (True, None, 10)
+    assert (data["truncated"], data["total"], data["next_skip"]) == (True, None, 10)
     assert "stopped after 1 MiB" in r.content[0].text  # type: ignore[union-attr]
+
+
+async def test_matches_travel_once_and_offset_points_to_skip(
+        client: Client[Any], tool_workspace: Path) -> None:
+    """Issue #8: grep/glob send their listing once, as text; the entry cursor is `skip`
+    (`offset` means a line in read_file only) and the old name says where it went."""
+    files(tool_workspace, {f"m{i}.txt": f"needle-{i}\n" for i in range(5)})
+    r = await call(client, "grep", pattern="needle", output_mode="content")
+    assert r.structured_content is None
+    wire = json.dumps(r.meta) + json.dumps(r.content[0].text)  # type: ignore[union-attr]
+    assert wire.count("needle-3") == 1 and facts(r)["total"] == 5
+    g = await call(client, "glob", pattern="*.txt")
+    assert g.structured_content is None and facts(g)["total"] == 5
+    for tool in ("grep", "glob"):
+        msg = await err(client, tool, pattern="needle", offset=2)
+        assert "offset: is not an argument of this tool; page with skip" in msg, msg

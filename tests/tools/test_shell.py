@@ -2,6 +2,7 @@
 
 import asyncio
 import contextlib
+import json
 import time
 from collections.abc import Callable
 from typing import Any
@@ -48,7 +49,7 @@ async def processes(c: Client[Any], prefix: str, **args: Any) -> list[str]:
 async def test_exit_code_and_streams_are_separate(client: Client[Any]) -> None:
     r = await call(client, "run_command", command="echo out; echo err >&2; exit 3")
     assert not r.is_error
-    s = r.structured_content
+    s = facts(r)
     assert s is not None
     assert (s["exit_code"], s["stdout"], s["stderr"]) == (3, "out\n", "err\n")
     assert s["signal"] is None and not s["timed_out"] and not s["backgrounded"]
@@ -86,7 +87,7 @@ async def test_ce03_timeout_kills_the_process_group(client: Client[Any]) -> None
     r = await call(client, "run_command", command="echo begun; sleep 300 & sleep 300",
                    timeout=2)
     assert time.monotonic() - t0 < 5
-    s = r.structured_content
+    s = facts(r)
     assert s is not None and s["timed_out"] and s["exit_code"] is None
     assert s["stdout"] == "begun\n"
     assert "TIMED OUT after 2 s (process group killed)" in text_of(r)
@@ -128,7 +129,7 @@ async def test_ce08_binary_output_is_valid_text(client: Client[Any]) -> None:
     r = await call(client, "run_command", command="head -c 65536 /dev/urandom")
     assert not r.is_error
     text_of(r).encode("utf-8")  # no lone surrogates: valid UTF-8 on the wire
-    s = r.structured_content
+    s = facts(r)
     assert s is not None and s["exit_code"] == 0 and s["stdout_bytes"] == 65536
     assert s["truncated"]  # 64 KiB is above the 30000-byte cap
     s["stdout"].encode("utf-8")
@@ -137,7 +138,7 @@ async def test_ce08_binary_output_is_valid_text(client: Client[Any]) -> None:
 async def test_ce10_memory_bomb_says_out_of_memory(client: Client[Any]) -> None:
     r = await call(client, "run_command", command=(
         "python3 -c 'b = bytearray(1 << 30); b[::4096] = b\"x\" * len(b[::4096])'"), timeout=30)
-    s = r.structured_content
+    s = facts(r)
     assert s is not None and s["oom_killed"], text_of(r)
     assert "killed: out of memory" in text_of(r).splitlines()[-1]
     assert (await run(client, "echo alive"))["stdout"] == "alive\n"
@@ -151,7 +152,7 @@ async def test_ce07_50mb_output_is_capped_and_fully_pageable(client: Client[Any]
     total = lines * (width + 1) - 1  # fold ends the last line without a newline
     r = await call(client, "run_command",
                    command="head -c 50000000 /dev/zero | tr '\\0' 'a' | fold -w 100", timeout=60)
-    s = r.structured_content
+    s = facts(r)
     assert s is not None and s["exit_code"] == 0, text_of(r)
     assert s["stdout_bytes"] == total and s["truncated"]
     assert len(text_of(r)) <= 2 * CAP
@@ -187,7 +188,7 @@ async def test_read_output_head_tail_grep_and_streams(client: Client[Any]) -> No
     errs = await ok(client, "read_output", output_id=oid, stream="stderr")
     assert errs["text"] == "oops\n" and errs["eof"]
     r = await call(client, "read_output", output_id=oid, grep="^99")
-    g = r.structured_content
+    g = facts(r)
     assert g is not None and g["total_matches"] == 11
     assert [m["line"] for m in g["matches"]] == [99, *range(990, 1000)]
     assert text_of(r).startswith("99:99\n990:990\n")
@@ -223,7 +224,8 @@ async def test_process_list_shows_only_the_models_commands(client: Client[Any]) 
 
 
 @pytest.mark.parametrize("command", ["sleep 300 &", "nohup sleep 301 >/dev/null 2>&1 &",
-                                     "(sleep 303 &)"])
+                                     "(sleep 303 &)", "setsid sleep 304 &",
+                                     "setsid -f sleep 305 >/dev/null 2>&1"])
 async def test_leftover_children_are_adopted_not_killed(client: Client[Any],
                                                         command: str) -> None:
     """`cmd &` used to die silently when the command returned; now it keeps running as a
@@ -335,7 +337,7 @@ async def test_command_outliving_return_after_continues_in_background(
     r = await call(client, "run_command", command="echo first; sleep 3; echo second",
                    return_after=1)
     assert time.monotonic() - t0 < 2.5
-    s = r.structured_content
+    s = facts(r)
     assert s is not None and s["backgrounded"] and s["exit_code"] is None
     assert s["stdout"] == "first\n" and s["next_offset"] == 6
     oid = s["output_id"]
@@ -364,8 +366,8 @@ async def test_progress_notifications_carry_the_latest_output(client: Client[Any
     r = await client.call_tool(
         "run_command", {"command": "for i in 1 2 3; do echo tick$i; sleep 1; done"},
         progress_handler=on_progress, raise_on_error=False)
-    assert not r.is_error and r.structured_content is not None
-    assert r.structured_content["stdout"] == "tick1\ntick2\ntick3\n"
+    assert not r.is_error and facts(r) is not None
+    assert facts(r)["stdout"] == "tick1\ntick2\ntick3\n"
     assert seen, "no progress notification arrived"
     assert any(m and "tick" in m for _, _, m in seen), seen
     assert all(p >= 1 and t == 50 for p, t, _ in seen), seen
@@ -485,11 +487,36 @@ async def test_ce09_fork_bomb_in_one_session_does_not_stop_another(
     done = await asyncio.wait_for(bomb, 20)
     assert time.monotonic() - t0 < 5 + 3
     if not done.is_error:  # contained by the pids limit: forks failed, the call ended cleanly
-        assert "fork" in (done.structured_content or {}).get("stderr", ""), text_of(done)
+        assert "fork" in facts(done).get("stderr", ""), text_of(done)
     for _ in range(10):  # the bombed sandbox recovers once its processes are gone
         again = await call(client, "run_command", command="echo back")
-        if not again.is_error and (again.structured_content or {}).get("stdout") == "back\n":
+        if not again.is_error and facts(again).get("stdout") == "back\n":
             break
         await asyncio.sleep(0.5)
     else:
         pytest.fail(f"session A did not recover: {text_of(again)}")
+
+
+async def test_command_output_travels_once(client: Client[Any]) -> None:
+    """Issue #8: run_command/read_output/process_output send their output once, as text
+    (hosts show structuredContent instead of the text when both exist); facts in _meta."""
+    r = await call(client, "run_command", command="seq 1000 | sed 's/^/line-/'")
+    assert r.structured_content is None and len(r.content) == 1
+    wire = json.dumps(r.meta) + json.dumps(text_of(r))
+    assert wire.count("line-998") == 1
+    assert facts(r)["stdout_bytes"] == len("".join(f"line-{i}\n" for i in range(1, 1001)))
+    oid = facts(r)["output_id"]
+    for tool, args in (("read_output", {}), ("read_output", {"grep": "line-998"}),
+                       ("process_output", {"since_offset": 0})):
+        page = await call(client, tool, output_id=oid, **args)
+        assert page.structured_content is None, tool
+        assert (json.dumps(page.meta) + json.dumps(text_of(page))).count("line-998") == 1
+    tools = {t.name: t for t in await client.list_tools()}
+    for name in ("run_command", "read_output", "process_output", "grep", "glob"):
+        assert tools[name].output_schema is None, name
+
+
+async def test_read_output_offset_points_to_byte_offset(client: Client[Any]) -> None:
+    oid = (await run(client, "echo hi"))["output_id"]
+    msg = await err(client, "read_output", output_id=oid, offset=3)
+    assert "offset: is not an argument of this tool; use byte_offset" in msg

@@ -15,11 +15,12 @@ import secrets
 import signal
 import subprocess
 import time
+from collections.abc import Callable
 from typing import Any
 
 from .errors import BadRequest
 from .files import CHUNK, Paths
-from .shell import Shell
+from .shell import MARKER, Shell
 
 _ID_RX = re.compile(r"^[A-Za-z0-9]{4,32}\Z")
 
@@ -67,7 +68,16 @@ class Proc:
             return False
         if not self.exited.done():
             return True
-        return self.adopted and bool(group_members(self.popen.pid))
+        return self.adopted and bool(self.leftovers())
+
+    def leftovers(self) -> list[tuple[int, str]]:
+        """What the command left running: its process group's live members, and processes
+        carrying its marker that left the group (``setsid``)."""
+        if self.popen is None:
+            return []
+        members = group_members(self.popen.pid)
+        seen = {pid for pid, _ in members}
+        return members + [m for m in marked(self.id) if m[0] not in seen]
 
     def exit_info(self) -> dict[str, Any]:
         rc = self.exited.result() if self.exited.done() else None
@@ -138,11 +148,12 @@ class ProcTable:
             script = ""
             if kind == "exec" and not env and not stdin_pipe:
                 taken = self.shell.take_zygote(
-                    lambda restore: self.shell.script(command, cwd, save, cwd_out, hide, restore))
+                    lambda restore: self.shell.script(command, cwd, save, cwd_out, hide, restore,
+                                                      proc.id))
                 if taken is not None:
                     popen, proc.script, script = taken
             if popen is None:
-                script = self.shell.script(command, cwd, save, cwd_out, hide)
+                script = self.shell.script(command, cwd, save, cwd_out, hide, marker=proc.id)
             argv = ["/bin/bash", "--noprofile", "--norc", "-c", script, "bash"]
             run_env = {"PATH": self.shell.base_env["PATH"], **(env or {})}
             start_dir = self.paths.root
@@ -231,6 +242,10 @@ class ProcTable:
         pid = proc.popen.pid
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(pid, sig)
+        if proc.adopted or deep:  # leftovers outside the group (`setsid`): own groups
+            for other, _ in marked(proc.id):
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(other, sig) if os.getpgid(other) == other else os.kill(other, sig)
         # Children that left the group with setsid are found through the parent links
         # (only while the leader lives: afterwards they belong to init).
         for child in _descendants(pid) if deep else ():
@@ -281,7 +296,7 @@ class ProcTable:
             with contextlib.suppress(OSError), open(proc.path("cwd")) as f:
                 cwd = f.read() or None
         end = proc.ended or time.monotonic()
-        left = ([f"pid {pid}: {cmd}" for pid, cmd in group_members(proc.popen.pid)]
+        left = ([f"pid {pid}: {cmd}" for pid, cmd in proc.leftovers()]
                 if proc.adopted and proc.popen is not None else [])
         return {"output_id": proc.id, "running": not proc.exited.done() and proc.popen is not None,
                 "left_running": left, "timed_out": proc.timed_out,
@@ -289,6 +304,26 @@ class ProcTable:
                 "duration_ms": round((end - proc.started) * 1000, 3), "cwd": cwd,
                 "stdout": self.excerpt(proc, "stdout", cap),
                 "stderr": self.excerpt(proc, "stderr", cap)}
+
+
+def _live(keep: Callable[[str, list[bytes]], bool]) -> list[tuple[int, str]]:
+    """Live processes (zombies left out) that ``keep(pid, stat fields)`` selects:
+    ``(pid, command line)``."""
+    found = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat", "rb") as f:
+                fields = f.read().rsplit(b")", 1)[1].split()
+            if fields[0] == b"Z" or not keep(name, fields):
+                continue
+            with open(f"/proc/{name}/cmdline", "rb") as f:
+                cmd = f.read().replace(b"\0", b" ").decode("utf-8", "replace").strip()
+        except (OSError, IndexError, ValueError):
+            continue
+        found.append((int(name), cmd[:200]))
+    return found
 
 
 def utf8_whole(data: bytes) -> int:
@@ -324,21 +359,19 @@ def group_members(pgid: int) -> list[tuple[int, str]]:
         os.killpg(pgid, 0)
     except (ProcessLookupError, PermissionError):
         return []
-    found = []
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{name}/stat", "rb") as f:
-                fields = f.read().rsplit(b")", 1)[1].split()
-            if int(fields[2]) != pgid or fields[0] == b"Z":
-                continue
-            with open(f"/proc/{name}/cmdline", "rb") as f:
-                cmd = f.read().replace(b"\0", b" ").decode("utf-8", "replace").strip()
-        except (OSError, IndexError, ValueError):
-            continue
-        found.append((int(name), cmd[:200]))
-    return found
+    return _live(lambda _name, fields: int(fields[2]) == pgid)
+
+
+def marked(output_id: str) -> list[tuple[int, str]]:
+    """Live processes whose environment carries command ``output_id``'s marker (they left
+    its process group: ``setsid``)."""
+    needle = f"\0{MARKER}={output_id}\0".encode()
+
+    def has_marker(name: str, _fields: list[bytes]) -> bool:
+        with open(f"/proc/{name}/environ", "rb") as f:
+            return needle in b"\0" + f.read() + b"\0"
+
+    return _live(has_marker)
 
 
 def _descendants(pid: int) -> list[int]:

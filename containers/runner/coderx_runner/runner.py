@@ -141,7 +141,7 @@ class Runner:
                 return self.procs.report(proc, cap, foreground=False)
             proc.timed_out = True
             await self.procs.terminate(proc)
-        elif req.get("argv") is None and group_members(proc.popen.pid):
+        elif req.get("argv") is None and proc.leftovers():
             # `cmd &` left processes running: they become a background process of the
             # session under this output id (listed, readable, killable, ended with the
             # session), never a silent kill.

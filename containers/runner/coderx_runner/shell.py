@@ -16,6 +16,9 @@ import subprocess
 from collections import deque
 from typing import Any
 
+MARKER = "__CODERX_COMMAND_ID"
+"""Environment variable carrying the output id of the command a process descends from."""
+
 
 class Shell:
     """The shell state file, its version, the base environment and the waiting bashes."""
@@ -48,9 +51,13 @@ class Shell:
         return env
 
     def script(self, command: str, cwd: str | None, save: str, cwd_out: str,
-                hide: list[str], restore: bool = True) -> str:
+                hide: list[str], restore: bool = True, marker: str | None = None) -> str:
         # Per-call variables (hide) are unset before the state is saved: never persisted.
+        hide = [*hide, MARKER] if marker else hide
         unset = f"builtin unset {' '.join(map(shlex.quote, hide))}; " if hide else ""
+        # Every program the command starts inherits the marker, so what it leaves running
+        # is found even outside its process group (`setsid cmd &`, double forks).
+        mark = f"builtin export {MARKER}={shlex.quote(marker)}; " if marker else ""
         # A per-call cwd is per call: the state saved afterwards keeps the directory the
         # session was in (the variable is not exported, so it is never saved itself).
         chdir = (f"__coderx_back=$PWD; builtin cd -- {shlex.quote(cwd)} || exit 1; "
@@ -64,7 +71,7 @@ class Shell:
             + shlex.quote(cwd_out) + " 2>/dev/null; }; "
             "trap __coderx_save EXIT; "
             + (f"builtin source {shlex.quote(self.state_file)} 2>/dev/null; " if restore else "")
-            + chdir
+            + chdir + mark
             + "builtin eval " + shlex.quote(command) + "\n")
 
     def _write_initial_state(self) -> None:

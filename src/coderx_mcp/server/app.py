@@ -21,7 +21,7 @@ from coderx_mcp.grants import Grants
 from coderx_mcp.history import HistoryStore, HistoryWriter, default_path
 from coderx_mcp.principals import PrincipalPolicy, TokenStore
 from coderx_mcp.sandbox.backends import Backend, make_backend
-from coderx_mcp.sandbox.instance import Instance
+from coderx_mcp.sandbox.instance import Instance, owner_is_gone
 from coderx_mcp.sessions import Session, SessionManager
 from coderx_mcp.workspace.policy import WorkspacePolicy
 
@@ -110,7 +110,7 @@ def app_of(ctx: Context) -> App:
     return app
 
 
-def _open_history(settings: Settings) -> HistoryWriter | None:
+def _open_history(settings: Settings, instance: Instance) -> HistoryWriter | None:
     """The history writer; a history that cannot be opened is logged, not fatal."""
     path = settings.history_path or default_path()
     try:
@@ -136,7 +136,8 @@ def _open_history(settings: Settings) -> HistoryWriter | None:
         _log.error("history disabled: cannot open its database", path=str(path), error=str(exc))
         return None
     return HistoryWriter(store, settings.history_max_age_days,
-                         int(settings.history_max_mb * (1 << 20)))
+                         int(settings.history_max_mb * (1 << 20)), owner=instance.labels(),
+                         gone=lambda labels: owner_is_gone(labels, instance))
 
 
 def make_lifespan(
@@ -163,7 +164,7 @@ def make_lifespan(
                                  principals=principal_policies(tokens))
         manager.start_soon()
         app = App(settings=settings, sessions=manager, http=http, tokens=tokens,
-                  history=_open_history(settings))
+                  history=_open_history(settings, instance))
         if app.history is not None:
             app.history.start()
         if on_ready is not None:

@@ -9,6 +9,9 @@ its traceback on stderr and masked for the client.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
+from types import MappingProxyType
+from typing import Final
 
 import structlog
 from fastmcp.exceptions import NotFoundError, ToolError
@@ -20,15 +23,31 @@ from coderx_mcp.text.errors import TextError
 _log = structlog.get_logger("coderx.errors")
 _MAX = 2000
 
+# Arguments that were renamed so each name has one meaning (issue #8: ``offset`` is a line
+# in read_file only): (tool, old name) -> what to say instead.
+_RENAMED: Final[Mapping[tuple[str, str], str]] = MappingProxyType({
+    ("grep", "offset"): "page with skip (entries to skip, next_skip of the last page)",
+    ("glob", "offset"): "page with skip (entries to skip, next_skip of the last page)",
+    ("read_output", "offset"): "use byte_offset (a byte position, next_offset of the last "
+                               "page)",
+})
 
-def describe_validation(exc: ValidationError) -> str:
-    """Field-level summary of a pydantic error without the offending values."""
+
+def describe_validation(exc: ValidationError, tool: str | None = None) -> str:
+    """Field-level summary of a pydantic error without the offending values.
+
+    Args:
+        exc: The validation error.
+        tool: The tool called, to point from a renamed argument to its new name.
+    """
     parts = []
     for err in exc.errors(include_url=False, include_context=False, include_input=False):
         loc = ".".join(str(x) for x in err.get("loc", ()) if x not in ("call",)) or "arguments"
         kind = err.get("type", "")
         if kind == "unexpected_keyword_argument":
             msg = "is not an argument of this tool"
+            if tool is not None and (tool, loc) in _RENAMED:
+                msg += f"; {_RENAMED[tool, loc]}"
         elif kind == "missing_argument":
             msg = "is required"
         else:

@@ -58,7 +58,7 @@ class CallPipeline(Middleware):
     def _mapped(exc: Exception, name: str, scope: CallScope) -> ToolError:
         if isinstance(exc, FastMCPValidationError):
             cause = exc.__cause__
-            text = (describe_validation(cause) if isinstance(cause, ValidationError)
+            text = (describe_validation(cause, name) if isinstance(cause, ValidationError)
                     else "invalid arguments")
             err = ToolError(text, log_level=logging.INFO)
         elif isinstance(exc, ToolError) and exc.__cause__ is not None:

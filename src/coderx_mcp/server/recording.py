@@ -7,8 +7,9 @@ arguments are redacted and cut here. Only a queue append happens on the caller's
 
 from __future__ import annotations
 
+import secrets
 import time
-from typing import Any
+from typing import Any, Literal
 
 import mcp.types as mt
 from fastmcp.exceptions import ToolError
@@ -16,7 +17,8 @@ from fastmcp.server.middleware import CallNext, Middleware, MiddlewareContext
 from fastmcp.tools.base import ToolResult
 
 from coderx_mcp.context import CallScope, current
-from coderx_mcp.history import Entry, cut
+from coderx_mcp.history import INTERRUPTED, Entry, cut
+from coderx_mcp.tools.common import facts_of
 
 
 def _summary(result: Any) -> tuple[str, int | None]:
@@ -24,7 +26,7 @@ def _summary(result: Any) -> tuple[str, int | None]:
     if not isinstance(result, ToolResult):
         return "", None
     text = next((b.text for b in result.content if isinstance(b, mt.TextContent)), "")
-    code = (result.structured_content or {}).get("exit_code")
+    code = facts_of(result).get("exit_code")
     return text.strip().partition("\n")[0], code if isinstance(code, int) else None
 
 
@@ -38,26 +40,35 @@ class History(Middleware):
         if writer is None:
             return await call_next(context)
         start, t0 = time.time(), time.perf_counter()
+        args = cut(context.message.arguments or {})
+        redactor = scope.app.grants.redactor()
+        if redactor is not None:
+            args = redactor.redact_data(args)
+        # What the history keeps if this server dies before the call ends (SIGKILL).
+        key = secrets.token_hex(8)
+        writer.started(key, Entry(ts=start, principal=scope.owner, session=None,
+                                  tool=scope.tool, args=args, outcome="interrupted",
+                                  summary=INTERRUPTED),
+                       session=lambda: scope.session.id if scope.session is not None else None)
         try:
             result = await call_next(context)
         except Exception as exc:
             cause = exc.__cause__ if isinstance(exc, ToolError) and exc.__cause__ else exc
-            self._record(scope, context, start, t0, "error", type(cause).__name__,
+            self._record(scope, key, args, start, t0, "error", type(cause).__name__,
                          str(exc) if cause is exc else str(cause), None)
             raise
         summary, code = _summary(result)
-        self._record(scope, context, start, t0, "ok", None, summary, code)
+        self._record(scope, key, args, start, t0, "ok", None, summary, code)
         return result
 
     @staticmethod
-    def _record(scope: CallScope, context: MiddlewareContext[mt.CallToolRequestParams],
-                start: float, t0: float, outcome: str, error: str | None, summary: str,
+    def _record(scope: CallScope, key: str, args: dict[str, Any], start: float, t0: float,
+                outcome: Literal["ok", "error"], error: str | None, summary: str,
                 code: int | None) -> None:
         writer = scope.app.history
         assert writer is not None
         redactor = scope.app.grants.redactor()
-        args = cut(context.message.arguments or {})
-        if redactor is not None:
+        if redactor is not None:  # a grant made by this very call counts too
             args, summary = redactor.redact_data(args), redactor.redact(summary, edges=False)
         # Only a resolved session is the call's: a refused id stays in the arguments.
         sid = scope.session.id if scope.session is not None else None
@@ -65,7 +76,7 @@ class History(Middleware):
                                 "tool": scope.tool}
         writer.record(Entry(**base, args=args, outcome=outcome, error_class=error,
                             exit_code=code, summary=summary[:300],
-                            duration_ms=round((time.perf_counter() - t0) * 1000, 3)))
+                            duration_ms=round((time.perf_counter() - t0) * 1000, 3)), key)
         audit = scope.notes.get("audit")
         if audit and outcome == "ok":
             writer.record(Entry(**base, kind="audit", outcome="ok", summary=str(audit)))

@@ -20,8 +20,12 @@ TRUNCATION_MARKER: Final = "… [line truncated: {length} chars]"
 _TRUNCATION_RE: Final = re.compile(r"… \[line truncated: \d+ chars\]")
 
 # Candidate read_file prefixes: a right-aligned number then a tab at line start.
-_PREFIX_RE: Final = re.compile(r"^ {0,5}\d+\t", re.MULTILINE)
+_PREFIX_RE: Final = re.compile(r"^ *\d+\t", re.MULTILINE)
 _MIN_ARTIFACT_RUN: Final = 3
+# Line numbers are right-aligned to the widest number shown, at least this wide: narrow
+# enough to keep a read close to the file's size on the wire, wide enough that ordinary
+# TSV rows ("1\tx") do not look like pasted read_file output.
+MIN_NUMBER_WIDTH: Final = 3
 
 _BLOCK: Final = 1024
 
@@ -49,21 +53,27 @@ class Rendered:
     cut_lines: int = 0
 
 
+def number_width(last: int) -> int:
+    """How wide the line numbers of a window whose last number is ``last`` are."""
+    return max(MIN_NUMBER_WIDTH, len(str(last)))
+
+
 @lru_cache(maxsize=32)
-def _prefix_block(block: int) -> tuple[str, ...]:
+def _prefix_block(block: int, width: int) -> tuple[str, ...]:
     # Formatting ints costs ~100 ns each; caching blocks of prefixes keeps a
     # 2000-line render well under 0.2 ms. 32 blocks bound memory to ~2 MB.
     start = block * _BLOCK
-    return tuple(f"\n{n:>6}\t" for n in range(start, start + _BLOCK))
+    return tuple(f"\n{n:>{width}}\t" for n in range(start, start + _BLOCK))
 
 
 def _prefixes(first: int, count: int) -> list[str]:
     out: list[str] = []
     n, end = first, first + count
+    width = number_width(end - 1)
     while n < end:
         block, idx = divmod(n, _BLOCK)
         take = min(end - n, _BLOCK - idx)
-        out.extend(_prefix_block(block)[idx : idx + take])
+        out.extend(_prefix_block(block, width)[idx : idx + take])
         n += take
     return out
 
@@ -134,11 +144,11 @@ def _display_lines(segment: str, count: int) -> list[str]:
     return [ln[:-1] if ln.endswith("\r") else ln for ln in segment.split("\n")[:count]]
 
 
-def _fit(lines: list[str], max_chars: int) -> int:
+def _fit(lines: list[str], max_chars: int, width: int) -> int:
     """How many leading lines fit in ``max_chars`` rendered characters (at least one)."""
     used = 0
     for i, line in enumerate(lines):
-        used += len(line) + 8  # the 6-wide number, the tab and the newline
+        used += len(line) + width + 2  # the number, the tab and the newline
         if used > max_chars:
             return max(i, 1)
     return len(lines)
@@ -150,8 +160,12 @@ def render_numbered(
     limit: int = 2000,
     max_line_chars: int = 2000,
     max_chars: int | None = None,
+    shift: int = 0,
 ) -> Rendered:
     """Render a window of ``text`` as ``cat -n`` style numbered lines.
+
+    Numbers are right-aligned to the widest one shown (at least ``MIN_NUMBER_WIDTH``),
+    then a tab: ``  9\tx`` / `` 10\ty``.
 
     Lines are split on "\\n" only. A trailing "\\r" of a line is hidden; a lone
     "\\r" inside a line is shown as is. Lines longer than ``max_line_chars``
@@ -165,6 +179,8 @@ def render_numbered(
         max_chars: Maximum characters of the whole rendering; fewer lines than
             ``limit`` are shown when it is reached (always at least one), and
             ``next_offset`` names the first line left out.
+        shift: Added to every line number shown (``text`` is a window that starts at
+            line ``shift + 1`` of its file); ``Rendered``'s numbers stay unshifted.
 
     Returns:
         The rendered window and its position in the text.
@@ -205,13 +221,14 @@ def render_numbered(
                 cut_at.append(i)
     # The segment's length bounds the rendering (cut lines only get shorter), so
     # the per-line count runs only for windows that may be over the cap.
-    if max_chars is not None and len(segment) + 8 * count > max_chars:
-        count = _fit(lines, max_chars)
+    width = number_width(last + shift) + 2
+    if max_chars is not None and len(segment) + width * count > max_chars:
+        count = _fit(lines, max_chars, width - 2)
         del lines[count:]
         last = offset + count - 1
     cut = sum(1 for i in cut_at if i < count)
     parts: list[str] = [""] * (2 * count)
-    parts[0::2] = _prefixes(offset, count)
+    parts[0::2] = _prefixes(offset + shift, count)
     parts[1::2] = lines
     more = last < total
     return Rendered("".join(parts)[1:], total, offset, last, more, last + 1 if more else None, cut)
@@ -222,8 +239,8 @@ def looks_like_read_artifact(content: str) -> bool:
 
     True when the content has our truncation marker, or at least 3 consecutive
     lines (or every line, for shorter content) that start with the exact
-    ``f"{n:>6}\\t"`` prefix with numbers increasing by one. Ordinary TSV data
-    does not have right-aligned 6-wide consecutive numbers, so it passes.
+    ``f"{n:>{w}}\\t"`` prefix (one width ``w`` of at least ``MIN_NUMBER_WIDTH``)
+    with numbers increasing by one. Ordinary TSV rows ("1\\tx") are narrower.
 
     Args:
         content: Text an agent wants to write.
@@ -233,17 +250,19 @@ def looks_like_read_artifact(content: str) -> bool:
     """
     if _TRUNCATION_RE.search(content):
         return True
-    run, prev_num, prev_end = 0, -2, -2
+    run, prev_num, prev_end, prev_width = 0, -2, -2, 0
     for match in _PREFIX_RE.finditer(content):
         token = match.group()[:-1]
-        num = int(token)
-        # Exact cat -n shape: 6 wide, right aligned, no zero padding.
-        if token != f"{num:>6}":
+        num, width = int(token), len(token)
+        # Exact read_file shape: right aligned, no zero padding, wide enough.
+        if width < MIN_NUMBER_WIDTH or token != f"{num:>{width}}":
             run = 0
             continue
         start = match.start()
         adjacent = prev_end >= 0 and content.find("\n", prev_end) + 1 == start
-        run = run + 1 if adjacent and num == prev_num + 1 else 1
+        same = adjacent and num == prev_num + 1 and width == prev_width
+        run = run + 1 if same else 1
+        prev_width = width
         if run >= _MIN_ARTIFACT_RUN:
             return True
         prev_num, prev_end = num, start

@@ -53,6 +53,14 @@ def result(model: Out, text: str) -> ToolResult:
     return ToolResult(content=text, structured_content=model.model_dump(mode="json"))
 
 
+def facts_of(res: ToolResult) -> dict[str, Any]:
+    """A result's facts: its structured content, or a payload tool's ``_meta`` facts."""
+    if res.structured_content is not None:
+        return res.structured_content
+    facts = (res.meta or {}).get(META_KEY)
+    return facts if isinstance(facts, dict) else {}
+
+
 def tool(
     mcp: FastMCP,
     *,

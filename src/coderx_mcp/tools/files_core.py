@@ -105,6 +105,10 @@ def decode_whole(path: str, data: bytes) -> Decoded:
         raise binary_error(path, len(data)) from None
 
 
+SHORT_HASH: Final = 16
+"""Hex digits of the sha256 a read's text shows (64 bits: no collision in one workspace)."""
+
+
 @dataclass(frozen=True, slots=True)
 class ReadView:
     """A rendered window of a file plus the facts read_file reports."""
@@ -160,14 +164,6 @@ def _window_text(window: bytes, cut: bool) -> tuple[str, str]:
         return window.decode("latin-1"), "latin-1"
 
 
-def _renumber(content: str, shift: int) -> str:
-    """Add ``shift`` to the line numbers of rendered lines (the big-file window path)."""
-    if not shift:
-        return content
-    return "\n".join(f"{int(num) + shift:>6}\t{rest}" for num, _, rest in
-                     (line.partition("\t") for line in content.split("\n")))
-
-
 def view_window(reply: ReadResult, offset: int, limit: int, max_bytes: int,
                 max_chars: int) -> ReadView:
     """Render the line window the runner sent for a file above ``max_bytes``.
@@ -193,8 +189,9 @@ def view_window(reply: ReadResult, offset: int, limit: int, max_bytes: int,
         window = window[len(codecs.BOM_UTF8):]
     text, encoding = _window_text(window, len(window) >= max_bytes)
     newline, mixed = newline_stats(text)
-    r = render_numbered(text, 1, limit, MAX_LINE_CHARS, max_chars) if text else None
-    content = "" if r is None else _renumber(r.content, offset - 1)
+    r = (render_numbered(text, 1, limit, MAX_LINE_CHARS, max_chars, shift=offset - 1)
+         if text else None)
+    content = "" if r is None else r.content
     last = offset - 1 + (r.last_line if r else 0)
     more = last < total
     return ReadView(path, reply.sha256, size, total, offset, last, more,
@@ -204,17 +201,24 @@ def view_window(reply: ReadResult, offset: int, limit: int, max_bytes: int,
 
 
 def read_text(v: ReadView) -> str:
-    """The text rendering of read_file: a header line, numbered lines, a paging hint."""
+    """The text rendering of read_file: a header line, numbered lines, a paging hint.
+
+    The header shows the hash's first ``SHORT_HASH`` digits: ``expected_hash`` takes any
+    unambiguous prefix, and the full hash travels in the facts.
+    """
+    sha = v.sha256[:SHORT_HASH]
     if v.total_lines == 0:
-        return f"{v.path} is empty ({v.size} bytes, sha256 {v.sha256})"
+        return f"{v.path} is empty ({v.size} bytes, sha256 {sha})"
     facts = [f"{v.total_lines} lines", f"{v.size} bytes", v.encoding + (" BOM" if v.bom else ""),
              "mixed line endings" if v.mixed_newlines else newline_name(v.newline),
-             f"sha256 {v.sha256}"]
+             f"sha256 {sha}"]
     if v.encoding == "latin-1":
         facts.append("not UTF-8: shown as latin-1, read-only")
     if v.cut_lines:
         facts.append(f"{v.cut_lines} long lines cut at {MAX_LINE_CHARS} chars")
-    header = f"{v.path} ({', '.join(facts)}): lines {v.first_line}-{v.last_line}"
+    header = f"{v.path} ({', '.join(facts)})"
+    if v.first_line > 1 or v.truncated:
+        header += f": lines {v.first_line}-{v.last_line}"
     if not v.truncated:
         return f"{header}\n{v.content}"
     return (f"{header}\n{v.content}\n[{v.total_lines - v.last_line} more lines: call read_file "

@@ -5,11 +5,11 @@ list (no shell, no session state touched). User data never becomes an option (se
 :mod:`coderx_mcp.tools.search_core`); a ``path`` other than the workspace root is first
 resolved by the runner, which refuses anything outside /workspace. Output is bounded
 three times: ripgrep cuts long lines, the runner stops ripgrep after ``_STDOUT_LIMIT``
-bytes, and the tool shows one page (``offset``/``head_limit``).
+bytes, and the tool shows one page (``skip``/``head_limit``).
 """
 
 import shlex
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from fastmcp import Context, FastMCP
 from fastmcp.tools.base import ToolResult
@@ -29,8 +29,9 @@ _ROOTS = ("", ".", "./", "/workspace", "/workspace/")
 PathArg = Annotated[str, Field(
     description="File or directory to search, relative to /workspace or absolute inside it "
                 "(default: the whole workspace).", max_length=4096)]
-OffsetArg = Annotated[int, Field(description="Skip this many entries first (paging).",
-                                 ge=0, le=1_000_000)]
+SkipArg = Annotated[int, Field(
+    description="Entries (files, lines or count rows) to skip first: next_skip of the "
+                "previous page.", ge=0, le=1_000_000)]
 IgnoredArg = Annotated[bool, Field(
     description="Also search files ignored by .gitignore/.ignore (node_modules, build "
                 "output...).")]
@@ -64,8 +65,10 @@ class GrepOut(Out):
                     "when the search was stopped early.")
     total_matching_lines: int | None = Field(description="count mode: sum of the counts.")
     truncated: bool = Field(description="True when more entries exist than were shown.")
-    next_offset: int | None = Field(description="The offset that shows the next page.")
+    next_skip: int | None = Field(description="The skip that shows the next page.")
     warnings: list[str] = Field(description="Files ripgrep could not read, and similar.")
+
+    payload: ClassVar[frozenset[str]] = frozenset({"files", "lines", "counts"})
 
 
 class GlobOut(Out):
@@ -74,7 +77,9 @@ class GlobOut(Out):
     files: list[str] = Field(description="Paths relative to /workspace, newest first.")
     total: int | None = Field(description="Files found; null when the listing was stopped.")
     truncated: bool
-    next_offset: int | None
+    next_skip: int | None
+
+    payload: ClassVar[frozenset[str]] = frozenset({"files"})
 
 
 async def _target(ops: SessionOps, path: str, need_dir: bool) -> core.Target:
@@ -112,17 +117,17 @@ async def _run(ops: SessionOps, argv: list[str], target: core.Target,
     return core.Output.of(r.stdout.model_dump(), stopped is not None, term), warnings, stopped
 
 
-def _footer(what: str, page: core.Page[Any], offset: int, stopped: str | None,
+def _footer(what: str, page: core.Page[Any], skip: int, stopped: str | None,
             narrow: str) -> tuple[str, int | None]:
-    """The closing line of a page and the next offset (None when nothing follows)."""
+    """The closing line of a page and the next skip (None when nothing follows)."""
     shown = len(page.items)
-    nxt = offset + shown if page.truncated and shown else None
-    if not page.truncated and offset == 0:
+    nxt = skip + shown if page.truncated and shown else None
+    if not page.truncated and skip == 0:
         return "", None
-    span = f"{offset + 1}-{offset + shown}" if shown else "none"
+    span = f"{skip + 1}-{skip + shown}" if shown else "none"
     of = "of more" if page.total is None else f"of {page.total}"
     tip = f"; {stopped}" if stopped else ""
-    more = f"; narrow with {narrow} or pass offset={nxt}" if nxt is not None else ""
+    more = f"; narrow with {narrow} or pass skip={nxt}" if nxt is not None else ""
     return f"[showing {what} {span} {of}{tip}{more}]", nxt
 
 
@@ -164,7 +169,7 @@ def register(mcp: FastMCP) -> None:
         head_limit: Annotated[int | None, Field(
             description="Entries to show: files (default 250), lines (default 500) or "
                         "count rows (default 250).", ge=1, le=5000)] = None,
-        offset: OffsetArg = 0,
+        skip: SkipArg = 0,
         multiline: Annotated[bool, Field(
             description="Let the pattern span lines; '.' also matches newlines.")] = False,
         include_ignored: IgnoredArg = False,
@@ -176,7 +181,7 @@ def register(mcp: FastMCP) -> None:
         but never .git; binary files and symlinks are skipped. Modes: files_with_matches
         lists paths newest-modified first; content shows `path:line:text` (context lines
         `path-line-text`) in path order; count shows `path:N`. Narrow big searches with
-        glob, type or path; page with offset. Use this instead of grep/rg in run_command.
+        glob, type or path; page with skip. Use this instead of grep/rg in run_command.
         """
         for name, value in (("pattern", pattern), ("glob", glob)):
             if value is not None and "\0" in value:
@@ -194,28 +199,28 @@ def register(mcp: FastMCP) -> None:
         limit = head_limit or core.DEFAULT_LIMITS[output_mode]
         model = GrepOut(session=s.id, mode=output_mode, files=[], lines=[], counts=[],
                         total=None, total_matching_lines=None, truncated=False,
-                        next_offset=None, warnings=warnings)
+                        next_skip=None, warnings=warnings)
         page: core.Page[Any]
         if output_mode == "files_with_matches":
-            page = core.parse_files(out, target, offset, limit)
+            page = core.parse_files(out, target, skip, limit)
             model.files = page.items
             body = list(page.items) or ["No files found"]
         elif output_mode == "count":
-            page, model.total_matching_lines = core.parse_counts(out, target, offset, limit)
+            page, model.total_matching_lines = core.parse_counts(out, target, skip, limit)
             model.counts = [FileCount(path=p, count=n) for p, n in page.items]
             body = [f"{p}:{n}" for p, n in page.items] or ["No matches found"]
             if model.total_matching_lines is not None and page.items:
                 body.append(f"{model.total_matching_lines} matching lines in {page.total} files")
         else:
-            page, notes = core.parse_content(out, target, offset, limit)
+            page, notes = core.parse_content(out, target, skip, limit)
             model.lines = [GrepLine(path=x.path, line=x.line, text=x.text, match=x.match)
                            for x in page.items]
             model.warnings = warnings + notes
             grouped = bool(context or before or after)
             body = _render_lines(page.items, grouped) or notes or ["No matches found"]
         what = "lines" if output_mode == "content" else "files"
-        footer, nxt = _footer(what, page, offset, stopped, "path, glob or type")
-        model.total, model.truncated, model.next_offset = page.total, page.truncated, nxt
+        footer, nxt = _footer(what, page, skip, stopped, "path, glob or type")
+        model.total, model.truncated, model.next_skip = page.total, page.truncated, nxt
         return result(model, _join(body, footer, *(f"warning: {w}" for w in warnings)))
 
     @tool(mcp, out=GlobOut, read_only=True, idempotent=True, title="Find files by name")
@@ -230,14 +235,15 @@ def register(mcp: FastMCP) -> None:
             description="Directory to search, relative to /workspace or absolute inside it "
                         "(default: the whole workspace).", max_length=4096)] = ".",
         head_limit: Annotated[int, Field(description="Files to show.", ge=1, le=5000)] = 500,
-        offset: OffsetArg = 0,
+        skip: SkipArg = 0,
         include_ignored: IgnoredArg = False,
         session: SessionArg = None,
     ) -> ToolResult:
         """Find files by glob pattern, newest-modified first.
 
         Honours .gitignore, includes hidden files but never .git, and never follows
-        symlinks. Results are paths relative to /workspace, at most head_limit per call.
+        symlinks. Results are paths relative to /workspace, at most head_limit per call;
+        page with skip.
         """
         try:
             pattern = core.normalize_glob(pattern, path in _ROOTS)
@@ -247,10 +253,10 @@ def register(mcp: FastMCP) -> None:
         target = await _target(ops, path, need_dir=True)
         argv = core.glob_argv(pattern, target, include_ignored=include_ignored)
         out, warnings, stopped = await _run(ops, argv, target, "\0")
-        page = core.parse_files(out, target, offset, head_limit)
-        footer, nxt = _footer("files", page, offset, stopped, "the pattern or path")
+        page = core.parse_files(out, target, skip, head_limit)
+        footer, nxt = _footer("files", page, skip, stopped, "the pattern or path")
         model = GlobOut(session=s.id, files=page.items, total=page.total,
-                        truncated=page.truncated, next_offset=nxt)
+                        truncated=page.truncated, next_skip=nxt)
         body = page.items or ["No files found"]
         return result(model, _join(body, footer, *(f"warning: {w}" for w in warnings)))
 

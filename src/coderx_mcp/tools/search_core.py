@@ -86,7 +86,7 @@ def grep_argv(
     """The ripgrep argv for one grep call.
 
     Files mode sorts by modification time, newest first; content and count modes sort by
-    path, so ``offset`` pages through a stable order.
+    path, so ``skip`` pages through a stable order.
     """
     argv = list(_COMMON)
     if mode == "files_with_matches":
@@ -163,23 +163,23 @@ class Page(Generic[T]):
     truncated: bool = False
 
 
-def parse_files(out: Output, target: Target, offset: int, limit: int) -> Page[str]:
+def parse_files(out: Output, target: Target, skip: int, limit: int) -> Page[str]:
     """Paths of ``--files``/``--files-with-matches --null`` output, one page of them."""
     paths = out.text.split("\0")
     if paths and paths[-1] == "":
         paths.pop()
-    shown = [target.fix(p) for p in paths[offset: offset + limit]]
-    more = len(paths) > offset + limit
+    shown = [target.fix(p) for p in paths[skip: skip + limit]]
+    more = len(paths) > skip + limit
     return Page(shown, len(paths) if out.complete else None, more or not out.complete)
 
 
-def parse_counts(out: Output, target: Target, offset: int,
+def parse_counts(out: Output, target: Target, skip: int,
                  limit: int) -> tuple[Page[tuple[str, int]], int | None]:
     """``(page of (path, count) pairs, total matching lines)`` of ``--count --null`` output."""
     pairs = [(m[1], int(m[2])) for m in _COUNT.finditer(out.text)]
     total_lines = sum(n for _, n in pairs) if out.complete else None
-    shown = [(target.fix(p), n) for p, n in pairs[offset: offset + limit]]
-    more = len(pairs) > offset + limit
+    shown = [(target.fix(p), n) for p, n in pairs[skip: skip + limit]]
+    more = len(pairs) > skip + limit
     return (Page(shown, len(pairs) if out.complete else None, more or not out.complete),
             total_lines)
 
@@ -194,7 +194,7 @@ class Line:
     match: bool
 
 
-def parse_content(out: Output, target: Target, offset: int,
+def parse_content(out: Output, target: Target, skip: int,
                   limit: int) -> tuple[Page[Line], list[str]]:
     """``(page of Line, notes)`` of content-mode output.
 
@@ -205,7 +205,7 @@ def parse_content(out: Output, target: Target, offset: int,
     lines: list[Line] = []
     notes: list[str] = []
     seen = 0
-    stop = offset + limit
+    stop = skip + limit
     end = len(text)
     more = False
     for m in _RECORD.finditer(text):
@@ -218,7 +218,7 @@ def parse_content(out: Output, target: Target, offset: int,
         if seen >= stop:
             end, more = m.start(), True
             break
-        if seen >= offset:
+        if seen >= skip:
             lines.append(Line(target.fix(path), int(m[2]), m[4], m[3] == ":"))
         seen += 1
     total = seen + text.count("\0", end) if out.complete else None

@@ -6,7 +6,7 @@ ever holding it whole.
 """
 
 import secrets
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import structlog
 from fastmcp import Context, FastMCP
@@ -52,6 +52,8 @@ class RunOut(Out):
     cwd: str | None = Field(description="Working directory after the command.")
     next_offset: int = Field(description="Bytes of combined output so far (since_offset).")
 
+    payload: ClassVar[frozenset[str]] = frozenset({"stdout", "stderr"})
+
 
 class PageOut(Out):
     """A page of spooled output, or grep hits in it."""
@@ -69,6 +71,8 @@ class PageOut(Out):
         default=None, description="grep: [{line, text}] with 1-based line numbers.")
     total_matches: int | None = None
 
+    payload: ClassVar[frozenset[str]] = frozenset({"text", "matches"})
+
 
 class ProcOutputOut(Out):
     """New output of a process and its state."""
@@ -82,6 +86,8 @@ class ProcOutputOut(Out):
     exit_code: int | None
     signal: str | None
     timed_out: bool
+
+    payload: ClassVar[frozenset[str]] = frozenset({"text"})
 
 
 class ProcStartOut(Out):

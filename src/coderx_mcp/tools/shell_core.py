@@ -114,12 +114,17 @@ def exit_words(r: Mapping[str, Any]) -> str:
     return f"exit {r.get('exit_code')}"
 
 
+def _open_end(text: str) -> str:
+    """Said when a page's last line has no newline (the text shown gets one added)."""
+    return " · no newline at end" if text and not text.endswith("\n") else ""
+
+
 def render_page(r: Mapping[str, Any], eof: bool) -> str:
     """A page of spooled output followed by where it sits in the whole and how to go on."""
     text = r["text"]
     oid = r["output_id"]
     body = text if not text or text.endswith("\n") else text + "\n"
-    where = f"bytes {r['offset']}-{r['next_offset']} of {r['total_bytes']}"
+    where = f"bytes {r['offset']}-{r['next_offset']} of {r['total_bytes']}" + _open_end(text)
     if eof:
         more = "end of output" + ("" if r.get("running") else f", {exit_words(r)}")
     else:
@@ -131,7 +136,7 @@ def render_process_output(r: Mapping[str, Any]) -> str:
     """New output of a process, then its state and how to go on."""
     text = r["text"]
     body = text if not text or text.endswith("\n") else text + "\n"
-    state = exit_words(r)
+    state = exit_words(r) + _open_end(text)
     if r["next_offset"] < r["total_bytes"]:
         state += "; more output is waiting: call process_output again"
     elif r.get("running"):
