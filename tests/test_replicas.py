@@ -13,7 +13,7 @@ from typing import Any
 import docker
 import pytest
 from fastmcp import Client
-from tests.conftest import MakeManager, Server, child_env
+from tests.conftest import MakeManager, Server, child_env, facts
 
 from coderx_mcp.sandbox.docker import remove_container
 from coderx_mcp.sandbox.instance import LABEL_OWNER, LABEL_PID, LABEL_SESSION
@@ -23,11 +23,6 @@ pytestmark = pytest.mark.docker
 
 def text(result: Any) -> str:
     return "\n".join(getattr(c, "text", "") for c in result.content)
-
-
-def facts(result: Any) -> dict[str, Any]:
-    assert result.structured_content is not None, text(result)
-    return dict(result.structured_content)
 
 
 async def test_two_replicas_share_sessions_and_killing_one_loses_none(

@@ -12,6 +12,7 @@ from typing import Any
 
 import docker
 from fastmcp import Client
+from tests.conftest import facts
 from tests.tools.conftest import call, err, ok, write_host_file
 
 
@@ -55,7 +56,7 @@ async def test_ce11_cpu_burn_is_capped_and_killed_at_the_timeout(
         waits.append(time.monotonic() - t1)
         await asyncio.sleep(0.2)
     done = await burn
-    assert (done.structured_content or {}).get("timed_out"), done.content
+    assert facts(done).get("timed_out"), done.content
     assert time.monotonic() - t0 < 4 + 5
     assert len(waits) >= 5 and statistics.quantiles(waits, n=20)[-1] < 1.0, waits
     left = await run(client, "ps -eo stat,args | grep -c 'while' || true")
@@ -144,4 +145,4 @@ async def test_cr05_container_dying_after_an_oom_says_out_of_memory(
         again = await call(client, "run_command", command="echo recovered")
         if not again.is_error:
             break
-    assert (again.structured_content or {}).get("stdout") == "recovered\n", again.content
+    assert not again.is_error and facts(again).get("stdout") == "recovered\n", again.content

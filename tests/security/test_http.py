@@ -15,7 +15,15 @@ from typing import Any
 import httpx
 import pytest
 from fastmcp import Client
-from tests.conftest import CLI, MCP_HEADERS, MakeServer, Server, child_env, containers_of
+from tests.conftest import (
+    CLI,
+    MCP_HEADERS,
+    MakeServer,
+    Server,
+    child_env,
+    containers_of,
+    facts,
+)
 from tests.security.conftest import listening
 
 pytestmark = pytest.mark.docker
@@ -185,6 +193,7 @@ async def test_ta07_the_clients_token_is_never_passed_on(tokened: Server) -> Non
             r = await c.call_tool(tool, args, raise_on_error=False)
             seen.append(json.dumps([b.model_dump() for b in r.content]))
             seen.append(json.dumps(r.structured_content))
+            seen.append(json.dumps(r.meta))
         assert server.proc is not None
         inspected = [json.dumps(x.attrs) for x in containers_of(server.proc.pid)]
         assert inspected
@@ -386,8 +395,7 @@ async def test_pr12_client_vanishing_mid_call_breaks_nothing(plain: Server) -> N
                 2, "run_command", command="sleep 5; touch pr12", timeout=30))
     async with Client(server.url) as other:
         ran = await other.call_tool("run_command", {"command": "echo fine"})
-        assert ran.structured_content is not None
-        assert ran.structured_content["stdout"] == "fine\n"
+        assert facts(ran)["stdout"] == "fine\n"
     status, _, reply = await rpc(server, {"jsonrpc": "2.0", "id": 3, "method": "ping"}, sid)
     assert status == 200 and reply["id"] == 3
     assert server.proc is not None and server.proc.poll() is None

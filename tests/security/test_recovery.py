@@ -53,6 +53,28 @@ async def test_cr06_disk_full_mid_write_leaves_the_original(
         assert small["size"] == 5
 
 
+async def test_cr06_orphan_temporary_files_are_swept_at_the_next_start(
+        make_settings: Callable[..., Settings], tool_workspace: Path) -> None:
+    # What a runner killed mid-write leaves: `.coderx-tmp-` + 12 hex digits next to the
+    # target. The next sandbox's runner removes old ones of its uid, in the background.
+    old = write_host_file(tool_workspace, "pkg/.coderx-tmp-0123456789ab", b"half a write")
+    young = write_host_file(tool_workspace, ".coderx-tmp-ba9876543210", b"a write going on")
+    lookalike = write_host_file(tool_workspace, ".coderx-tmp-not-hex-here", b"the user's")
+    deep_old = write_host_file(tool_workspace, "a/b/c/.coderx-tmp-00000000000f", b"x")
+    vendored = write_host_file(tool_workspace, "node_modules/.coderx-tmp-00000000000e", b"x")
+    for path in (old, deep_old, vendored):
+        os.utime(path, (1_000_000_000, 1_000_000_000))
+    async with Client(build_server(make_settings())) as c:
+        await ok(c, "list_dir", path=".")  # the session (and its runner) starts
+        for _ in range(100):
+            if not old.exists() and not deep_old.exists():
+                break
+            await asyncio.sleep(0.05)
+    assert not old.exists() and not deep_old.exists()
+    assert young.exists() and lookalike.exists()
+    assert vendored.exists()  # the walk skips vendored trees and .git
+
+
 async def test_di16_result_is_what_the_disk_holds(client: Client[Any],
                                                   tool_workspace: Path) -> None:
     out = await ok(client, "write_file", path="n.txt", content="héllo\r\nwörld\n")

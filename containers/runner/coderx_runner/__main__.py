@@ -22,7 +22,7 @@ import sys
 import threading
 from typing import BinaryIO
 
-from .files import CHUNK
+from .files import CHUNK, sweep_tmp
 from .runner import Runner
 
 _PR_GET_DUMPABLE = 3
@@ -105,6 +105,9 @@ async def main() -> None:
     os.makedirs(state, mode=0o700, exist_ok=True)
     runner = Runner(root, state, undumpable=undumpable)
     runner.shell.spawn_zygotes()
+    # Temporary files of writes a killed runner left behind (catalogue CR-06), swept in
+    # the background: the hello must not wait for a walk of a big workspace.
+    sweep = asyncio.ensure_future(asyncio.to_thread(sweep_tmp, root))
     reader = await _stdin_reader(stdin)
     while True:
         line = await reader.readline()
@@ -119,6 +122,7 @@ async def main() -> None:
             continue
         runner.tasks[req["id"]] = asyncio.ensure_future(runner.handle(req))
     runner.close()
+    sweep.cancel()
 
 
 if __name__ == "__main__":

@@ -27,6 +27,9 @@ from .errors import (
     StaleFile,
 )
 
+TMP_PREFIX = ".coderx-tmp-"  # + 12 hex digits: a write in progress, renamed over its target
+_SKIP_DIRS = {".git", "node_modules", ".venv", "__pycache__"}
+
 CHUNK = 65536
 PROTECTED = (".git/hooks", ".git/config", ".coderx")
 SKIP_DIRS = {".git", "node_modules", "__pycache__", ".venv", "venv", ".mypy_cache",
@@ -219,7 +222,7 @@ def file_write(paths: Paths, req: dict[str, Any]) -> dict[str, Any]:
             raise StaleFile(f"{show(req['path'])} was deleted since it was read", current=None)
         if req.get("mode") is not None:
             mode = int(req["mode"])
-        tmp = os.path.join(parent, f".coderx-tmp-{secrets.token_hex(6)}")
+        tmp = os.path.join(parent, f"{TMP_PREFIX}{secrets.token_hex(6)}")
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
         tfd = os.open(tmp, flags, 0o600)
         try:
@@ -296,3 +299,41 @@ def file_list(paths: Paths, req: dict[str, Any]) -> dict[str, Any]:
 
     walk(real, 1)
     return {"path": paths.rel(real), "entries": entries, "truncated": truncated}
+
+
+def sweep_tmp(root: str, older_than: float = 60.0, max_dirs: int = 20000) -> int:
+    """Remove the temporary files of writes a killed runner left (``.coderx-tmp-`` + 12 hex
+    digits, ours, regular, older than ``older_than`` seconds: a live write on a shared
+    workspace is younger). Walks at most ``max_dirs`` directories; never follows links.
+
+    Returns:
+        How many files were removed.
+    """
+    import time
+
+    uid, cutoff, removed, seen = os.getuid(), time.time() - older_than, 0, 0
+    stack = [root]
+    while stack and seen < max_dirs:
+        top = stack.pop()
+        seen += 1
+        try:
+            entries = list(os.scandir(top))
+        except OSError:
+            continue
+        for entry in entries:
+            try:
+                if entry.is_dir(follow_symlinks=False):
+                    if entry.name not in _SKIP_DIRS:
+                        stack.append(entry.path)
+                    continue
+                name = entry.name
+                if not (name.startswith(TMP_PREFIX) and len(name) == len(TMP_PREFIX) + 12):
+                    continue
+                st = entry.stat(follow_symlinks=False)
+                if (stat.S_ISREG(st.st_mode) and st.st_uid == uid and st.st_mtime < cutoff
+                        and all(c in "0123456789abcdef" for c in name[len(TMP_PREFIX):])):
+                    os.unlink(entry.path)
+                    removed += 1
+            except OSError:
+                continue
+    return removed
