@@ -23,6 +23,7 @@ import signal
 import subprocess
 import tempfile
 import time
+import zlib
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -116,16 +117,32 @@ class Engine:
         """A client on the private unix socket (for looking from outside)."""
         return docker.DockerClient(base_url=f"unix://{self.sock}", timeout=60)
 
+    @property
+    def bridge(self) -> str:
+        """A bridge of this engine's own. Never ``--bridge=none``: a dockerd with the default
+        bridge disabled deletes the host's ``docker0``, which the main engine's builds and
+        bridge networks need (the daemons share the network namespace)."""
+        return f"cxf{zlib.crc32(self.name.encode()) % 100000}"
+
+    def _make_bridge(self) -> None:
+        if subprocess.run(["ip", "link", "show", self.bridge], capture_output=True).returncode:
+            net = zlib.crc32(self.name.encode()) % 200 + 20
+            for cmd in (["ip", "link", "add", self.bridge, "type", "bridge"],
+                        ["ip", "addr", "add", f"10.231.{net}.1/24", "dev", self.bridge],
+                        ["ip", "link", "set", self.bridge, "up"]):
+                subprocess.run(cmd, check=True, capture_output=True)
+
     def start(self) -> None:
         """Start dockerd and wait until it answers on TLS."""
         tls = self.server_tls
+        self._make_bridge()
         log = (self.run / "dockerd.log").open("ab")
         self.proc = subprocess.Popen(
             ["dockerd", "--data-root", str(self.data_root), "--exec-root", str(self.run / "x"),
              "--pidfile", str(self.run / "docker.pid"), "-H", f"unix://{self.sock}",
              "-H", f"tcp://127.0.0.1:{self.port}", "--tlsverify",
              "--tlscacert", str(tls / "ca.pem"), "--tlscert", str(tls / "cert.pem"),
-             "--tlskey", str(tls / "key.pem"), "--bridge=none", "--iptables=false",
+             "--tlskey", str(tls / "key.pem"), f"--bridge={self.bridge}", "--iptables=false",
              "--ip6tables=false", "--shutdown-timeout", "2", "--config-file",
              str(self._empty_config())],
             stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)
@@ -160,6 +177,7 @@ class Engine:
         except subprocess.TimeoutExpired:
             os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait(10)
+        subprocess.run(["ip", "link", "del", self.bridge], capture_output=True)
 
     def restart(self) -> None:
         """Stop and start again on the same port and data root (a daemon restart)."""
