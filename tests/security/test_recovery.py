@@ -99,7 +99,7 @@ async def test_di01_reads_racing_replacements_see_one_whole_version(
     writer_session = (await ok(client, "session_open"))["session"]
     await ok(client, "read_file", path="big.txt", session=writer_session)
     seen: list[str] = []
-    done = asyncio.Event()
+    done, read = asyncio.Event(), asyncio.Event()
 
     async def reader() -> None:
         while not done.is_set():
@@ -109,11 +109,14 @@ async def test_di01_reads_racing_replacements_see_one_whole_version(
             lines = r["text"].split("\n")[1:]
             assert all(line.endswith(letter * 99) for line in lines if "\t" in line), letter
             seen.append(letter)
+            read.set()
 
     task = asyncio.create_task(reader())
     try:
         for v in versions[1:]:
+            read.clear()
             await ok(client, "write_file", path="big.txt", content=v, session=writer_session)
+            await asyncio.wait_for(read.wait(), 60)  # a loaded machine: let it read
     finally:
         done.set()
         await task
