@@ -210,6 +210,9 @@ class KubernetesSandbox:
         self._runner = runner
 
     async def call(self, op: str, **args: Any) -> dict[str, Any]:
+        if self._attach.locked():  # a call arriving during a re-attach waits for the runner
+            async with self._attach:
+                pass
         runner = self._runner
         if runner is None or self._closing:
             raise SandboxGone("the sandbox was not started or is closed")
