@@ -135,6 +135,8 @@ class StandIn:
         if kind == "pods":
             try:
                 self.containers[name] = await asyncio.to_thread(self._run_pod, body)
+            except docker.errors.ImageNotFound:
+                pass  # the "node" lacks the image (pull policy Never): the Pod waits forever
             except docker.errors.APIError as exc:
                 return _status(422, "Invalid", str(exc))
         self.objects[kind][name] = body
@@ -222,11 +224,16 @@ class StandIn:
         return str(container.id)
 
     def _pod_status(self, name: str) -> dict[str, Any]:
+        base = {"name": "sandbox", "image": "x", "imageID": "", "restartCount": 0}
         try:
             state = self.docker.api.inspect_container(self.containers[name])["State"]
-        except (KeyError, docker.errors.NotFound):
+        except KeyError:
+            return {"phase": "Pending", "containerStatuses": [
+                {**base, "ready": False, "state": {"waiting": {
+                    "reason": "ErrImageNeverPull",
+                    "message": "Container image is not present with pull policy of Never"}}}]}
+        except docker.errors.NotFound:
             return {"phase": "Unknown"}
-        base = {"name": "sandbox", "image": "x", "imageID": "", "restartCount": 0}
         if state.get("Running"):
             return {"phase": "Running", "containerStatuses": [
                 {**base, "ready": True, "state": {"running": {}}}]}
@@ -303,7 +310,7 @@ class StandIn:
     async def _drop(self) -> int:
         streams = list(self._streams)
         for ws, writer in streams:
+            await ws.close()  # first: the runner still reads, so no status can slip in
             with contextlib.suppress(Exception):
                 writer.write_eof()
-            await ws.close()
         return len(streams)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
+import time
 from collections.abc import Callable
 
 import pytest
@@ -18,7 +19,7 @@ from tests.kube.conftest import MakeKube, standin_client
 from tests.kube.standin import V4, V5, StandIn
 from tests.sandbox.conftest import out, sh
 
-from coderx_mcp.errors import SandboxError, SandboxGone
+from coderx_mcp.errors import SandboxError, SandboxGone, SandboxUnavailable
 from coderx_mcp.sandbox.instance import LABEL_SESSION, Instance
 from coderx_mcp.sandbox.kube_sandbox import KubernetesSandbox
 from coderx_mcp.sandbox.kube_spec import claim_name, pod_name
@@ -130,6 +131,18 @@ async def test_bind_workspace_is_a_subpath_of_the_shared_claim(
         "volumeMounts"]
     assert mounts[0] == {"name": "workspace", "mountPath": "/workspace", "subPath": "team/project"}
     assert set(standin.objects["persistentvolumeclaims"]) == {"shared"}  # no claim of its own
+
+
+async def test_image_missing_on_the_node_fails_at_once_with_the_kubelets_reason(
+        make_standin: MakeStandIn, make_kube: MakeKube) -> None:
+    standin = make_standin()
+    manager = await make_kube(standin, settings={"image": "coderx-sandbox:not-on-any-node"},
+                              image_pull_policy="Never")
+    t0 = time.monotonic()
+    with pytest.raises(SandboxUnavailable, match=r"ErrImageNeverPull .*docs/kubernetes\.md"):
+        await manager.open("tester")
+    assert time.monotonic() - t0 < 10  # not the 30 s start timeout
+    assert not any(standin.objects.values())  # the policy and claim went with it
 
 
 async def test_warm_pool_hands_out_a_started_pod(

@@ -88,6 +88,7 @@ class KubernetesSandbox:
         self.spec = spec
         self.session_id = session_id
         self.lost_reason: str | None = None
+        self._api = api
         self._core = k8s.CoreV1Api(api)
         self._net = k8s.NetworkingV1Api(api)
         self._image = image
@@ -182,10 +183,16 @@ class KubernetesSandbox:
 
     async def _open_stream(self) -> KubeExecStream:
         def connect() -> Any:
-            return k8s_stream(self._core.connect_get_namespaced_pod_exec, self._name, self._ns,
-                              container=CONTAINER, command=RUNNER_COMMAND, stdin=True,
-                              stdout=True, stderr=True, tty=False, _preload_content=False,
-                              binary=True)
+            # A client of its own: stream() swaps the client's call_api while it connects,
+            # which would send other threads' requests through a WebSocket meanwhile.
+            api = k8s.ApiClient(self._api.configuration)
+            try:
+                return k8s_stream(k8s.CoreV1Api(api).connect_get_namespaced_pod_exec,
+                                  self._name, self._ns, container=CONTAINER,
+                                  command=RUNNER_COMMAND, stdin=True, stdout=True, stderr=True,
+                                  tty=False, _preload_content=False, binary=True)
+            finally:
+                api.close()  # type: ignore[no-untyped-call]
 
         try:
             ws = await asyncio.wait_for(asyncio.to_thread(connect), self._kube.api_timeout_s)
@@ -203,6 +210,9 @@ class KubernetesSandbox:
         self._runner = runner
 
     async def call(self, op: str, **args: Any) -> dict[str, Any]:
+        if self._attach.locked():  # a call arriving during a re-attach waits for the runner
+            async with self._attach:
+                pass
         runner = self._runner
         if runner is None or self._closing:
             raise SandboxGone("the sandbox was not started or is closed")
