@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
-from tests.conftest import IMAGE
+from tests.conftest import IMAGE, serve_http
 
 if TYPE_CHECKING:
     from coderx_agent.loop import Agent
@@ -410,3 +410,82 @@ def run_agent(args: list[str], env: dict[str, str], cwd: Path, stdin: str | None
     """``coderx-agent <args>`` as a subprocess, to its end."""
     return subprocess.run([*AGENT, *args], env=env, cwd=cwd, input=stdin, text=True,
                           capture_output=True, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def coderx_http(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """One ``coderx-mcp serve --http`` for the runs that only need it to answer (its
+    workspace is a directory of its own, not the test's project)."""
+    ws = tmp_path_factory.mktemp("http-ws")
+    chown_tree(ws)
+    with serve_http(ws) as url:
+        yield url
+
+
+class Term:
+    """``coderx-agent`` (the interactive terminal) in a pseudo-terminal, driven by pexpect.
+
+    Output carries colours and cursor moves, so tests expect short plain fragments.
+    """
+
+    PROMPT = "›"
+
+    def __init__(self, args: list[str], env: dict[str, str], cwd: Path,
+                 timeout: float = 60) -> None:
+        import pexpect
+
+        env = {**env, "PROMPT_TOOLKIT_NO_CPR": "1", "TERM": "xterm-256color",
+               "COLUMNS": "160", "LINES": "50"}
+        self.child = pexpect.spawn(AGENT[0], [*AGENT[1:], *args], env=env, cwd=str(cwd),
+                                   dimensions=(50, 160), encoding="utf-8", timeout=timeout,
+                                   codec_errors="replace")
+        self.log: list[str] = []
+
+    def expect(self, pattern: str, timeout: float | None = None) -> str:
+        """Wait for ``pattern`` (a regex); returns the output up to and including it."""
+        try:
+            self.child.expect(pattern, timeout=timeout or self.child.timeout)
+        except Exception:
+            raise AssertionError(f"{pattern!r} not seen; the terminal showed:\n"
+                                 f"{''.join(self.log)}{self.child.before}") from None
+        seen = f"{self.child.before}{self.child.after}"
+        self.log.append(seen)
+        return seen
+
+    def prompt(self, timeout: float | None = None) -> str:
+        """Wait for the input prompt."""
+        return self.expect(self.PROMPT, timeout)
+
+    def line(self, text: str) -> None:
+        """Type ``text`` and Enter."""
+        self.child.send(text + "\r")
+
+    def close(self) -> int | None:
+        """End the terminal (Ctrl-D, then a kill) and return its exit status."""
+        import pexpect
+
+        if self.child.isalive():
+            # Ctrl-D counts only at the prompt (while the agent works the terminal is in
+            # cooked mode, where the line discipline swallows it).
+            with contextlib.suppress(pexpect.ExceptionPexpect):
+                self.child.expect(self.PROMPT, timeout=10)
+            self.child.sendcontrol("d")
+            with contextlib.suppress(pexpect.ExceptionPexpect):
+                self.child.expect(pexpect.EOF, timeout=15)
+        self.child.close(force=True)
+        return self.child.exitstatus
+
+
+@pytest.fixture
+def term(agent_env: dict[str, str]) -> Iterator[Callable[..., Term]]:
+    """Start terminals (``term(args, cwd)``); each is closed after the test."""
+    started: list[Term] = []
+
+    def start(args: list[str], cwd: Path, env: dict[str, str] | None = None) -> Term:
+        t = Term(args, env or agent_env, cwd)
+        started.append(t)
+        return t
+
+    yield start
+    for t in started:
+        t.close()

@@ -12,13 +12,11 @@ import json
 import os
 import signal
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.agent.conftest import AGENT, FakeAnthropic, chown_tree
-from tests.conftest import serve_http
+from tests.agent.conftest import AGENT, FakeAnthropic
 from typer.testing import CliRunner
 
 from coderx_agent.cli import app
@@ -26,15 +24,6 @@ from coderx_agent.cli import app
 pytestmark = pytest.mark.docker
 
 KEY = "sk-test-SECRET-KEY-0123456789"
-
-
-@pytest.fixture(scope="module")
-def coderx_http(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """One ``coderx-mcp serve --http`` for the runs that only need it to answer."""
-    ws = tmp_path_factory.mktemp("http-ws")
-    chown_tree(ws)
-    with serve_http(ws) as url:
-        yield url
 
 
 def cli(args: list[str], env: dict[str, str], cwd: Path, monkeypatch: pytest.MonkeyPatch,
