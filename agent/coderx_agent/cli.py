@@ -15,6 +15,7 @@ from typing import Annotated, Any
 import typer
 
 from coderx_agent import __version__
+from coderx_agent.cli_admin import register
 from coderx_agent.config import (
     LoadedConfig,
     flatten,
@@ -250,6 +251,9 @@ def conversations_list() -> None:
     """Saved conversations, newest first."""
     for h in ConversationStore().listing():
         sys.stdout.write(f"{h.id}  {h.model:<32} {h.cwd}\n")
+
+
+register(app, models_app)
 
 
 def main() -> None:
