@@ -24,7 +24,7 @@ RESULT_CHARS = 2000
 
 def cut_point(messages: Sequence[Message], keep: int) -> int | None:
     """Index of the first message kept verbatim (an assistant message), or None."""
-    for i in range(max(1, len(messages) - keep), 0, -1):
+    for i in range(min(len(messages) - 1, max(1, len(messages) - keep)), 0, -1):
         if messages[i].role == "assistant":
             return i
     return None

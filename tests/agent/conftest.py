@@ -489,3 +489,70 @@ def term(agent_env: dict[str, str]) -> Iterator[Callable[..., Term]]:
     yield start
     for t in started:
         t.close()
+
+
+class Answers:
+    """The user's answers to the terminal's questions, in order (a stand-in for typing at
+    a real prompt, which the pty tests do); records the questions."""
+
+    def __init__(self, *answers: str) -> None:
+        self.answers = list(answers)
+        self.questions: list[str] = []
+
+    async def ask(self, question: str, hidden: bool = False) -> str:
+        self.questions.append(question)
+        if not self.answers:
+            raise AssertionError(f"unexpected question {question!r}")
+        return self.answers.pop(0)
+
+
+@pytest.fixture
+def make_repl(make_agent: Callable[..., contextlib.AbstractAsyncContextManager[Agent]],
+              anthropic_api: FakeAnthropic, agent_home: Path, tmp_path: Path,
+              monkeypatch: pytest.MonkeyPatch
+              ) -> Callable[..., contextlib.AbstractAsyncContextManager[Any]]:
+    """A ``Repl`` over ``make_agent``'s agent (in-memory tools), printing to a string:
+    ``async with make_repl(answers) as (repl, out): …``; ``out()`` is the text so far. Its
+    project is ``tmp_path / "proj"``; the config points at the fake Messages API."""
+    import io
+
+    from rich.console import Console
+
+    from coderx_agent.config import load_config, project_config_path
+    from coderx_agent.conversations import ConversationStore
+    from coderx_agent.keys import Keys
+    from coderx_agent.permissions import Permissions
+    from coderx_agent.repl import commands
+    from coderx_agent.repl.approvals import Approver
+    from coderx_agent.repl.core import Repl
+    from coderx_agent.repl.render import Renderer
+    from coderx_agent.session import Request
+
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-test-SECRET-KEY-0123456789")
+    monkeypatch.setenv("CODERX_ANTHROPIC__BASE_URL", anthropic_api.url)
+    monkeypatch.setenv("CODERX_ANTHROPIC__MAX_RETRIES", "0")
+    monkeypatch.setenv("CODERX_OLLAMA__HOST", "http://127.0.0.1:9")
+    ws = tmp_path / "proj"
+    ws.mkdir(exist_ok=True)
+
+    @contextlib.asynccontextmanager
+    async def make(answers: Answers | None = None, mode: str = "yolo",
+                   allow: tuple[str, ...] = (), deny: tuple[str, ...] = (), **kw: Any
+                   ) -> AsyncIterator[Any]:
+        buf = io.StringIO()
+        console = Console(file=buf, width=120, force_terminal=False, highlight=False)
+        renderer = Renderer(console, ws)
+        prompter = answers or Answers()
+        approver = Approver(console, prompter, renderer, ws, project_config_path(ws))
+        async with make_agent(**kw) as agent:
+            agent.emit = renderer.event
+            agent.permissions = approver.permissions = Permissions(
+                mode, allow, deny, ask=approver)  # type: ignore[arg-type]
+            loaded = load_config(ws)
+            repl = Repl(agent, loaded, Request(workspace=ws), Keys(),
+                        ConversationStore(tmp_path / "conversations"), console, renderer,
+                        approver, prompter, commands())
+            yield repl, buf.getvalue
+            await agent.model.aclose()  # a model /model switched to
+
+    return make

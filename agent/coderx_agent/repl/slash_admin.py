@@ -79,6 +79,11 @@ async def cmd_mcp(repl: Repl, arg: str) -> None:
         repl.console.print(Text("  " + ", ".join(sorted(s.tools)), style="dim"))
 
 
+async def cmd_connect(repl: Repl, arg: str) -> None:
+    """Connect a third-party service: ``/mcp add`` under another name."""
+    await cmd_mcp(repl, f"add {arg}")
+
+
 async def _passphrase(repl: Repl) -> str | None:
     from coderx_mcp.keystore import PASSPHRASE_ENV
 
@@ -129,7 +134,9 @@ async def cmd_bug(repl: Repl, _arg: str) -> None:
 
 ADMIN_COMMANDS = (
     Command("/mcp", "[add NAME CMD…|URL | remove NAME]",
-            "MCP servers, status and tools; add or remove one", cmd_mcp, ("/connect",)),
+            "MCP servers, status and tools; add or remove one", cmd_mcp),
+    Command("/connect", "NAME COMMAND…|URL", "connect a service (same as /mcp add)",
+            cmd_connect),
     Command("/config", "", "the configuration and where each key came from", cmd_config),
     Command("/status", "", "version, project, conversation, model, servers", cmd_status),
     Command("/doctor", "", "check the installation", cmd_doctor),
