@@ -49,7 +49,8 @@ def _ollama_model(name: str, config: AgentConfig) -> str:
     from coderx_agent.models import resolve
 
     try:
-        provider, model_id = resolve(name if ":" in name else f"ollama:{name}", config.aliases)
+        known = name in config.aliases or name.startswith(("ollama:", "anthropic:"))
+        provider, model_id = resolve(name if known else f"ollama:{name}", config.aliases)
     except AgentError as exc:
         raise _fail(str(exc), 2) from None
     if provider != "ollama":

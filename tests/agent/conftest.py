@@ -126,6 +126,9 @@ class FakeAPI:
             def do_POST(self) -> None:
                 api.route(self, "POST", self._body())
 
+            def do_DELETE(self) -> None:
+                api.route(self, "DELETE", self._body())
+
         return Handler
 
     def wait_released(self) -> None:
@@ -254,6 +257,19 @@ class FakeOllama(FakeAPI):
             send_json(h, 200, {"modelfile": "", "parameters": "", "template": "",
                                "details": {}, "model_info": {},
                                "capabilities": self.models[body["model"]]})
+            return
+        if h.path in ("/api/generate", "/api/delete"):
+            self.requests.append({"path": h.path, **body})
+            if body.get("model") not in self.models:
+                send_json(h, 404, {"error": f"model '{body.get('model')}' not found"})
+            elif h.path == "/api/delete":
+                self.models.pop(body["model"])
+                send_json(h, 200, {})
+            else:
+                send_json(h, 200, {"model": body["model"], "created_at": "2025-01-01T00:00:00Z",
+                                   "response": "", "done": True,
+                                   "done_reason": "unload" if body.get("keep_alive") == 0
+                                   else "load"})
             return
         if h.path == "/api/pull":
             self.requests.append(body)
@@ -556,3 +572,20 @@ def make_repl(make_agent: Callable[..., contextlib.AbstractAsyncContextManager[A
             await agent.model.aclose()  # a model /model switched to
 
     return make
+
+
+def cli(args: list[str], env: dict[str, str], cwd: Path, monkeypatch: pytest.MonkeyPatch,
+        stdin: str | None = None) -> tuple[int, str, str]:
+    """Run the ``coderx-agent`` CLI in this process: (exit code, stdout, stderr)."""
+    from typer.testing import CliRunner
+
+    from coderx_agent.cli import app
+
+    monkeypatch.chdir(cwd)
+    for k in list(os.environ):
+        if k.startswith(("CODERX_", "ANTHROPIC_")):
+            monkeypatch.delenv(k)
+    result = CliRunner().invoke(app, args, env=env, input=stdin)
+    if result.exception and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    return result.exit_code, result.stdout, result.stderr

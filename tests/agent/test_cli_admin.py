@@ -1,0 +1,128 @@
+"""``coderx-agent models storage-path|load|unload|rm``, ``whoami``, ``update`` and the
+interactive terminal's refusal without a terminal: the real CLI in this process."""
+
+from __future__ import annotations
+
+import contextlib
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from tests.agent.conftest import FakeOllama, cli
+
+from coderx_agent.config import OllamaConfig
+from coderx_agent.errors import ConfigError
+from coderx_agent.ollama_admin import parse_size, serve_env
+from coderx_agent.update import check_due, installer, upgrade_argv
+
+
+@contextlib.contextmanager
+def tmpfs(path: Path, size: str, read_only: bool = False) -> Iterator[Path]:
+    """A small tmpfs mounted at ``path`` (the tests run as root)."""
+    path.mkdir()
+    opts = f"size={size}" + (",ro" if read_only else "")
+    subprocess.run(["mount", "-t", "tmpfs", "-o", opts, "tmpfs", str(path)], check=True)
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", str(path)], check=True)
+
+
+def test_storage_path_refuses_missing_file_read_only_and_too_full_paths(
+        agent_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    env = {"XDG_CONFIG_HOME": str(agent_home / "config")}
+
+    def storage(*args: str) -> tuple[int, str]:
+        code, out, err = cli(["models", "storage-path", *args], env, tmp_path, monkeypatch)
+        return code, out + err
+
+    code, msg = storage(str(tmp_path / "gone"))
+    assert code == 2
+    assert msg == (f"error: the Ollama storage path {tmp_path / 'gone'} does not exist (is "
+                   "its drive mounted?)\n")
+    (tmp_path / "file").write_text("x")
+    assert storage(str(tmp_path / "file")) == (
+        2, f"error: the Ollama storage path {tmp_path / 'file'} is not a directory\n")
+    with tmpfs(tmp_path / "ro", "1m", read_only=True) as ro:
+        code, msg = storage(str(ro))
+    assert code == 2 and f"{ro} is not writable (Read-only file system)" in msg
+    with tmpfs(tmp_path / "small", "1m") as small:
+        code, msg = storage(str(small), "--min-free", "20G")
+        assert code == 2
+        assert "has 1.0M free, less than the 20.0G asked for (--min-free)" in msg
+        assert storage(str(small), "--min-free", "lots")[1] == (
+            "error: 'lots' is not a size: use a number with K, M, G or T (20G)\n")
+        assert storage(str(small), "--min-free", "512K") == (
+            0, f"Ollama models will be stored in {small}\n")
+    config = (agent_home / "config" / "coderx" / "config.toml").read_text()
+    assert f'models_path = "{small}"' in config
+    small.rmdir()
+    # the drive is gone now: starting `ollama serve` names the path, no silent fallback
+    with pytest.raises(ConfigError, match=f"{small} does not exist"):
+        serve_env(OllamaConfig(models_path=str(small)))
+    assert serve_env(OllamaConfig(models_path=str(tmp_path)), {})["OLLAMA_MODELS"] == str(
+        tmp_path)
+
+
+def test_models_load_unload_rm_through_keep_alive(
+        ollama_api: FakeOllama, agent_home: Path, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    env = {"XDG_CONFIG_HOME": str(agent_home / "config"), "CODERX_OLLAMA__HOST": ollama_api.url}
+    assert cli(["models", "load", "qwen3:8b"], env, tmp_path, monkeypatch)[:2] == (
+        0, "loaded qwen3:8b\n")
+    assert cli(["models", "unload", "ollama:qwen3:8b"], env, tmp_path, monkeypatch)[:2] == (
+        0, "unloaded qwen3:8b\n")
+    assert cli(["models", "rm", "gemma2:2b"], env, tmp_path, monkeypatch)[:2] == (
+        0, "removed gemma2:2b\n")
+    code, _, err = cli(["models", "rm", "gemma2:2b"], env, tmp_path, monkeypatch)
+    assert code == 1 and err == "error: Ollama answered 404: model 'gemma2:2b' not found\n"
+    code, _, err = cli(["models", "load", "sonnet"], env, tmp_path, monkeypatch)
+    assert code == 2 and "only Ollama models" in err
+    sent = [(r["path"], r["model"], r.get("keep_alive")) for r in ollama_api.requests]
+    assert sent[:3] == [("/api/generate", "qwen3:8b", "30m"),
+                        ("/api/generate", "qwen3:8b", 0), ("/api/delete", "gemma2:2b", None)]
+
+
+def test_whoami_shows_fingerprints_only(agent_home: Path, tmp_path: Path,
+                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    from coderx_agent.account import fingerprint
+
+    key = "sk-ant-WHOAMI-KEY-0123456789"
+    env = {"XDG_CONFIG_HOME": str(agent_home / "config"), "ANTHROPIC_API_KEY": key}
+    code, out, _ = cli(["whoami"], env, tmp_path, monkeypatch)
+    assert code == 0 and key not in out
+    assert out.splitlines() == [
+        f"anthropic: key {fingerprint(key)} from the environment; model: "
+        "anthropic:claude-sonnet-4-5",
+        "ollama: no key (none needed for a local Ollama); model: not the configured model "
+        "(pick one with --model or /model)"]
+
+
+def test_update_uses_the_installer_that_installed_it(
+        agent_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    code, out, _ = cli(["update", "--dry-run", "--index-url", "https://pypi.example/simple"],
+                       {}, tmp_path, monkeypatch)
+    assert code == 0
+    assert out == (f"installed with pip: {sys.executable} -m pip install --upgrade "
+                   "--index-url https://pypi.example/simple coderx-mcp\n")
+    assert installer("/home/u/.local/share/pipx/venvs/coderx-mcp", "pip") == "pipx"
+    assert installer("/home/u/.local/share/uv/tools/coderx-mcp", "uv") == "uv-tool"
+    assert installer("/srv/venv", "uv\n") == "uv"
+    assert upgrade_argv("pipx") == ["pipx", "upgrade", "coderx-mcp"]
+    assert upgrade_argv("uv-tool", "https://i/simple") == [
+        "uv", "tool", "upgrade", "--index-url", "https://i/simple", "coderx-mcp"]
+    stamp = tmp_path / "stamp"
+    day = 24 * 3600
+    assert check_due(stamp, now=10 * day) and not check_due(stamp, now=10 * day + 3600)
+    assert check_due(stamp, now=11 * day + 1)
+    assert parse_size("1.5G") == 1610612736
+
+
+def test_the_terminal_needs_a_terminal(agent_home: Path, tmp_path: Path,
+                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    code, _, err = cli([], {"XDG_CONFIG_HOME": str(agent_home / "config")}, tmp_path,
+                       monkeypatch)
+    assert (code, err) == (2, "error: the interactive terminal needs a terminal; run a "
+                              "prompt with -p\n")
