@@ -4,6 +4,8 @@ and real containers."""
 
 from __future__ import annotations
 
+import json
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -27,13 +29,19 @@ def shared(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, str
         yield ws, url
 
 
-def test_a_conversation_shows_tool_calls_and_the_edit_as_a_diff(
+def test_a_session_diff_model_switch_compact_init_and_ctrl_c_cancelling_in_the_container(
         anthropic_api: FakeAnthropic, term: StartTerm, shared: tuple[Path, str]) -> None:
+    """One terminal session (each start costs seconds of imports on a loaded machine)."""
     ws, url = shared
     anthropic_api.call(("read_file", {"path": "calc.py"}), text="Reading it.") \
         .call(("edit_file", {"path": "calc.py", "old_string": "return a - b",
                              "new_string": "return a + b"})) \
-        .say("Fixed: `add` **adds** now.")
+        .say("Fixed: `add` **adds** now.") \
+        .say("SUMMARY: add was fixed") \
+        .say("```markdown\n# calc\n\nTest: `python3 -m unittest`.\n```") \
+        .call(("run_command", {"command": "sleep 4242; echo never"})) \
+        .call(("run_command", {"command": "pgrep -f 'sleep 424[2]' || echo GONE"})) \
+        .say("the sleep is gone")
     t = term(["--server", url, "--permission-mode", "yolo"], ws)
     t.prompt()
     t.line("fix add")
@@ -44,19 +52,55 @@ def test_a_conversation_shows_tool_calls_and_the_edit_as_a_diff(
     t.expect("adds")
     t.prompt()
     assert (ws / "calc.py").read_text() == "def add(a, b):\n    return a + b\n"
-    t.child.sendcontrol("d")
+
+    t.line("/model haiku")
+    t.expect("model: anthropic:claude-haiku-4-5")
+    t.prompt()
+    t.line("/compact")
+    t.expect("compacted 3 messages into a summary")
+    t.prompt()
+    assert anthropic_api.requests[3]["model"] == "claude-haiku-4-5"
+
+    t.line("/init")
+    t.expect(r"\+\+\+ b/CODERX.md")
+    t.expect(r"\+Test: `python3 -m unittest`.")
+    t.expect(r"Write .*CODERX.md\? \[y/n\]")
+    t.line("y")
+    t.expect("wrote")
+    t.prompt()
+    assert (ws / "CODERX.md").read_text() == "# calc\n\nTest: `python3 -m unittest`.\n"
+
+    t.line("sleep")
+    t.expect("run_command")
+    anthropic_api.wait_for_requests(6)
+    time.sleep(2)  # the command is running in the container
+    t.child.sendintr()
+    t.expect("interrupted")
+    t.prompt()
+    t.line("is it gone?")
+    t.expect("the sleep is gone")
+    cut_off = json.dumps(anthropic_api.requests[6]["messages"])
+    assert "the run was interrupted before this tool call ended" in cut_off
+    assert "GONE" in anthropic_api.tool_results(7)[0]["content"]
+    assert "SUMMARY: add was fixed" in json.dumps(anthropic_api.requests[7]["messages"])
+    t.prompt()
+    t.child.sendintr()
+    t.child.sendintr()  # twice quickly at the prompt: exit, the conversation saved
     t.expect("saved; continue it with")
 
 
-def test_approval_no_with_a_reason_then_always_which_holds_after_a_restart(
+def test_approvals_vi_mode_and_history_hold_after_a_restart(
         anthropic_api: FakeAnthropic, term: StartTerm, shared: tuple[Path, str],
-        tmp_path: Path) -> None:
+        tmp_path: Path, agent_home: Path) -> None:
     _, url = shared
     cwd = tmp_path / "approvals"
     cwd.mkdir()
     anthropic_api.call(("run_command", {"command": "echo FIRST"})).say("not run then") \
         .call(("run_command", {"command": "echo SECOND"})).say("ran the second")
     t = term(["--server", url, "--permission-mode", "ask"], cwd)
+    t.prompt()
+    t.line("/vim")
+    t.expect(r"vi mode on \(saved\)")
     t.prompt()
     t.line("one")
     t.expect("run_command wants to run")
@@ -83,68 +127,18 @@ def test_approval_no_with_a_reason_then_always_which_holds_after_a_restart(
     t.expect(r"allow: run_command\(echo\*\)")
     t.expect("the permission mode is ask")
     t.close()
+    assert "vi_mode = true" in (agent_home / "config" / "coderx" / "config.toml").read_text()
 
     anthropic_api.call(("run_command", {"command": "echo THIRD"})).say("no question asked")
     t = term(["--server", url, "--permission-mode", "ask"], cwd)
+    t.prompt()
+    t.child.send("\x1b[A\r")  # up, Enter: the last line of the previous run
+    t.expect(r"allow: run_command\(echo\*\)")
+    t.prompt()
+    t.child.send("/costZ\x1bx\r")  # vi mode still on: Escape, x deletes the Z
+    t.expect("tokens;")
     t.prompt()
     t.line("three")
     seen = t.expect("no question asked")
     assert "Run it?" not in seen
     assert "THIRD" in anthropic_api.tool_results(5)[0]["content"]
-
-
-def test_ctrl_c_cancels_the_running_command_in_the_container_and_the_terminal_goes_on(
-        anthropic_api: FakeAnthropic, term: StartTerm, shared: tuple[Path, str]) -> None:
-    ws, url = shared
-    anthropic_api.call(("run_command", {"command": "sleep 4242; echo never"})) \
-        .call(("run_command", {"command": "pgrep -f 'sleep 424[2]' || echo GONE"})) \
-        .say("the sleep is gone")
-    t = term(["--server", url, "--permission-mode", "yolo"], ws)
-    t.prompt()
-    t.line("sleep")
-    t.expect("run_command")
-    anthropic_api.wait_for_requests(1)
-    import time
-
-    time.sleep(2)  # the command is running in the container
-    t.child.sendintr()
-    t.expect("interrupted")
-    t.prompt()
-    t.line("is it gone?")
-    t.expect("the sleep is gone")
-    results = anthropic_api.tool_results(1)  # the new prompt's request: the cut-off call
-    assert "interrupted" in json_text(anthropic_api.requests[1]["messages"])
-    assert results == [] or all("never" not in r["content"] for r in results)
-    assert "GONE" in anthropic_api.tool_results(2)[0]["content"]
-    t.prompt()
-    t.child.sendintr()
-    t.child.sendintr()  # twice quickly at the prompt: exit, the conversation saved
-    t.expect("saved; continue it with")
-
-
-def json_text(obj: object) -> str:
-    import json
-
-    return json.dumps(obj)
-
-
-def test_vi_mode_and_history_persist_across_runs(
-        term: StartTerm, shared: tuple[Path, str], agent_home: Path) -> None:
-    ws, url = shared
-    t = term(["--server", url], ws)
-    t.prompt()
-    t.line("/vim")
-    t.expect(r"vi mode on \(saved\)")
-    t.prompt()
-    t.child.send("/costZ\x1bx\r")  # vi: Escape to normal mode, x deletes the Z
-    t.expect("tokens;")
-    t.close()
-    assert "vi_mode = true" in (agent_home / "config" / "coderx" / "config.toml").read_text()
-    t = term(["--server", url], ws)
-    t.prompt()
-    t.child.send("\x1b[A")  # up: the last line of the previous run
-    t.child.send("\r")
-    t.expect("tokens;")
-    t.prompt()
-    t.child.send("/costZ\x1bx\r")  # vi mode is still on
-    t.expect("tokens;")
