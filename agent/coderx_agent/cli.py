@@ -87,6 +87,9 @@ def main_command(
     = None,
     fork: Annotated[bool, typer.Option(
         "--fork", help="Continue a copy of the resumed conversation.")] = False,
+    start_ollama: Annotated[bool, typer.Option(
+        "--start-ollama", help="Start `ollama serve` (with the saved storage path) when "
+        "nothing answers at ollama.host.")] = False,
     version: Annotated[bool, typer.Option("--version", help="Print the version.")] = False,
 ) -> None:
     """Run a prompt headless with -p; see the commands below for the rest."""
@@ -101,6 +104,8 @@ def main_command(
                              "max_budget_usd": max_budget_usd, "server_url": server}
     if permission_mode:
         flags["permissions"] = {"mode": permission_mode}
+    if start_ollama:
+        flags["ollama"] = {"start": True}
     loaded = configured(flags)
     if prompt is None:
         raise typer.Exit(interactive(loaded, Request(

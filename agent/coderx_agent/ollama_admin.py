@@ -9,11 +9,15 @@ path instead of a silent fallback to Ollama's default. Load and unload use Ollam
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 import re
 import shutil
+import subprocess
 import tempfile
-from collections.abc import Mapping
+import time
+from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 
 import httpx
@@ -24,6 +28,8 @@ from coderx_agent.errors import ConfigError, ModelError, UsageError
 from coderx_agent.models.ollama import describe
 
 SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?)i?B?\s*$", re.IGNORECASE)
+#: Longest a started ``ollama serve`` may take to answer.
+START_TIMEOUT_S = 30.0
 UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
 
 
@@ -121,3 +127,54 @@ async def unload(config: OllamaConfig, model_id: str) -> None:
 async def remove(config: OllamaConfig, model_id: str) -> None:
     """Delete a model from Ollama's storage."""
     await _admin(config, "rm", model_id)
+
+
+async def answers(host: str, timeout_s: float = 2.0) -> bool:
+    """Whether an Ollama answers at ``host``."""
+    try:
+        async with httpx.AsyncClient(timeout=timeout_s) as client:
+            return (await client.get(f"{host.rstrip('/')}/api/version")).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+@contextlib.asynccontextmanager
+async def serving(config: OllamaConfig, log_file: Path,
+                  start_timeout_s: float = START_TIMEOUT_S) -> AsyncIterator[None]:
+    """Start ``ollama serve`` for the body when nothing answers at the configured host
+    (``--start-ollama``), with ``OLLAMA_MODELS`` from the saved storage path; stopped on
+    exit. An Ollama already answering is used as it is.
+
+    Raises:
+        ConfigError: The saved storage path is unusable (named).
+        ModelError: ``ollama`` is not installed, or did not answer in time.
+    """
+    if await answers(config.host):
+        yield
+        return
+    env = serve_env(config)
+    exe = shutil.which("ollama", path=env.get("PATH"))
+    if exe is None:
+        raise ModelError(f"nothing answers at {config.host} and `ollama` is not on PATH to "
+                         "start it; install Ollama or start it yourself")
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    with log_file.open("ab") as log:
+        proc = await asyncio.create_subprocess_exec(
+            exe, "serve", env=env, stdin=subprocess.DEVNULL, stdout=log,
+            stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + start_timeout_s
+        while not await answers(config.host):
+            if proc.returncode is not None or time.monotonic() > deadline:
+                raise ModelError(f"`ollama serve` did not answer at {config.host} (see "
+                                 f"{log_file})")
+            await asyncio.sleep(0.2)
+        yield
+    finally:
+        if proc.returncode is None:
+            proc.terminate()
+            try:
+                await asyncio.wait_for(proc.wait(), 10)
+            except TimeoutError:
+                proc.kill()
+                await proc.wait()

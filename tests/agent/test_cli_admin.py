@@ -4,6 +4,7 @@ interactive terminal's refusal without a terminal: the real CLI in this process.
 from __future__ import annotations
 
 import contextlib
+import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -126,3 +127,61 @@ def test_the_terminal_needs_a_terminal(agent_home: Path, tmp_path: Path,
                        monkeypatch)
     assert (code, err) == (2, "error: the interactive terminal needs a terminal; run a "
                               "prompt with -p\n")
+
+
+FAKE_OLLAMA = """#!{python}
+import http.server, os, sys
+with open({record!r}, "w") as f:
+    f.write(os.environ.get("OLLAMA_MODELS", "") + " " + " ".join(sys.argv[1:]))
+host, port = os.environ["OLLAMA_HOST"].rsplit(":", 1)
+
+
+class Version(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(200)
+        self.send_header("content-length", "2")
+        self.end_headers()
+        self.wfile.write(b"{{}}")
+
+    def log_message(self, *args):
+        pass
+
+
+http.server.HTTPServer((host, int(port)), Version).serve_forever()
+"""
+
+
+async def test_start_ollama_applies_the_saved_storage_path_and_stops_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.conftest import free_port
+
+    from coderx_agent.ollama_admin import answers, serving
+
+    bin_dir, record, models = tmp_path / "bin", tmp_path / "record", tmp_path / "models"
+    bin_dir.mkdir()
+    models.mkdir()
+    fake = bin_dir / "ollama"
+    fake.write_text(FAKE_OLLAMA.format(python=sys.executable, record=str(record)))
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    config = OllamaConfig(host=f"http://127.0.0.1:{free_port()}", models_path=str(models),
+                          start=True)
+    async with serving(config, tmp_path / "ollama.log"):
+        assert await answers(config.host)
+        assert record.read_text() == f"{models} serve"
+    assert not await answers(config.host)
+
+
+def test_start_ollama_with_the_storage_drive_gone_names_the_path(
+        agent_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.conftest import free_port
+
+    gone = tmp_path / "usb" / "models"
+    env = {"XDG_CONFIG_HOME": str(agent_home / "config"),
+           "XDG_DATA_HOME": str(agent_home / "data"),
+           "CODERX_OLLAMA__HOST": f"http://127.0.0.1:{free_port()}",
+           "CODERX_OLLAMA__MODELS_PATH": str(gone)}
+    code, _, err = cli(["-p", "hi", "--model", "ollama:qwen3:8b", "--start-ollama"], env,
+                       tmp_path, monkeypatch)
+    assert (code, err) == (2, f"error: the Ollama storage path {gone} does not exist (is its "
+                              "drive mounted?)\n")
