@@ -185,3 +185,39 @@ def test_start_ollama_with_the_storage_drive_gone_names_the_path(
                        tmp_path, monkeypatch)
     assert (code, err) == (2, f"error: the Ollama storage path {gone} does not exist (is its "
                               "drive mounted?)\n")
+
+
+async def test_update_check_reads_the_index_and_finds_a_newer_final_release() -> None:
+    import json
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from coderx_agent.update import newer_release
+
+    seen: list[str] = []
+
+    class Index(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            seen.append(f"{self.path} {self.headers['accept']}")
+            body = json.dumps({"name": "coderx-mcp", "versions": [
+                "0.1.0", "0.10.0", "0.9.5", "1.0.0rc1"]}).encode()
+            self.send_response(200)
+            self.send_header("content-type", "application/vnd.pypi.simple.v1+json")
+            self.send_header("content-length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *_args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Index)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/simple"
+    try:
+        assert await newer_release("0.1.0", url) == "0.10.0"
+        assert await newer_release("0.10.0", url) is None
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert seen[0] == "/simple/coderx-mcp/ application/vnd.pypi.simple.v1+json"
+    assert await newer_release("0.1.0", url) is None  # unreachable: no answer, no error

@@ -8,6 +8,7 @@ prompt waits.
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -30,6 +31,7 @@ from coderx_agent.repl.approvals import Approver
 from coderx_agent.repl.core import Command, Repl
 from coderx_agent.repl.render import Renderer
 from coderx_agent.session import Request, open_agent
+from coderx_agent.update import check_due, newer_release
 
 #: Directories never offered by path completion.
 SKIPPED_DIRS = frozenset({".git", "node_modules", "__pycache__", ".venv"})
@@ -107,6 +109,13 @@ class SessionPrompter:
         return await self._session.prompt_async(question, is_password=hidden)
 
 
+def _announce(console: Console, done: asyncio.Future[str | None]) -> None:
+    """Say so when the update check found a newer release."""
+    if not done.cancelled() and (version := done.result()):
+        console.print(Text(f"coderx {version} is available: coderx-agent update",
+                           style="yellow"))
+
+
 async def run_repl(loaded: LoadedConfig, req: Request, keys: Keys, store: ConversationStore,
                    commands: tuple[Command, ...], console: Console | None = None) -> int:
     """Run the terminal until /exit, Ctrl-D or a double Ctrl-C; returns the exit code."""
@@ -129,6 +138,9 @@ async def run_repl(loaded: LoadedConfig, req: Request, keys: Keys, store: Conver
         console.print(Text(f"coderx-agent {__version__} · {agent.model.name} · "
                            f"{agent.permissions.mode} · /help lists the commands",
                            style="bold"))
+        if loaded.config.ui.update_check and check_due():
+            checking = asyncio.ensure_future(newer_release(__version__))
+            checking.add_done_callback(lambda t: _announce(console, t))
         if agent.conversation.messages:
             console.print(f"resumed {agent.conversation.id}: "
                           f"{len(agent.conversation.messages)} messages")
