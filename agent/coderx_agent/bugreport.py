@@ -9,6 +9,7 @@ the agent does not know of. Nothing is sent anywhere.
 
 from __future__ import annotations
 
+import base64
 import json
 import platform
 import re
@@ -16,6 +17,7 @@ import sys
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
+from urllib.parse import quote
 
 import platformdirs
 
@@ -24,6 +26,8 @@ from coderx_agent.config import AgentConfig
 from coderx_agent.events import Event
 from coderx_agent.keys import SECRET_ENV, KeySource
 
+#: Shorter values cannot be redacted without mangling ordinary text.
+MIN_SECRET = 4
 #: Environment variable names whose values are secrets.
 SECRET_NAME = re.compile(r"(KEY|TOKEN|SECRET|PASSWORD|PASSPHRASE|CREDENTIAL)", re.IGNORECASE)
 #: Strings shaped like API keys or bearer tokens (``sk-ant-…``, ``ghp_…``, ``Bearer …``).
@@ -47,11 +51,21 @@ def secrets_of(keys: KeySource, environ: Mapping[str, str], config: AgentConfig,
     return [*out, *extra]
 
 
-def redact(text: str, secrets: Iterable[tuple[str, str]]) -> str:
-    """``text`` with each secret value (and anything shaped like a key) replaced."""
-    from coderx_mcp.redact import Redactor  # a text helper, no server code
+def _forms(value: str) -> set[str]:
+    """A value as it may appear in text: as is, JSON-escaped, base64 and URL-encoded."""
+    raw = value.encode("utf-8")
+    forms = {value, json.dumps(value)[1:-1], quote(value, safe=""),
+             base64.b64encode(raw).decode().rstrip("="),
+             base64.urlsafe_b64encode(raw).decode().rstrip("=")}
+    return {f for f in forms if len(f) >= MIN_SECRET}
 
-    text = Redactor(secrets).redact(text, edges=False)
+
+def redact(text: str, secrets: Iterable[tuple[str, str]]) -> str:
+    """``text`` with each secret value (and anything shaped like a key) replaced, longest
+    first so a secret containing another is replaced whole."""
+    names = {form: name for name, value in secrets for form in _forms(value)}
+    for form in sorted(names, key=len, reverse=True):
+        text = text.replace(form, f"[redacted:{names[form]}]")
     return KEY_SHAPE.sub("[redacted:key-shaped]", text)
 
 

@@ -292,3 +292,17 @@ async def test_doctor_and_bug_bundle_without_secrets(
     assert "Bundle (redacted, please review before attaching)" in text
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert os.environ["GITHUB_TOKEN"] == planted
+
+
+def test_redaction_catches_encoded_forms_and_unknown_key_shapes() -> None:
+    import base64
+
+    from coderx_agent.bugreport import redact
+
+    secret = "hunter2-secret-value"
+    text = (f"a {secret} b {base64.b64encode(secret.encode()).decode()} c "
+            "sk-ant-api03-UNKNOWNKEY12345 d Authorization: Bearer abc.def-ghi123")
+    out = redact(text, [("X", secret), ("tiny", "ab")])
+    assert secret not in out and "UNKNOWNKEY" not in out and "abc.def-ghi123" not in out
+    assert out.count("[redacted:X]") == 2 and " d Authorization: Bearer " in out
+    assert out.startswith("a [redacted:X] b")
