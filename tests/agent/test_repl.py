@@ -52,6 +52,8 @@ def test_a_session_diff_model_switch_compact_init_and_ctrl_c_cancelling_in_the_c
     t.expect("adds")
     t.prompt()
     assert (ws / "calc.py").read_text() == "def add(a, b):\n    return a + b\n"
+    t.child.sendcontrol("o")  # the whole output of the last tool call
+    t.expect("edited calc.py: 1 replacement")
 
     t.line("/model haiku")
     t.expect("model: anthropic:claude-haiku-4-5")

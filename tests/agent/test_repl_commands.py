@@ -306,3 +306,26 @@ def test_redaction_catches_encoded_forms_and_unknown_key_shapes() -> None:
     assert secret not in out and "UNKNOWNKEY" not in out and "abc.def-ghi123" not in out
     assert out.count("[redacted:X]") == 2 and " d Authorization: Bearer " in out
     assert out.startswith("a [redacted:X] b")
+
+
+def test_completion_of_commands_and_project_paths(tmp_path: Path) -> None:
+    from prompt_toolkit.completion import CompleteEvent
+    from prompt_toolkit.document import Document
+
+    from coderx_agent.repl.app import ReplCompleter
+
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "calc.py").write_text("")
+    (tmp_path / "setup.cfg").write_text("")
+    (tmp_path / ".git").mkdir()
+    c = ReplCompleter(commands(), tmp_path)
+
+    def done(text: str) -> list[str]:
+        return [x.text for x in c.get_completions(Document(text), CompleteEvent())]
+
+    assert done("/mo") == ["/model"]
+    assert done("/e") == ["/exit", "/export"]
+    assert done("look at s") == ["setup.cfg", "src/"]
+    assert done("fix @src/ca") == ["calc.py"]
+    assert done("see .g") == []  # .git is never offered
+    assert done("see ../") == []  # nothing outside the project

@@ -2,19 +2,20 @@
 
 Input: history across runs in the user's data directory (Ctrl-R searches it), Alt+Enter or
 a trailing backslash for a new line, emacs keys or vi keys (``/vim``), Tab completion of
-slash commands and of paths in the project. The status line sits at the bottom while the
-prompt waits.
+slash commands and of paths in the project, Ctrl-O for the last tool call's whole output.
+The status line sits at the bottom while the prompt waits.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import platformdirs
 from prompt_toolkit import PromptSession
+from prompt_toolkit.application import run_in_terminal
 from prompt_toolkit.completion import CompleteEvent, Completer, Completion
 from prompt_toolkit.document import Document
 from prompt_toolkit.enums import EditingMode
@@ -75,9 +76,14 @@ class ReplCompleter(Completer):
                 yield Completion(tail, start_position=-len(prefix))
 
 
-def key_bindings() -> KeyBindings:
-    """Alt+Enter and a trailing backslash start a new line; Enter sends."""
+def key_bindings(expand: Callable[[], None]) -> KeyBindings:
+    """Alt+Enter and a trailing backslash start a new line; Enter sends; Ctrl-O shows the
+    whole output of the last tool call (``expand``) above the prompt."""
     kb = KeyBindings()
+
+    @kb.add("c-o")
+    def _expand(_event: KeyPressEvent) -> None:
+        run_in_terminal(expand)
 
     @kb.add("escape", "enter")
     def _newline(event: KeyPressEvent) -> None:
@@ -132,7 +138,7 @@ async def run_repl(loaded: LoadedConfig, req: Request, keys: Keys, store: Conver
         repl = Repl(agent, loaded, req, keys, store, console, renderer, approver, prompter,
                     commands)
         session: PromptSession[str] = PromptSession(
-            history=FileHistory(str(hist)), key_bindings=key_bindings(),
+            history=FileHistory(str(hist)), key_bindings=key_bindings(repl.show_last),
             completer=ReplCompleter(commands, req.workspace), complete_while_typing=False,
             bottom_toolbar=lambda: repl.status(), enable_history_search=False)
         console.print(Text(f"coderx-agent {__version__} · {agent.model.name} · "

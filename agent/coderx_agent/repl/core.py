@@ -96,6 +96,15 @@ class Repl:
         self._last_interrupt = now
         return twice
 
+    def show_last(self) -> None:
+        """The whole output of the last tool call (Ctrl-O, ``/last``)."""
+        if not self.renderer.calls:
+            self.console.print("no tool calls yet")
+            return
+        c = self.renderer.calls[-1]
+        self.console.print(Renderer.tool_line(c))
+        self.console.print(Text(c.output))
+
     def status(self) -> str:
         """The status line: model, permission mode, conversation, tools, tokens, cost."""
         a = self.agent

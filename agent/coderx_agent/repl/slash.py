@@ -149,6 +149,9 @@ async def cmd_last(repl: Repl, arg: str) -> None:
     n = int(arg) if arg.isdigit() else len(calls)
     if not 1 <= n <= len(calls):
         raise UsageError(f"there is no tool call {n}: /history lists {len(calls)}")
+    if n == len(calls):
+        repl.show_last()
+        return
     c = calls[n - 1]
     repl.console.print(Renderer.tool_line(c))
     repl.console.print(Text(c.output))
