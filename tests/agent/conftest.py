@@ -556,7 +556,8 @@ def make_repl(make_agent: Callable[..., contextlib.AbstractAsyncContextManager[A
                    allow: tuple[str, ...] = (), deny: tuple[str, ...] = (), **kw: Any
                    ) -> AsyncIterator[Any]:
         buf = io.StringIO()
-        console = Console(file=buf, width=120, force_terminal=False, highlight=False)
+        console = Console(file=buf, width=120, force_terminal=False, highlight=False,
+                          markup=False)
         renderer = Renderer(console, ws)
         prompter = answers or Answers()
         approver = Approver(console, prompter, renderer, ws, project_config_path(ws))

@@ -125,7 +125,8 @@ def _announce(console: Console, done: asyncio.Future[str | None]) -> None:
 async def run_repl(loaded: LoadedConfig, req: Request, keys: Keys, store: ConversationStore,
                    commands: tuple[Command, ...], console: Console | None = None) -> int:
     """Run the terminal until /exit, Ctrl-D or a double Ctrl-C; returns the exit code."""
-    console = console or Console(highlight=False)
+    # No markup: tool output and error texts are shown as they are ("[Errno 2]" stays).
+    console = console or Console(highlight=False, markup=False)
     renderer = Renderer(console, req.workspace)
     prompter = SessionPrompter()
     approver = Approver(console, prompter, renderer, req.workspace,

@@ -31,6 +31,7 @@ from coderx_agent.events import (
     TextDelta,
     ToolEnd,
     ToolStart,
+    TurnStart,
 )
 from coderx_agent.repl.diffs import FILE_TOOLS, coloured, host_path, read_text, unified
 
@@ -131,7 +132,9 @@ class Renderer:
     def event(self, event: Event) -> None:
         """Draw one event of the loop."""
         self.events.append(event)
-        if isinstance(event, TextDelta):
+        if isinstance(event, TurnStart):
+            self.thinking()
+        elif isinstance(event, TextDelta):
             self._text += event.text
             self._show("answer", Markdown(self._text), transient=False)
         elif isinstance(event, AssistantMessage):
