@@ -1,6 +1,6 @@
 """Putting a run together: config → model, conversation, tools, permissions → ``Agent``.
 
-Shared by the headless CLI and (later) the interactive terminal, which differ only in how
+Shared by the headless CLI and the interactive terminal, which differ only in how
 they render events and whether they can ask for permission.
 """
 
