@@ -1,6 +1,7 @@
 """``coderx-agent``: the command line (headless ``-p`` runs, models, config, conversations).
 
-The interactive terminal (no ``-p``) is part 2; it will drive the same ``loop.Agent``.
+Without ``-p`` it starts the interactive terminal (``repl``), which drives the same
+``loop.Agent``.
 """
 
 from __future__ import annotations
@@ -12,11 +13,10 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from pydantic import ValidationError
 
 from coderx_agent import __version__
+from coderx_agent.cli_admin import register
 from coderx_agent.config import (
-    AgentConfig,
     LoadedConfig,
     flatten,
     load_config,
@@ -87,6 +87,9 @@ def main_command(
     = None,
     fork: Annotated[bool, typer.Option(
         "--fork", help="Continue a copy of the resumed conversation.")] = False,
+    start_ollama: Annotated[bool, typer.Option(
+        "--start-ollama", help="Start `ollama serve` (with the saved storage path) when "
+        "nothing answers at ollama.host.")] = False,
     version: Annotated[bool, typer.Option("--version", help="Print the version.")] = False,
 ) -> None:
     """Run a prompt headless with -p; see the commands below for the rest."""
@@ -95,16 +98,21 @@ def main_command(
         raise typer.Exit(0)
     if ctx.invoked_subcommand is not None:
         return
-    if prompt is None:
-        raise fail("the interactive terminal is not built yet; run a prompt with -p "
-                   "(see --help)", 2)
     if fork and not (resume or continue_last):
         raise fail("--fork needs --continue or --resume", 2)
     flags: dict[str, Any] = {"model": model, "max_turns": max_turns,
                              "max_budget_usd": max_budget_usd, "server_url": server}
     if permission_mode:
         flags["permissions"] = {"mode": permission_mode}
+    if start_ollama:
+        flags["ollama"] = {"start": True}
     loaded = configured(flags)
+    if prompt is None:
+        raise typer.Exit(interactive(loaded, Request(
+            workspace=(workspace or Path.cwd()).resolve(), server_token=token,
+            continue_last=continue_last, resume=resume, fork=fork, allow=allow or [],
+            deny=deny or [], model=model,
+            permission_mode=loaded.config.permissions.mode if permission_mode else None)))
     text = read_prompt(prompt)
     if not text.strip():
         raise fail("the prompt is empty", 2)
@@ -118,6 +126,21 @@ def main_command(
     code = asyncio.run(run_headless(text, loaded.config, req, Keys(), ConversationStore(),
                                     printer))
     raise typer.Exit(code)
+
+
+def interactive(loaded: LoadedConfig, req: Request) -> int:
+    """Run the interactive terminal; one error line and its exit code when it cannot."""
+    from coderx_agent.repl import commands
+    from coderx_agent.repl.app import run_repl
+
+    if not (sys.stdin.isatty() and sys.stdout.isatty()):
+        raise fail("the interactive terminal needs a terminal; run a prompt with -p", 2)
+    if not req.workspace.is_dir():
+        raise fail(f"the workspace {req.workspace} is not a directory", 2)
+    try:
+        return asyncio.run(run_repl(loaded, req, Keys(), ConversationStore(), commands()))
+    except AgentError as exc:
+        raise fail(str(exc), exc.exit_code) from None
 
 
 @models_app.command("list")
@@ -198,63 +221,18 @@ def _target(project: bool) -> Path:
     return project_config_path(Path.cwd()) if project else user_config_path()
 
 
-def _parse_value(raw: str) -> Any:
-    """A TOML value (``3``, ``true``, ``["a"]``), else the text itself."""
-    import tomllib
-
-    try:
-        return tomllib.loads(f"v = {raw}")["v"]
-    except tomllib.TOMLDecodeError:
-        return raw
-
-
-def _edit_toml(path: Path) -> Any:
-    """The file as an editable tomlkit document (comments and layout kept); {} if absent."""
-    import tomlkit
-
-    from coderx_agent.config import read_toml
-
-    read_toml(path)  # a syntax error names the file and line, as on load
-    return tomlkit.parse(path.read_text(encoding="utf-8")) if path.is_file() else (
-        tomlkit.document())
-
-
-def _write(path: Path, doc: Any) -> None:
-    """Write the edited document atomically: only the changed key differs."""
-    import tomlkit
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(tomlkit.dumps(doc), encoding="utf-8")
-    tmp.replace(path)
-
-
 @config_app.command("set")
 def config_set(key: str, value: str, project: Annotated[bool, typer.Option(
         "--project", help="Change .coderx/config.toml instead of the user's file.")] = False
                ) -> None:
     """Set one key (dotted: ``ollama.num_ctx``) in the user's or the project's file."""
-    import tomlkit
+    from coderx_agent.config_edit import parse_value, set_key
 
     path = _target(project)
     try:
-        table = _edit_toml(path)
+        set_key(path, key, parse_value(value))
     except AgentError as exc:
         raise fail(str(exc), 2) from None
-    *parents, last = key.split(".")
-    node = table
-    for p in parents:
-        node = node.setdefault(p, tomlkit.table())
-        if not isinstance(node, dict):
-            raise fail(f"{key}: {p} is not a table", 2)
-    node[last] = _parse_value(value)
-    try:
-        AgentConfig(**table.unwrap())
-    except ValidationError as exc:
-        first = exc.errors(include_input=False, include_url=False)[0]
-        where = ".".join(str(p) for p in first["loc"])
-        raise fail(f"not set: {where}: {first['msg']}", 2) from None
-    _write(path, table)
     sys.stderr.write(f"set {key} in {path}\n")
 
 
@@ -263,19 +241,13 @@ def config_unset(key: str, project: Annotated[bool, typer.Option(
         "--project", help="Change .coderx/config.toml instead of the user's file.")] = False
                  ) -> None:
     """Remove one key from the user's or the project's file."""
+    from coderx_agent.config_edit import unset_key
+
     path = _target(project)
     try:
-        table = _edit_toml(path)
+        unset_key(path, key)
     except AgentError as exc:
         raise fail(str(exc), 2) from None
-    *parents, last = key.split(".")
-    node: Any = table
-    for p in parents:
-        node = node.get(p) if isinstance(node, dict) else None
-    if not isinstance(node, dict) or last not in node:
-        raise fail(f"{key} is not set in {path}", 2)
-    del node[last]
-    _write(path, table)
     sys.stderr.write(f"unset {key} in {path}\n")
 
 
@@ -284,6 +256,9 @@ def conversations_list() -> None:
     """Saved conversations, newest first."""
     for h in ConversationStore().listing():
         sys.stdout.write(f"{h.id}  {h.model:<32} {h.cwd}\n")
+
+
+register(app, models_app)
 
 
 def main() -> None:

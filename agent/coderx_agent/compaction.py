@@ -24,7 +24,7 @@ RESULT_CHARS = 2000
 
 def cut_point(messages: Sequence[Message], keep: int) -> int | None:
     """Index of the first message kept verbatim (an assistant message), or None."""
-    for i in range(max(1, len(messages) - keep), 0, -1):
+    for i in range(min(len(messages) - 1, max(1, len(messages) - keep)), 0, -1):
         if messages[i].role == "assistant":
             return i
     return None
@@ -46,10 +46,13 @@ def transcript(messages: Sequence[Message]) -> str:
 
 
 async def summarise(model: Model, messages: Sequence[Message],
-                    previous: str | None = None) -> tuple[str, Usage]:
+                    previous: str | None = None, focus: str | None = None
+                    ) -> tuple[str, Usage]:
     """The model's summary of ``messages`` (after an earlier summary, if any) and its cost
-    in tokens."""
+    in tokens; ``focus`` says what the user wants kept in most detail (``/compact``)."""
     text = transcript(messages)
+    if focus:
+        text += f"\n\n[keep in most detail: {focus}]"
     if previous:
         text = f"[summary of what came before]\n{previous}\n\n{text}"
     reply = await model.complete(SUMMARY_SYSTEM, [Message.user(text)], [], lambda _t: None)

@@ -54,6 +54,11 @@ class OllamaConfig(BaseModel):
     """Context size sent with every request (Ollama's own default truncates silently)."""
     timeout_s: float = Field(600.0, gt=0)
     """Timeout of one request."""
+    models_path: str | None = None
+    """Where a local ``ollama serve`` started by the agent keeps its models
+    (``OLLAMA_MODELS``); set it with ``coderx-agent models storage-path``."""
+    start: bool = False
+    """Start ``ollama serve`` when nothing answers at ``host`` (``--start-ollama``)."""
 
 
 class ServerEntry(BaseModel):
@@ -98,6 +103,16 @@ class PermissionsConfig(BaseModel):
     """Rules that never run (win over ``allow`` and the mode)."""
 
 
+class UIConfig(BaseModel):
+    """The interactive terminal."""
+
+    model_config = ConfigDict(extra="forbid")
+    vi_mode: bool = False
+    """vi key bindings at the prompt (``/vim`` toggles and saves this)."""
+    update_check: bool = False
+    """Look for a newer release on start (at most once a day)."""
+
+
 DEFAULT_ALIASES = {"opus": "anthropic:claude-opus-4-5", "sonnet": "anthropic:claude-sonnet-4-5",
                    "haiku": "anthropic:claude-haiku-4-5"}
 
@@ -135,6 +150,8 @@ class AgentConfig(BaseSettings):
     """The Anthropic provider."""
     ollama: OllamaConfig = Field(default_factory=OllamaConfig)
     """The Ollama provider."""
+    ui: UIConfig = Field(default_factory=UIConfig)
+    """The interactive terminal."""
 
     @classmethod
     def settings_customise_sources(cls, settings_cls: type[BaseSettings],

@@ -60,6 +60,18 @@ class Keys:
         """The key from the store, else from the environment, else None."""
         return self._from_store(name) or self._environ.get(name) or None
 
+    def source(self, name: str) -> tuple[str | None, str]:
+        """``(value, where)``: where is ``key store``, ``environment`` or ``not set``."""
+        if value := self._from_store(name):
+            return value, "key store"
+        if value := self._environ.get(name):
+            return value, "environment"
+        return None, "not set"
+
+    def store_path(self) -> Path | None:
+        """The key store's file (None: the store's own default)."""
+        return self._store_path
+
 
 def require(keys: KeySource, name: str, provider: str) -> str:
     """The key ``name``, or ``MissingKey`` with one line saying how to set it."""

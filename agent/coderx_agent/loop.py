@@ -212,18 +212,26 @@ class Agent:
         """Summarise older turns once the last prompt filled ``compact_at`` of the context."""
         if self.last_prompt_tokens < self.compact_at * self.model.context_window:
             return
+        await self.compact(result)
+
+    async def compact(self, result: RunResult | None = None, focus: str | None = None,
+                      keep: int | None = None) -> int:
+        """Summarise the turns before the last ``keep`` messages (default ``keep_recent``);
+        returns how many messages were summarised (0: nothing to summarise)."""
         conv = self.conversation
         start = conv.compaction.keep_from if conv.compaction else 0
-        cut = cut_point(conv.messages, self.keep_recent)
+        cut = cut_point(conv.messages, self.keep_recent if keep is None else keep)
         if cut is None or cut <= start:
-            return
+            return 0
         summary, usage = await summarise(self.model, conv.messages[start:cut],
-                                         conv.compaction.summary if conv.compaction else None)
+                                         conv.compaction.summary if conv.compaction else None,
+                                         focus)
         conv.compact(Compaction(summary=summary, keep_from=cut))
         self.emit(Compacted(prompt_tokens=self.last_prompt_tokens,
                             summarised_messages=cut - start))
-        self._account(usage, result)
+        self._account(usage, result or RunResult(status="compacting", exit_code=0))
         self.last_prompt_tokens = 0  # the summary call's prompt says nothing of the next one
+        return cut - start
 
     async def _run_tools(self, uses: Sequence[ToolUseBlock], result: RunResult
                          ) -> list[ToolResultBlock]:

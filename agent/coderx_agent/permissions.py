@@ -21,7 +21,9 @@ from coderx_agent.messages import ToolSpec
 EDIT_TOOLS = frozenset({"write_file", "edit_file", "multi_edit"})
 RULE = re.compile(r"^(?P<tool>[^()\s]+)(?:\((?P<arg>.*)\))?$")
 
-Ask = Callable[[ToolSpec, dict[str, Any]], Awaitable[bool]]
+#: Asks the user: True runs the call, False refuses it, a string refuses it with the
+#: user's reason (given to the model).
+Ask = Callable[[ToolSpec, dict[str, Any]], Awaitable[bool | str]]
 
 
 def parse_rule(rule: str) -> tuple[str, str | None]:
@@ -62,9 +64,20 @@ class Permissions:
             raise UsageError("permission mode `ask` needs the interactive terminal; headless "
                              "runs use accept-edits, plan or yolo")
         self.mode = mode
+        self.allow_rules, self.deny_rules = list(allow), list(deny)
         self._allow = [parse_rule(r) for r in allow]
         self._deny = [parse_rule(r) for r in deny]
         self._ask = ask
+
+    def add_rule(self, rule: str, allow: bool) -> None:
+        """Add an allow (or deny) rule for the rest of the session.
+
+        Raises:
+            UsageError: The rule is not ``tool`` or ``tool(glob)``.
+        """
+        parsed = parse_rule(rule)
+        (self.allow_rules if allow else self.deny_rules).append(rule)
+        (self._allow if allow else self._deny).append(parsed)
 
     def _by_mode(self, tool: ToolSpec) -> bool | None:
         """True: runs; False: refused; None: ask."""
@@ -84,9 +97,12 @@ class Permissions:
             return None
         verdict = self._by_mode(tool)
         if verdict is None and self._ask is not None:
-            verdict = await self._ask(tool, arguments)
-            if not verdict:
+            answer = await self._ask(tool, arguments)
+            if isinstance(answer, str):
+                return f"the user declined {tool.name}: {answer}"
+            if not answer:
                 return f"the user declined {tool.name}"
+            verdict = True
         if verdict:
             return None
         if self.mode == "plan":

@@ -183,6 +183,11 @@ class ToolServer:
                 "again on the next call, so the call may be retried"))
         return ToolOutcome(ok=not result.is_error, text=render(result))
 
+    @property
+    def connected(self) -> bool:
+        """Whether a connection is open now."""
+        return self._client is not None
+
     async def close(self) -> None:
         """Disconnect (a stdio server sees EOF and exits)."""
         if self._client is not None:
@@ -221,6 +226,11 @@ class ToolHub:
         """Close every server."""
         for s in self._servers:
             await s.close()
+
+    @property
+    def servers(self) -> list[ToolServer]:
+        """The servers, coderx first."""
+        return list(self._servers)
 
     def _refresh(self) -> None:
         self._owner = {name: s for s in self._servers for name in s.tools}

@@ -1,6 +1,6 @@
 """Putting a run together: config → model, conversation, tools, permissions → ``Agent``.
 
-Shared by the headless CLI and (later) the interactive terminal, which differ only in how
+Shared by the headless CLI and the interactive terminal, which differ only in how
 they render events and whether they can ask for permission.
 """
 
@@ -49,6 +49,11 @@ def server_log_path() -> Path:
     return Path(platformdirs.user_log_dir("coderx")) / "mcp-servers.log"
 
 
+def ollama_log_path() -> Path:
+    """Where an ``ollama serve`` started by the agent logs."""
+    return Path(platformdirs.user_log_dir("coderx")) / "ollama-serve.log"
+
+
 def find_conversation(store: ConversationStore, req: Request) -> Conversation | None:
     """The conversation to continue or resume, if the request names one."""
     if not (req.resume or req.continue_last):
@@ -86,13 +91,19 @@ async def open_agent(config: AgentConfig, req: Request, keys: KeySource,
     coderx = coderx_entry(req.workspace, config.server_url, req.server_token,
                           config.server_timeout_s)
     try:
-        hub = ToolHub(build_servers(coderx, config.mcpServers, environ, server_log_path()),
-                      notify=lambda m: on_event(Notice(message=m)))
-        async with hub:
-            yield Agent(model, hub, conv, permissions, price_of(provider, model_id),
-                        memory=load_memory(req.workspace, config.memory_files),
-                        max_turns=config.max_turns, max_budget_usd=config.max_budget_usd,
-                        compact_at=config.compact_at, keep_recent=config.keep_recent,
-                        on_event=on_event)
+        async with contextlib.AsyncExitStack() as stack:
+            if provider == "ollama" and config.ollama.start:
+                from coderx_agent.ollama_admin import serving
+
+                await stack.enter_async_context(serving(config.ollama, ollama_log_path()))
+            hub = ToolHub(build_servers(coderx, config.mcpServers, environ,
+                                        server_log_path()),
+                          notify=lambda m: on_event(Notice(message=m)))
+            async with hub:
+                yield Agent(model, hub, conv, permissions, price_of(provider, model_id),
+                            memory=load_memory(req.workspace, config.memory_files),
+                            max_turns=config.max_turns, max_budget_usd=config.max_budget_usd,
+                            compact_at=config.compact_at, keep_recent=config.keep_recent,
+                            on_event=on_event)
     finally:
         await model.aclose()

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
-from tests.conftest import IMAGE
+from tests.conftest import IMAGE, serve_http
 
 if TYPE_CHECKING:
     from coderx_agent.loop import Agent
@@ -125,6 +125,9 @@ class FakeAPI:
 
             def do_POST(self) -> None:
                 api.route(self, "POST", self._body())
+
+            def do_DELETE(self) -> None:
+                api.route(self, "DELETE", self._body())
 
         return Handler
 
@@ -254,6 +257,19 @@ class FakeOllama(FakeAPI):
             send_json(h, 200, {"modelfile": "", "parameters": "", "template": "",
                                "details": {}, "model_info": {},
                                "capabilities": self.models[body["model"]]})
+            return
+        if h.path in ("/api/generate", "/api/delete"):
+            self.requests.append({"path": h.path, **body})
+            if body.get("model") not in self.models:
+                send_json(h, 404, {"error": f"model '{body.get('model')}' not found"})
+            elif h.path == "/api/delete":
+                self.models.pop(body["model"])
+                send_json(h, 200, {})
+            else:
+                send_json(h, 200, {"model": body["model"], "created_at": "2025-01-01T00:00:00Z",
+                                   "response": "", "done": True,
+                                   "done_reason": "unload" if body.get("keep_alive") == 0
+                                   else "load"})
             return
         if h.path == "/api/pull":
             self.requests.append(body)
@@ -410,3 +426,167 @@ def run_agent(args: list[str], env: dict[str, str], cwd: Path, stdin: str | None
     """``coderx-agent <args>`` as a subprocess, to its end."""
     return subprocess.run([*AGENT, *args], env=env, cwd=cwd, input=stdin, text=True,
                           capture_output=True, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def coderx_http(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """One ``coderx-mcp serve --http`` for the runs that only need it to answer (its
+    workspace is a directory of its own, not the test's project)."""
+    ws = tmp_path_factory.mktemp("http-ws")
+    chown_tree(ws)
+    with serve_http(ws) as url:
+        yield url
+
+
+class Term:
+    """``coderx-agent`` (the interactive terminal) in a pseudo-terminal, driven by pexpect.
+
+    Output carries colours and cursor moves, so tests expect short plain fragments.
+    """
+
+    PROMPT = "›"
+
+    def __init__(self, args: list[str], env: dict[str, str], cwd: Path,
+                 timeout: float = 60) -> None:
+        import pexpect
+
+        env = {**env, "PROMPT_TOOLKIT_NO_CPR": "1", "TERM": "xterm-256color",
+               "COLUMNS": "160", "LINES": "50"}
+        self.child = pexpect.spawn(AGENT[0], [*AGENT[1:], *args], env=env, cwd=str(cwd),
+                                   dimensions=(50, 160), encoding="utf-8", timeout=timeout,
+                                   codec_errors="replace")
+        self.log: list[str] = []
+
+    def expect(self, pattern: str, timeout: float | None = None) -> str:
+        """Wait for ``pattern`` (a regex); returns the output up to and including it."""
+        try:
+            self.child.expect(pattern, timeout=timeout or self.child.timeout)
+        except Exception:
+            raise AssertionError(f"{pattern!r} not seen; the terminal showed:\n"
+                                 f"{''.join(self.log)}{self.child.before}") from None
+        seen = f"{self.child.before}{self.child.after}"
+        self.log.append(seen)
+        return seen
+
+    def prompt(self, timeout: float | None = None) -> str:
+        """Wait for the input prompt."""
+        return self.expect(self.PROMPT, timeout)
+
+    def line(self, text: str) -> None:
+        """Type ``text`` and Enter."""
+        self.child.send(text + "\r")
+
+    def close(self) -> int | None:
+        """End the terminal (Ctrl-D, then a kill) and return its exit status."""
+        import pexpect
+
+        if self.child.isalive():
+            # Ctrl-D counts only at the prompt (while the agent works the terminal is in
+            # cooked mode, where the line discipline swallows it).
+            with contextlib.suppress(pexpect.ExceptionPexpect):
+                self.child.expect(self.PROMPT, timeout=10)
+            self.child.sendcontrol("d")
+            with contextlib.suppress(pexpect.ExceptionPexpect):
+                self.child.expect(pexpect.EOF, timeout=15)
+        self.child.close(force=True)
+        return self.child.exitstatus
+
+
+@pytest.fixture
+def term(agent_env: dict[str, str]) -> Iterator[Callable[..., Term]]:
+    """Start terminals (``term(args, cwd)``); each is closed after the test."""
+    started: list[Term] = []
+
+    def start(args: list[str], cwd: Path, env: dict[str, str] | None = None) -> Term:
+        t = Term(args, env or agent_env, cwd)
+        started.append(t)
+        return t
+
+    yield start
+    for t in started:  # tests that care about a clean exit assert it themselves
+        t.child.close(force=True)
+
+
+class Answers:
+    """The user's answers to the terminal's questions, in order (a stand-in for typing at
+    a real prompt, which the pty tests do); records the questions."""
+
+    def __init__(self, *answers: str) -> None:
+        self.answers = list(answers)
+        self.questions: list[str] = []
+
+    async def ask(self, question: str, hidden: bool = False) -> str:
+        self.questions.append(question)
+        if not self.answers:
+            raise AssertionError(f"unexpected question {question!r}")
+        return self.answers.pop(0)
+
+
+@pytest.fixture
+def make_repl(make_agent: Callable[..., contextlib.AbstractAsyncContextManager[Agent]],
+              anthropic_api: FakeAnthropic, agent_home: Path, tmp_path: Path,
+              monkeypatch: pytest.MonkeyPatch
+              ) -> Callable[..., contextlib.AbstractAsyncContextManager[Any]]:
+    """A ``Repl`` over ``make_agent``'s agent (in-memory tools), printing to a string:
+    ``async with make_repl(answers) as (repl, out): …``; ``out()`` is the text so far. Its
+    project is ``tmp_path / "proj"``; the config points at the fake Messages API."""
+    import io
+
+    from rich.console import Console
+
+    from coderx_agent.config import load_config, project_config_path
+    from coderx_agent.conversations import ConversationStore
+    from coderx_agent.keys import Keys
+    from coderx_agent.permissions import Permissions
+    from coderx_agent.repl import commands
+    from coderx_agent.repl.approvals import Approver
+    from coderx_agent.repl.core import Repl
+    from coderx_agent.repl.render import Renderer
+    from coderx_agent.session import Request
+
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-test-SECRET-KEY-0123456789")
+    monkeypatch.setenv("CODERX_ANTHROPIC__BASE_URL", anthropic_api.url)
+    monkeypatch.setenv("CODERX_ANTHROPIC__MAX_RETRIES", "0")
+    monkeypatch.setenv("CODERX_OLLAMA__HOST", "http://127.0.0.1:9")
+    ws = tmp_path / "proj"
+    ws.mkdir(exist_ok=True)
+
+    @contextlib.asynccontextmanager
+    async def make(answers: Answers | None = None, mode: str = "yolo",
+                   allow: tuple[str, ...] = (), deny: tuple[str, ...] = (), **kw: Any
+                   ) -> AsyncIterator[Any]:
+        buf = io.StringIO()
+        console = Console(file=buf, width=120, force_terminal=False, highlight=False,
+                          markup=False)
+        renderer = Renderer(console, ws)
+        prompter = answers or Answers()
+        approver = Approver(console, prompter, renderer, ws, project_config_path(ws))
+        async with make_agent(**kw) as agent:
+            agent.emit = renderer.event
+            agent.permissions = approver.permissions = Permissions(
+                mode, allow, deny, ask=approver)  # type: ignore[arg-type]
+            loaded = load_config(ws)
+            repl = Repl(agent, loaded, Request(workspace=ws), Keys(),
+                        ConversationStore(tmp_path / "conversations"), console, renderer,
+                        approver, prompter, commands())
+            yield repl, buf.getvalue
+            await agent.model.aclose()  # a model /model switched to
+
+    return make
+
+
+def cli(args: list[str], env: dict[str, str], cwd: Path, monkeypatch: pytest.MonkeyPatch,
+        stdin: str | None = None) -> tuple[int, str, str]:
+    """Run the ``coderx-agent`` CLI in this process: (exit code, stdout, stderr)."""
+    from typer.testing import CliRunner
+
+    from coderx_agent.cli import app
+
+    monkeypatch.chdir(cwd)
+    for k in list(os.environ):
+        if k.startswith(("CODERX_", "ANTHROPIC_")):
+            monkeypatch.delenv(k)
+    result = CliRunner().invoke(app, args, env=env, input=stdin)
+    if result.exception and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    return result.exit_code, result.stdout, result.stderr

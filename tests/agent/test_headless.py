@@ -9,45 +9,17 @@ container share one ``coderx-mcp serve --http`` (``--server``).
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.agent.conftest import AGENT, FakeAnthropic, chown_tree
-from tests.conftest import serve_http
-from typer.testing import CliRunner
-
-from coderx_agent.cli import app
+from tests.agent.conftest import AGENT, FakeAnthropic, cli
 
 pytestmark = pytest.mark.docker
 
 KEY = "sk-test-SECRET-KEY-0123456789"
-
-
-@pytest.fixture(scope="module")
-def coderx_http(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """One ``coderx-mcp serve --http`` for the runs that only need it to answer."""
-    ws = tmp_path_factory.mktemp("http-ws")
-    chown_tree(ws)
-    with serve_http(ws) as url:
-        yield url
-
-
-def cli(args: list[str], env: dict[str, str], cwd: Path, monkeypatch: pytest.MonkeyPatch,
-        stdin: str | None = None) -> tuple[int, str, str]:
-    """Run the CLI in this process: (exit code, stdout, stderr)."""
-    monkeypatch.chdir(cwd)
-    for k in list(os.environ):
-        if k.startswith(("CODERX_", "ANTHROPIC_")):
-            monkeypatch.delenv(k)
-    result = CliRunner().invoke(app, args, env=env, input=stdin)
-    if result.exception and not isinstance(result.exception, SystemExit):
-        raise result.exception
-    return result.exit_code, result.stdout, result.stderr
 
 
 def report(stdout: str) -> dict[str, Any]:
