@@ -69,6 +69,32 @@ class SandboxLimits(BaseModel):
         return v
 
 
+class AgentRunSettings(BaseModel):
+    """Delegated agent runs (``agent_run``): their model, key and limits."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    model: str = "anthropic:claude-sonnet-4-5"
+    """Default model, ``anthropic:<id>`` or ``ollama:<id>`` (``model="host"`` asks the
+    MCP host through sampling instead)."""
+    api_key: str = Field("ANTHROPIC_API_KEY", pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
+    """Key-store name of the Anthropic API key (the environment variable of that name
+    when the store has none); never shown to the model."""
+    anthropic_base_url: str | None = None
+    """Messages API base URL (None: Anthropic's)."""
+    ollama_host: str = "http://127.0.0.1:11434"
+    """Ollama's address."""
+    max_runs_per_principal: int = Field(2, ge=1, le=100)
+    """Runs one principal may have working at once."""
+    max_turns: int = Field(50, ge=1, le=1000)
+    """Default and ceiling of ``max_turns`` per request."""
+    max_budget_usd: float | None = Field(None, gt=0)
+    """Ceiling of ``max_budget_usd`` per run (None: no ceiling)."""
+    allow: list[str] = ["run_command", "read_output", "process_*"]
+    """Permission rules allowed in every mode but plan: a run works in its own sandbox on
+    its own branch, and cannot ask anyone."""
+
+
 class Settings(BaseSettings):
     """All settings of a Coder-X MCP server."""
 
@@ -195,6 +221,8 @@ class Settings(BaseSettings):
     """History entries older than this are deleted."""
     history_max_mb: float = Field(200.0, gt=0)
     """The oldest history entries are deleted while the file is larger than this."""
+    agents: AgentRunSettings = AgentRunSettings()
+    """Delegated agent runs (``CODERX_AGENTS__MODEL`` …)."""
 
     @property
     def tokens_path(self) -> Path:

@@ -17,6 +17,8 @@ from fastmcp import Context, FastMCP
 from fastmcp.server.dependencies import get_access_token
 
 from coderx_mcp.config import Settings
+from coderx_mcp.context import delegation
+from coderx_mcp.delegate.runs import Runs
 from coderx_mcp.grants import Grants
 from coderx_mcp.history import HistoryStore, HistoryWriter, default_path
 from coderx_mcp.principals import PrincipalPolicy, TokenStore
@@ -54,6 +56,7 @@ class App:
         history: The call history writer (None when the history cannot be opened).
         tokens: The managed tokens (None when not served over HTTP).
         started: When the server started (``time.monotonic``).
+        runs: Delegated agent runs (``agent_run``).
     """
 
     settings: Settings
@@ -64,10 +67,14 @@ class App:
     history: HistoryWriter | None = None
     tokens: TokenStore | None = None
     started: float = field(default_factory=time.monotonic)
+    runs: Runs = field(default_factory=Runs)
 
     def owner(self, ctx: Context) -> str:
         """The principal a request acts for: the HTTP bearer token's principal, else the
         local user (stdio, or HTTP on loopback without tokens)."""
+        run = delegation()
+        if run is not None:  # an agent_run's in-memory client acts for whoever started it
+            return run.owner
         token = get_access_token()
         return PRINCIPAL_PREFIX + token.client_id if token is not None else LOCAL_OWNER
 
@@ -96,8 +103,12 @@ class App:
         self.sessions.set_policy(policy.with_host_roots([str(r.uri) for r in listed.roots]))
 
     async def session(self, ctx: Context, session_id: str | None) -> Session:
-        """The session a tool call names, or the caller's default one."""
-        if session_id is None:
+        """The session a tool call names, or the caller's default one (a delegated run's
+        default is its own worktree session)."""
+        run = delegation()
+        if session_id is None and run is not None:
+            session_id = run.session_id
+        elif session_id is None:
             await self.host_roots(ctx)
         session = await self.sessions.resolve(session_id, self.owner(ctx))
         structlog.contextvars.bind_contextvars(session_id=session.id)
@@ -155,6 +166,7 @@ def make_lifespan(
             yield {"app": app}
         finally:
             try:
+                await app.runs.shutdown()
                 await manager.shutdown()
             finally:
                 if app.history is not None:
