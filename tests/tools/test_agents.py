@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import docker
+import mcp.types as mt
 import pytest
 from fastmcp import Client, FastMCP
 from tests.conftest import FakeAnthropic, Step, host_git, make_repo
@@ -135,8 +136,16 @@ async def test_agent_reply_continues_the_conversation(
         anthropic_api.then(script({"TASK-ADD": turns}))
     first = (await ok(dc, "agent_run", task="TASK-ADD fix add", return_after=120))["run"]
     assert first["state"] == "waiting"
-    second = (await ok(dc, "agent_reply", run_id=first["run_id"],
-                       message="mark the fixed line", return_after=120))["run"]
+    progress: list[str] = []
+
+    async def on_progress(_p: float, _t: float | None, message: str | None) -> None:
+        progress.append(message or "")
+
+    reply = await dc.call_tool("agent_reply", {"run_id": first["run_id"], "return_after": 120,
+                                               "message": "mark the fixed line"},
+                               progress_handler=on_progress)
+    second = reply.structured_content["run"]  # type: ignore[index]
+    assert any(m.startswith("turn 5,") and "last edit_file" in m for m in progress), progress
     assert (second["answer"], second["turns"], second["tool_calls"]) == ("marked it", 6, 4)
     assert second["session"] == first["session"]
     # The reply went to the model with the whole conversation before it.
@@ -196,7 +205,35 @@ async def test_run_limit_per_principal(make_settings: Callable[..., Any], repo: 
         await ok(c, "agent_cancel", run_id=r["run_id"])
 
 
-async def test_host_model_needs_sampling(dc: Client[Any]) -> None:
+async def test_host_model_runs_through_sampling_with_tools(delegate_server: FastMCP) -> None:
+    seen: list[list[str]] = []
+
+    def host(messages: list[mt.SamplingMessage], params: Any, _ctx: Any
+             ) -> mt.CreateMessageResultWithTools:
+        seen.append([t.name for t in params.tools or []])
+        if len(messages) == 1:
+            return mt.CreateMessageResultWithTools(
+                role="assistant", model="host-model", stop_reason="toolUse",
+                content=[mt.ToolUseContent(id="t1", name="list_dir", input={"path": "."})])
+        result = messages[-1].content_as_list[0]
+        assert isinstance(result, mt.ToolResultContent) and "calc.py" in str(result.content)
+        return mt.CreateMessageResultWithTools(
+            role="assistant", model="host-model", stop_reason="endTurn",
+            content=[mt.TextContent(type="text", text="host saw calc.py")])
+
+    caps = mt.SamplingCapability(tools=mt.SamplingToolsCapability())
+    async with Client(delegate_server, sampling_handler=host, sampling_capabilities=caps,
+                      mode="legacy") as c:
+        r = (await ok(c, "agent_run", task="look", model="host", return_after=120))["run"]
+    assert (r["answer"], r["turns"], r["cost_usd"]) == ("host saw calc.py", 2, 0), r["error"]
+    assert "read_file" in seen[0] and not any(n.startswith("agent_") for n in seen[0])
+
+
+async def test_host_model_needs_sampling(dc: Client[Any], delegate_server: FastMCP) -> None:
     text = await err(dc, "agent_run", task="x", model="host")
     assert "needs an MCP host that supports sampling with tools" in text
+    no_tools = mt.SamplingCapability()  # plain sampling cannot drive an agent
+    async with Client(delegate_server, sampling_handler=lambda *_a: "hi",
+                      sampling_capabilities=no_tools, mode="legacy") as c:
+        assert "sampling with tools" in await err(c, "agent_run", task="x", model="host")
     assert "unknown model" in await err(dc, "agent_run", task="x", model="gpt:4")

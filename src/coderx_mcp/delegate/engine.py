@@ -69,7 +69,8 @@ def make_model(spec: str, settings: Settings, host: ServerSession | None) -> tup
     if spec == HOST:
         if host is None or not host_can_sample(host):
             raise DelegateError("model='host' needs an MCP host that supports sampling with "
-                                "tools; this host does not: use a configured model instead")
+                                "tools (on the handshake-era protocol); this host does not: "
+                                "use a configured model instead")
         return HostModel(host), Price.of(0, 0)
     a: AgentRunSettings = settings.agents
     try:

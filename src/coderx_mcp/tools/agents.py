@@ -15,7 +15,7 @@ from coderx_mcp.delegate.engine import RunMode
 from coderx_mcp.delegate.runs import Run, RunReport
 from coderx_mcp.delegate.service import RunWorkspace, start_run
 from coderx_mcp.errors import DelegateError
-from coderx_mcp.tools.common import Out, result, tool
+from coderx_mcp.tools.common import Out, modern_protocol, result, tool
 from coderx_mcp.tools.progress import wants_progress
 
 MAX_WAIT_S = 600
@@ -114,7 +114,10 @@ def register(mcp: FastMCP) -> None:
         """
         _not_delegated()
         app = app_of(ctx)
-        run = await start_run(app, ctx.fastmcp, app.owner(ctx), ctx.session, task, workspace,
+        # The host's model is reached by sampling requests on the connection, which only
+        # the handshake-era protocol has.
+        host = None if modern_protocol(ctx) else ctx.session
+        run = await start_run(app, ctx.fastmcp, app.owner(ctx), host, task, workspace,
                               mode, model, max_turns, max_budget_usd, permission_mode)
         _own(run)
         return await _settle(ctx, run, return_after or app.settings.return_after_s)
