@@ -15,7 +15,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 _SIZE = re.compile(r"^(\d+)([kmg]?)$", re.IGNORECASE)
 
-Network = Literal["none", "bridge"]
+Network = Literal["none", "bridge", "allowlist"]
 
 
 def parse_size(text: str) -> int:
@@ -67,6 +67,25 @@ class SandboxLimits(BaseModel):
     def _size(cls, v: str) -> str:
         parse_size(v)
         return v
+
+
+class EgressSettings(BaseModel):
+    """``network="allowlist"`` sessions: HTTP(S) out through the server's proxy only."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    enabled: bool = False
+    """Let sessions ask for ``network="allowlist"`` (the operator's decision)."""
+    allow: list[str] = []
+    """Hosts (``pypi.org``) and ``*.domain`` rules sessions may reach; a principal's
+    token may set its own list (``egress`` in its policy)."""
+
+    @field_validator("allow")
+    @classmethod
+    def _rules(cls, v: list[str]) -> list[str]:
+        from coderx_mcp.egress.rules import check_rule
+
+        return [check_rule(r) for r in v]
 
 
 class AgentRunSettings(BaseModel):
@@ -221,6 +240,9 @@ class Settings(BaseSettings):
     """History entries older than this are deleted."""
     history_max_mb: float = Field(200.0, gt=0)
     """The oldest history entries are deleted while the file is larger than this."""
+    egress: EgressSettings = EgressSettings()
+    """Network egress by allowlist (``CODERX_EGRESS__ENABLED=1``,
+    ``CODERX_EGRESS__ALLOW='["pypi.org", "files.pythonhosted.org"]'``)."""
     agents: AgentRunSettings = AgentRunSettings()
     """Delegated agent runs (``CODERX_AGENTS__MODEL`` …)."""
 
@@ -235,6 +257,14 @@ class Settings(BaseSettings):
         for principal, token in v.items():
             if len(token.get_secret_value()) < 24:
                 raise ValueError(f"the HTTP token of {principal!r} is shorter than 24 characters")
+        return v
+
+    @field_validator("network")
+    @classmethod
+    def _network(cls, v: Network) -> Network:
+        if v == "allowlist":
+            raise ValueError("network (the default) must be none or bridge; sessions ask for "
+                             "allowlist with session_open(network='allowlist')")
         return v
 
     @field_validator("git_author")

@@ -19,10 +19,11 @@ from fastmcp.server.dependencies import get_access_token
 from coderx_mcp.config import Settings
 from coderx_mcp.context import delegation
 from coderx_mcp.delegate.runs import Runs
+from coderx_mcp.egress.gateway import EgressGateway
 from coderx_mcp.grants import Grants
 from coderx_mcp.history import HistoryStore, HistoryWriter, default_path
 from coderx_mcp.principals import PrincipalPolicy, TokenStore
-from coderx_mcp.sandbox.backends import Backend, make_backend
+from coderx_mcp.sandbox.backends import Backend, DockerBackend, make_backend
 from coderx_mcp.sandbox.instance import Instance
 from coderx_mcp.sessions import Session, SessionManager
 from coderx_mcp.workspace.policy import WorkspacePolicy
@@ -153,11 +154,14 @@ def make_lifespan(
         policy = WorkspacePolicy.from_settings(settings, Path.cwd(), http)
         if policy.note:
             _log.warning("default workspace", rule=policy.rule, note=policy.note)
+        history = _open_history(settings)
+        egress = EgressGateway(settings, instance, lambda: backend.client, history) \
+            if settings.egress.enabled and isinstance(backend, DockerBackend) else None
         manager = SessionManager(settings, backend, policy, instance,
-                                 principals=principal_policies(tokens))
+                                 principals=principal_policies(tokens), egress=egress)
         manager.start_soon()
         app = App(settings=settings, sessions=manager, http=http, tokens=tokens,
-                  history=_open_history(settings))
+                  history=history)
         if app.history is not None:
             app.history.start()
         if on_ready is not None:
@@ -168,6 +172,8 @@ def make_lifespan(
             try:
                 await app.runs.shutdown()
                 await manager.shutdown()
+                if egress is not None:
+                    await egress.close()
             finally:
                 if app.history is not None:
                     await app.history.close()
