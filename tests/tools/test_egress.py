@@ -19,11 +19,14 @@ from typing import Any
 
 import pytest
 from fastmcp import Client
+from tests.conftest import CLI, child_env
 from tests.tools.conftest import err, ok, write_host_file
 
 from coderx_mcp.config import EgressSettings, Settings
 from coderx_mcp.egress.rules import allowed, check_rule
-from coderx_mcp.principals import PrincipalPolicy
+from coderx_mcp.errors import ConfigError
+from coderx_mcp.principals import PrincipalPolicy, TokenStore
+from coderx_mcp.quotas import Quotas
 from coderx_mcp.server import build_server
 
 FETCH = """\
@@ -134,3 +137,26 @@ def test_allowlist_rules() -> None:
     assert PrincipalPolicy(egress=("PyPI.org",)).egress == ("pypi.org",)
     with pytest.raises(ValueError, match=r"network \(the default\) must be none or bridge"):
         Settings(network="allowlist")
+
+
+def test_principal_allowlist_and_network_refusal(make_settings: Callable[..., Settings]) -> None:
+    s = make_settings(egress=EgressSettings(enabled=True, allow=["pypi.org"]))
+    own = Quotas(s, lambda o: PrincipalPolicy(egress=("registry.npmjs.org",))
+                 if o == "principal:a" else PrincipalPolicy(network=False))
+    assert own.egress_allow("principal:a") == ["registry.npmjs.org"]
+    assert own.egress_allow("principal:b") == ["pypi.org"]
+    with pytest.raises(ConfigError, match="does not allow network access"):
+        own.limits("principal:b", "allowlist", None, None)
+
+
+def test_tokens_create_takes_an_egress_list(tmp_path: Path) -> None:
+    env = child_env(CODERX_STATE_DIR=str(tmp_path / "state"))
+    bad = subprocess.run([*CLI, "tokens", "create", "alice", "--egress", "pypi.org/simple"],
+                         env=env, capture_output=True, text=True)
+    assert bad.returncode != 0 and "--egress" in bad.stderr and "allowlist rule" in bad.stderr
+    done = subprocess.run([*CLI, "tokens", "create", "alice", "--egress", "PyPI.org",
+                           "--egress", "*.pythonhosted.org"], env=env, capture_output=True,
+                          text=True)
+    assert done.returncode == 0, done.stderr
+    policy = TokenStore(tmp_path / "state" / "tokens.json").policy("alice")
+    assert policy is not None and policy.egress == ("pypi.org", "*.pythonhosted.org")
