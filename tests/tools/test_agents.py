@@ -152,8 +152,10 @@ async def test_agent_reply_continues_the_conversation(
     last = anthropic_api.requests[-1]["messages"]
     assert any("mark the fixed line" in json.dumps(m) for m in last)
     assert "fixed add" in json.dumps(last)
-    # A run that is not waiting cannot take a reply; unknown ids are named.
+    # Unknown ids are named; a run whose session was closed takes no more replies.
     assert "no agent run" in await err(dc, "agent_reply", run_id="r-00", message="x")
+    await ok(dc, "session_close", session=first["session"])
+    assert "is closed" in await err(dc, "agent_reply", run_id=first["run_id"], message="x")
 
 
 async def test_agent_cancel_kills_the_long_command(

@@ -162,6 +162,9 @@ class Run:
         if self.state != "waiting":
             raise RunNotFound(f"run {self.id} is {self.state}, not waiting for a reply"
                               + ("; agent_wait until it is" if self.state == "working" else ""))
+        if self.session.closed:
+            raise RunNotFound(f"run {self.id}'s session {self.session.id} is closed; start a "
+                              "new run with agent_run")
         self.state = "working"
         self.exit_reason = None
         self._settled.clear()
