@@ -14,7 +14,7 @@ import contextlib
 import os
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from fastmcp import Client, FastMCP
 from mcp.server.session import ServerSession
@@ -29,11 +29,11 @@ from coderx_agent.permissions import Permissions
 from coderx_agent.pricing import Price, price_of
 from coderx_agent.servers import CODERX, ToolHub, ToolServer
 from coderx_mcp.config import AgentRunSettings, Settings
+from coderx_mcp.delegate.runs import RunMode
 from coderx_mcp.delegate.sampling import HostModel, host_can_sample
 from coderx_mcp.errors import DelegateError, KeyStoreError
 from coderx_mcp.keystore import open_store
 
-RunMode = Literal["accept-edits", "plan", "yolo"]
 HOST = "host"
 #: A tool call of a run may take as long as the longest command, plus slack.
 TOOL_TIMEOUT_S = 900.0

@@ -19,24 +19,28 @@ import secrets
 import time
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import structlog
 from pydantic import BaseModel, Field
 
 from coderx_agent.errors import AgentError
 from coderx_agent.events import Event, ToolStart, TurnStart, UsageReport
-from coderx_agent.loop import Agent, RunResult
 from coderx_mcp.context import Delegation, enter_delegation
 from coderx_mcp.errors import CoderxError, RunLimitReached, RunNotFound
 from coderx_mcp.history import Entry, HistoryWriter
 from coderx_mcp.ops import SessionOps
 from coderx_mcp.sessions import Session
 
+if TYPE_CHECKING:  # the loop pulls in the MCP client stack: only runs need it, not startup
+    from coderx_agent.loop import Agent, RunResult
+
 _log = structlog.get_logger("coderx.delegate")
 
 State = Literal["working", "waiting", "ended"]
-Opener = Callable[[Callable[[Event], None]], AbstractAsyncContextManager[Agent]]
+RunMode = Literal["accept-edits", "plan", "yolo"]
+RunWorkspace = Literal["worktree", "copy", "scratch"]
+Opener = Callable[[Callable[[Event], None]], AbstractAsyncContextManager["Agent"]]
 #: Runs that ended are kept (for agent_status) up to this many per server.
 KEEP_ENDED = 200
 CANCEL_TIMEOUT_S = 30.0

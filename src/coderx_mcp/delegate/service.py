@@ -5,21 +5,19 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING
 
 from fastmcp import FastMCP
 from mcp.server.session import ServerSession
 
 from coderx_agent.events import Event
 from coderx_agent.loop import Agent
-from coderx_mcp.delegate.engine import RunMode, make_model, open_agent
-from coderx_mcp.delegate.runs import Run
+from coderx_mcp.delegate.engine import make_model, open_agent
+from coderx_mcp.delegate.runs import Run, RunMode, RunWorkspace
 from coderx_mcp.errors import ToolInputError
 
 if TYPE_CHECKING:
     from coderx_mcp.server.app import App
-
-RunWorkspace = Literal["worktree", "copy", "scratch"]
 
 
 def limits(app: App, max_turns: int | None, max_budget_usd: float | None

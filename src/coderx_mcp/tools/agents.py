@@ -11,9 +11,7 @@ from fastmcp.tools.base import ToolResult
 from pydantic import Field
 
 from coderx_mcp.context import app_of, current, delegation, report_progress
-from coderx_mcp.delegate.engine import RunMode
-from coderx_mcp.delegate.runs import Run, RunReport
-from coderx_mcp.delegate.service import RunWorkspace, start_run
+from coderx_mcp.delegate.runs import Run, RunMode, RunReport, RunWorkspace
 from coderx_mcp.errors import DelegateError
 from coderx_mcp.tools.common import Out, modern_protocol, result, tool
 from coderx_mcp.tools.progress import wants_progress
@@ -112,6 +110,10 @@ def register(mcp: FastMCP) -> None:
         and the branch. Several runs may work in parallel on one repository. Review with
         session_diff(session=...), keep with session_commit / session_close(keep=true).
         """
+        # Imported here: the agent's model and client stack load with the first run, not
+        # with every server start (hosts time the start).
+        from coderx_mcp.delegate.service import start_run
+
         _not_delegated()
         app = app_of(ctx)
         # The host's model is reached by sampling requests on the connection, which only
