@@ -108,9 +108,12 @@ class EgressGateway:
             sys.executable, "-m", "proxy", "--hostname", gateway, "--port", "0",
             "--port-file", str(port_file), "--plugins",
             "coderx_mcp.egress.plugin.AllowlistPlugin", "--num-workers", "1",
-            "--num-acceptors", "1", "--log-level", "WARNING", "--timeout", "60",
+            "--num-acceptors", "1", "--log-level", "ERROR", "--timeout", "60",
             stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
-            stderr=None, env={**os.environ, DIR_ENV: str(self.directory)})
+            # HOME: proxy.py makes ~/.proxy (certificate and cache dirs) at start; keep it
+            # in our directory, removed at close, not in the user's home.
+            stderr=None, env={**os.environ, DIR_ENV: str(self.directory),
+                              "HOME": str(self.directory)})
         port = await self._wait_port(gateway, port_file)
         self.url = f"http://{gateway}:{port}"
         # A fresh context: the first allowlist session_open's log bindings stay its own.
