@@ -17,7 +17,7 @@ import docker
 import mcp.types as mt
 import pytest
 from fastmcp import Client, FastMCP
-from tests.conftest import FakeAnthropic, Step, host_git, make_repo
+from tests.conftest import FakeAnthropic, FakeOllama, Step, host_git, make_repo
 from tests.tools.conftest import err, ok
 
 from coderx_mcp.config import AgentRunSettings
@@ -205,6 +205,17 @@ async def test_run_limit_per_principal(make_settings: Callable[..., Any], repo: 
         assert "1 of your agent runs are working already" in text
         anthropic_api.released.set()
         await ok(c, "agent_cancel", run_id=r["run_id"])
+
+
+async def test_ollama_model_from_the_server_config(
+        make_settings: Callable[..., Any], repo: Path, ollama_api: FakeOllama) -> None:
+    ollama_api.call(("list_dir", {"path": "."})).say("calc.py is there")
+    server = build_server(make_settings(agents=AgentRunSettings(ollama_host=ollama_api.url)))
+    async with Client(server) as c:
+        r = (await ok(c, "agent_run", task="look", model="ollama:qwen3:8b",
+                      return_after=120))["run"]
+    assert (r["answer"], r["turns"], r["tool_calls"], r["exit_reason"]) == (
+        "calc.py is there", 2, 1, "done")
 
 
 async def test_host_model_runs_through_sampling_with_tools(delegate_server: FastMCP) -> None:
