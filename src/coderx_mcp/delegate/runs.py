@@ -17,7 +17,7 @@ import contextlib
 import contextvars
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from typing import TYPE_CHECKING, Literal
 
@@ -174,7 +174,7 @@ class Run:
         self._settled.clear()
         self._inbox.put_nowait(message)
 
-    async def wait(self, timeout: float, tick: Callable[[], object] | None = None,
+    async def wait(self, timeout: float, tick: Callable[[], Awaitable[None]] | None = None,
                    every: float = 1.0) -> bool:
         """Wait until the run is not working (or ``timeout``); call ``tick`` on progress
         and at least every ``every`` seconds. True when it settled."""
@@ -187,7 +187,7 @@ class Run:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._beat.wait(), min(every, left))
             if tick is not None and not self._settled.is_set():
-                await _maybe_await(tick())
+                await tick()
         return True
 
     async def cancel(self) -> None:
@@ -214,11 +214,6 @@ class Run:
                          error=self.error, turns=self.turns, tool_calls=self.tool_calls,
                          last_tool=self.last_tool, cost_usd=round(self.cost_usd, 6),
                          diff_stat=stat)
-
-
-async def _maybe_await(value: object) -> None:
-    if asyncio.iscoroutine(value):
-        await value
 
 
 async def kill_running(session: Session) -> list[str]:

@@ -6,6 +6,7 @@ follow, continue and stop them, and render what a run has done.
 
 from typing import Annotated
 
+import structlog
 from fastmcp import Context, FastMCP
 from fastmcp.tools.base import ToolResult
 from pydantic import Field
@@ -16,6 +17,7 @@ from coderx_mcp.errors import DelegateError
 from coderx_mcp.tools.common import Out, modern_protocol, result, tool
 from coderx_mcp.tools.progress import wants_progress
 
+_log = structlog.get_logger("coderx.agents")
 MAX_WAIT_S = 600
 
 RunId = Annotated[str, Field(description="The run_id agent_run returned.", min_length=3,
@@ -64,9 +66,12 @@ def _not_delegated() -> None:
 async def _settle(ctx: Context, run: Run, timeout: float) -> ToolResult:
     """Wait up to ``timeout`` for the run (progress: turns, last tool, cost), then report."""
     async def tick() -> None:
-        await report_progress(ctx, progress=run.turns, message=(
-            f"turn {run.turns}, {run.tool_calls} tool calls, last {run.last_tool or '-'}, "
-            f"${run.cost_usd:.4f}"))
+        try:
+            await report_progress(ctx, progress=run.turns, message=(
+                f"turn {run.turns}, {run.tool_calls} tool calls, last {run.last_tool or '-'}, "
+                f"${run.cost_usd:.4f}"))
+        except Exception as exc:  # a lost notification must not fail the call
+            _log.warning("progress notification failed", error=repr(exc))
 
     await run.wait(timeout, tick if wants_progress(ctx) else None)
     report = await run.report()
