@@ -5,7 +5,7 @@
 # which the compose service `sandbox-image` builds the sandbox image with. The host's
 # Python must be the base image's (3.11 for coderx-base:bookworm, 3.12 for python:3.12-slim).
 # With wheels already there, only the server's own wheel is rebuilt (the code changed,
-# its dependencies rarely do); --all rebuilds everything.
+# its dependencies rarely do: missing ones are fetched); --all rebuilds everything.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 if [[ "${1:-}" == "--all" || ! -d "$here/wheels" ]]; then
@@ -14,6 +14,12 @@ if [[ "${1:-}" == "--all" || ! -d "$here/wheels" ]]; then
 else
     rm -f "$here"/wheels/coderx_mcp-*.whl
     python3 -m pip wheel --quiet --no-deps --wheel-dir "$here/wheels" "$here/.."
+    # A dependency added since the wheels were made: fetch what is missing (offline check).
+    if ! python3 -m pip install --quiet --dry-run --ignore-installed --no-index \
+            --find-links "$here/wheels" "$here"/wheels/coderx_mcp-*.whl >/dev/null 2>&1; then
+        python3 -m pip wheel --quiet --find-links "$here/wheels" --wheel-dir "$here/wheels" \
+            "$here/.."
+    fi
 fi
 reqs="$(python3 - "$here/../src/coderx_mcp/image.py" <<'PY'
 import re

@@ -1,4 +1,5 @@
-"""Shared fixtures: settings, workspaces and started session managers (Docker and local).
+"""Shared fixtures: settings, workspaces, started session managers (Docker and local) and
+loopback stand-ins for the model APIs.
 
 Tests marked ``docker`` need a running engine and an up-to-date sandbox image. When either is
 missing the run stops at collection with the reason (CI must fail, not skip: STYLE #12);
@@ -18,8 +19,11 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Literal
 
@@ -560,3 +564,308 @@ def facts(r: Any) -> dict[str, Any]:
     """What a successful tool result (FastMCP client) says: see :func:`payload_facts`."""
     text = "".join(getattr(b, "text", "") for b in r.content)
     return payload_facts(r.structured_content, r.meta, text)
+# -- Loopback stand-ins for the model APIs (tests/agent and the delegated-agent tools) -----
+# ``FakeAnthropic`` speaks the Messages API (JSON and SSE streaming, tool use, errors with
+# ``retry-after``) and ``FakeOllama`` Ollama's ``/api/chat``, ``/api/tags``, ``/api/show`` and
+# ``/api/pull``, so the real SDKs talk to them over HTTP. A test queues replies (``say``,
+# ``call``, ``fail``, ``hang``, ``then``); every request body is recorded.
+
+
+class Step:
+    """One scripted answer: a reply, an HTTP error, or a hang until released."""
+
+    def __init__(self, kind: str, **data: Any) -> None:
+        self.kind, self.data = kind, data
+
+
+class FakeAPI:
+    """A scripted loopback HTTP server (subclasses route the paths)."""
+
+    def __init__(self) -> None:
+        self.steps: deque[Step | Callable[[dict[str, Any]], Step]] = deque()
+        self.requests: list[dict[str, Any]] = []
+        self.released = threading.Event()
+        self.hanging = threading.Event()
+        """Set while a request waits in a ``hang`` step."""
+        handler = self._handler()
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.released.set()
+        self.server.shutdown()
+        self.server.server_close()
+
+    # -- the script ---------------------------------------------------------------------
+    def say(self, text: str, **usage: int) -> FakeAPI:
+        """The model answers ``text`` (and asks for no tool)."""
+        self.steps.append(Step("reply", text=text, calls=[], usage=usage))
+        return self
+
+    def call(self, *calls: tuple[str, dict[str, Any]], text: str = "", **usage: int
+             ) -> FakeAPI:
+        """The model asks for these ``(tool, arguments)`` calls."""
+        self.steps.append(Step("reply", text=text, calls=list(calls), usage=usage))
+        return self
+
+    def fail(self, status: int, message: str = "scripted failure",
+             retry_after: str | None = None) -> FakeAPI:
+        """The next request gets an HTTP error."""
+        self.steps.append(Step("error", status=status, message=message,
+                               retry_after=retry_after))
+        return self
+
+    def hang(self) -> FakeAPI:
+        """The next request waits until ``released`` is set (or the server closes)."""
+        self.steps.append(Step("hang"))
+        return self
+
+    def then(self, decide: Callable[[dict[str, Any]], Step]) -> FakeAPI:
+        """The next step is computed from the request body."""
+        self.steps.append(decide)
+        return self
+
+    def next_step(self, body: dict[str, Any]) -> Step:
+        self.requests.append(body)
+        if not self.steps:
+            return Step("error", status=400, message="the test script has no reply left",
+                        retry_after=None)
+        step = self.steps.popleft()
+        return step(body) if callable(step) else step
+
+    def wait_for_requests(self, n: int, timeout: float = 60) -> None:
+        end = time.monotonic() + timeout
+        while len(self.requests) < n:
+            if time.monotonic() > end:
+                raise AssertionError(f"expected {n} requests, got {len(self.requests)}")
+            time.sleep(0.02)
+
+    # -- HTTP -----------------------------------------------------------------------------
+    def route(self, h: BaseHTTPRequestHandler, method: str, body: dict[str, Any]) -> None:
+        raise NotImplementedError
+
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        api = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *_args: Any) -> None:
+                pass
+
+            def _body(self) -> dict[str, Any]:
+                n = int(self.headers.get("content-length") or 0)
+                raw = self.rfile.read(n) if n else b""
+                return json.loads(raw) if raw else {}
+
+            def do_GET(self) -> None:
+                api.route(self, "GET", {})
+
+            def do_POST(self) -> None:
+                api.route(self, "POST", self._body())
+
+            def do_DELETE(self) -> None:
+                api.route(self, "DELETE", self._body())
+
+        return Handler
+
+    def wait_released(self) -> None:
+        self.hanging.set()
+        self.released.wait(120)
+
+
+def send_json(h: BaseHTTPRequestHandler, status: int, obj: Any,
+              headers: dict[str, str] | None = None) -> None:
+    data = json.dumps(obj).encode()
+    h.send_response(status)
+    h.send_header("content-type", "application/json")
+    h.send_header("content-length", str(len(data)))
+    for k, v in (headers or {}).items():
+        h.send_header(k, v)
+    h.end_headers()
+    h.wfile.write(data)
+
+
+class FakeAnthropic(FakeAPI):
+    """The Messages API: ``POST /v1/messages`` (JSON or SSE) and ``GET /v1/models``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.counter = 0
+        self.seen_keys: list[str | None] = []
+
+    def route(self, h: BaseHTTPRequestHandler, method: str, body: dict[str, Any]) -> None:
+        # The SDK sends the key as x-api-key or as a bearer token, depending on its version.
+        key = h.headers.get("x-api-key") or h.headers.get("authorization") or ""
+        self.seen_keys.append(key.removeprefix("Bearer ") or None)
+        if method == "GET" and h.path.startswith("/v1/models"):
+            send_json(h, 200, {"data": [
+                {"type": "model", "id": "claude-sonnet-4-5", "display_name": "Claude Sonnet 4.5",
+                 "created_at": "2025-09-29T00:00:00Z"},
+                {"type": "model", "id": "claude-haiku-4-5", "display_name": "Claude Haiku 4.5",
+                 "created_at": "2025-10-01T00:00:00Z"}],
+                "has_more": False, "first_id": "claude-sonnet-4-5", "last_id": "claude-haiku-4-5"})
+            return
+        step = self.next_step(body)
+        if step.kind == "hang":
+            self.wait_released()
+            step = Step("error", status=500, message="released", retry_after=None)
+        if step.kind == "error":
+            kinds = {429: "rate_limit_error", 529: "overloaded_error", 401: "authentication_error"}
+            headers = {"retry-after": step.data["retry_after"]} if step.data["retry_after"] else {}
+            send_json(h, step.data["status"], {"type": "error", "error": {
+                "type": kinds.get(step.data["status"], "invalid_request_error"),
+                "message": step.data["message"]}}, headers)
+            return
+        self.counter += 1
+        content: list[dict[str, Any]] = []
+        if step.data["text"]:
+            content.append({"type": "text", "text": step.data["text"]})
+        for i, (name, args) in enumerate(step.data["calls"]):
+            content.append({"type": "tool_use", "id": f"toolu_{self.counter}_{i}", "name": name,
+                            "input": args})
+        usage = {"input_tokens": 100, "output_tokens": 20, "cache_read_input_tokens": 0,
+                 "cache_creation_input_tokens": 0, **step.data["usage"]}
+        stop = "tool_use" if step.data["calls"] else "end_turn"
+        message = {"id": f"msg_{self.counter}", "type": "message", "role": "assistant",
+                   "model": body.get("model"), "content": content, "stop_reason": stop,
+                   "stop_sequence": None, "usage": usage}
+        if not body.get("stream"):
+            send_json(h, 200, message)
+            return
+        h.send_response(200)
+        h.send_header("content-type", "text/event-stream")
+        h.end_headers()
+
+        def event(name: str, data: dict[str, Any]) -> None:
+            h.wfile.write(f"event: {name}\ndata: {json.dumps(data)}\n\n".encode())
+            h.wfile.flush()
+
+        event("message_start", {"type": "message_start", "message": {
+            **message, "content": [], "stop_reason": None,
+            "usage": {**usage, "output_tokens": 1}}})
+        for i, block in enumerate(content):
+            if block["type"] == "text":
+                event("content_block_start", {"type": "content_block_start", "index": i,
+                                              "content_block": {"type": "text", "text": ""}})
+                text = block["text"]
+                for piece in (text[: len(text) // 2], text[len(text) // 2:]):
+                    event("content_block_delta", {"type": "content_block_delta", "index": i,
+                                                  "delta": {"type": "text_delta", "text": piece}})
+            else:
+                event("content_block_start", {"type": "content_block_start", "index": i,
+                                              "content_block": {**block, "input": {}}})
+                partial = json.dumps(block["input"])
+                event("content_block_delta", {"type": "content_block_delta", "index": i,
+                                              "delta": {"type": "input_json_delta",
+                                                        "partial_json": partial}})
+            event("content_block_stop", {"type": "content_block_stop", "index": i})
+        event("message_delta", {"type": "message_delta",
+                                "delta": {"stop_reason": stop, "stop_sequence": None},
+                                "usage": {"output_tokens": usage["output_tokens"]}})
+        event("message_stop", {"type": "message_stop"})
+
+    def system_of(self, n: int) -> str:
+        """The system prompt text of request ``n``."""
+        return "".join(b["text"] for b in self.requests[n]["system"])
+
+    def tool_results(self, n: int) -> list[dict[str, Any]]:
+        """The tool_result blocks of request ``n``'s last message."""
+        return [b for b in self.requests[n]["messages"][-1]["content"]
+                if b["type"] == "tool_result"]
+
+
+class FakeOllama(FakeAPI):
+    """Ollama's ``/api/chat`` (streamed NDJSON), ``/api/tags``, ``/api/show``, ``/api/pull``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.models = {"qwen3:8b": ["completion", "tools"], "gemma2:2b": ["completion"]}
+
+    def route(self, h: BaseHTTPRequestHandler, method: str, body: dict[str, Any]) -> None:
+        if h.path == "/api/tags":
+            send_json(h, 200, {"models": [
+                {"name": n, "model": n, "modified_at": "2025-01-01T00:00:00Z", "size": 5,
+                 "digest": "d" * 64, "details": {"parameter_size": n.split(":")[1].upper(),
+                                                 "format": "gguf", "family": "x"}}
+                for n in self.models]})
+            return
+        if h.path == "/api/show":
+            self.requests.append(body)
+            send_json(h, 200, {"modelfile": "", "parameters": "", "template": "",
+                               "details": {}, "model_info": {},
+                               "capabilities": self.models[body["model"]]})
+            return
+        if h.path in ("/api/generate", "/api/delete"):
+            self.requests.append({"path": h.path, **body})
+            if body.get("model") not in self.models:
+                send_json(h, 404, {"error": f"model '{body.get('model')}' not found"})
+            elif h.path == "/api/delete":
+                self.models.pop(body["model"])
+                send_json(h, 200, {})
+            else:
+                send_json(h, 200, {"model": body["model"], "created_at": "2025-01-01T00:00:00Z",
+                                   "response": "", "done": True,
+                                   "done_reason": "unload" if body.get("keep_alive") == 0
+                                   else "load"})
+            return
+        if h.path == "/api/pull":
+            self.requests.append(body)
+            lines = [{"status": "pulling manifest"}]
+            lines += [{"status": "pulling abc", "digest": "sha256:abc", "total": 1000,
+                       "completed": c} for c in (0, 500, 1000)]
+            lines += [{"status": "verifying sha256 digest"}, {"status": "success"}]
+            self._ndjson(h, lines)
+            return
+        step = self.next_step(body)
+        if step.kind == "hang":
+            self.wait_released()
+            step = Step("error", status=500, message="released", retry_after=None)
+        if step.kind == "error":
+            send_json(h, step.data["status"], {"error": step.data["message"]})
+            return
+        usage = {"prompt_eval_count": 50, "eval_count": 10, **step.data["usage"]}
+        lines = []
+        text = step.data["text"]
+        for piece in (text[: len(text) // 2], text[len(text) // 2:]) if text else ():
+            lines.append({"model": body["model"], "created_at": "2025-01-01T00:00:00Z",
+                          "message": {"role": "assistant", "content": piece}, "done": False})
+        if step.data["calls"]:
+            lines.append({"model": body["model"], "created_at": "2025-01-01T00:00:00Z",
+                          "message": {"role": "assistant", "content": "", "tool_calls": [
+                              {"function": {"name": n, "arguments": a}}
+                              for n, a in step.data["calls"]]}, "done": False})
+        lines.append({"model": body["model"], "created_at": "2025-01-01T00:00:00Z",
+                      "message": {"role": "assistant", "content": ""}, "done": True,
+                      "done_reason": "stop", **usage})
+        self._ndjson(h, lines)
+
+    @staticmethod
+    def _ndjson(h: BaseHTTPRequestHandler, lines: list[dict[str, Any]]) -> None:
+        h.send_response(200)
+        h.send_header("content-type", "application/x-ndjson")
+        h.end_headers()
+        for line in lines:
+            h.wfile.write(json.dumps(line).encode() + b"\n")
+            h.wfile.flush()
+
+
+@pytest.fixture
+def anthropic_api() -> Iterator[FakeAnthropic]:
+    """A scripted Messages API on loopback."""
+    api = FakeAnthropic()
+    try:
+        yield api
+    finally:
+        api.close()
+
+
+@pytest.fixture
+def ollama_api() -> Iterator[FakeOllama]:
+    """A scripted Ollama on loopback."""
+    api = FakeOllama()
+    try:
+        yield api
+    finally:
+        api.close()

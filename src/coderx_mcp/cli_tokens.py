@@ -35,6 +35,10 @@ def create(
     = None,
     network: Annotated[bool | None, typer.Option(
         "--network/--no-network", help="May its sessions ask for network access.")] = None,
+    egress: Annotated[list[str] | None, typer.Option(
+        "--egress", help="Host (pypi.org) or *.domain its network='allowlist' sessions may "
+                         "reach (repeatable). Default: the server's CODERX_EGRESS__ALLOW.")]
+    = None,
     admin: Annotated[bool, typer.Option(help="May see every principal's sessions in "
                                               "/healthz?verbose.")] = False,
 ) -> None:
@@ -52,7 +56,8 @@ def create(
     try:
         policy = PrincipalPolicy(roots=tuple(resolved), max_sessions=max_sessions,
                                  max_commands=max_commands, cpus=cpus, memory=memory,
-                                 network=network, admin=admin)
+                                 network=network, admin=admin,
+                                 egress=None if egress is None else tuple(egress))
     except ValidationError as exc:
         first = exc.errors(include_input=False, include_url=False)[0]
         raise fail(f"--{str(first['loc'][0]).replace('_', '-')}: {first['msg']}") from None

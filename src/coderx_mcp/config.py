@@ -16,7 +16,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 _SIZE = re.compile(r"^(\d+)([kmg]?)$", re.IGNORECASE)
 
-Network = Literal["none", "bridge"]
+Network = Literal["none", "bridge", "allowlist"]
 
 
 def parse_size(text: str) -> int:
@@ -172,6 +172,49 @@ class DockerHostConfig(BaseModel):
             return self.name
         parts = urlsplit(self.url)
         return parts.path if parts.scheme == "unix" else parts.netloc
+class EgressSettings(BaseModel):
+    """``network="allowlist"`` sessions: HTTP(S) out through the server's proxy only."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    enabled: bool = False
+    """Let sessions ask for ``network="allowlist"`` (the operator's decision)."""
+    allow: list[str] = []
+    """Hosts (``pypi.org``) and ``*.domain`` rules sessions may reach; a principal's
+    token may set its own list (``egress`` in its policy)."""
+
+    @field_validator("allow")
+    @classmethod
+    def _rules(cls, v: list[str]) -> list[str]:
+        from coderx_mcp.egress.rules import check_rule
+
+        return [check_rule(r) for r in v]
+
+
+class AgentRunSettings(BaseModel):
+    """Delegated agent runs (``agent_run``): their model, key and limits."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    model: str = "anthropic:claude-sonnet-4-5"
+    """Default model, ``anthropic:<id>`` or ``ollama:<id>`` (``model="host"`` asks the
+    MCP host through sampling instead)."""
+    api_key: str = Field("ANTHROPIC_API_KEY", pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
+    """Key-store name of the Anthropic API key (the environment variable of that name
+    when the store has none); never shown to the model."""
+    anthropic_base_url: str | None = None
+    """Messages API base URL (None: Anthropic's)."""
+    ollama_host: str = "http://127.0.0.1:11434"
+    """Ollama's address."""
+    max_runs_per_principal: int = Field(2, ge=1, le=100)
+    """Runs one principal may have working at once."""
+    max_turns: int = Field(50, ge=1, le=1000)
+    """Default and ceiling of ``max_turns`` per request."""
+    max_budget_usd: float | None = Field(None, gt=0)
+    """Ceiling of ``max_budget_usd`` per run (None: no ceiling)."""
+    allow: list[str] = ["run_command", "read_output", "process_*"]
+    """Permission rules allowed in every mode but plan: a run works in its own sandbox on
+    its own branch, and cannot ask anyone."""
 
 
 class Settings(BaseSettings):
@@ -319,6 +362,11 @@ class Settings(BaseSettings):
     """Directory of the sandbox image's Python tool wheels (pytest, ruff and their deps)
     for ``image build`` where PyPI is out of reach (the compose deployment ships them);
     None: downloaded once into ``~/.cache/coderx/wheels``."""
+    egress: EgressSettings = EgressSettings()
+    """Network egress by allowlist (``CODERX_EGRESS__ENABLED=1``,
+    ``CODERX_EGRESS__ALLOW='["pypi.org", "files.pythonhosted.org"]'``)."""
+    agents: AgentRunSettings = AgentRunSettings()
+    """Delegated agent runs (``CODERX_AGENTS__MODEL`` …)."""
 
     @property
     def tokens_path(self) -> Path:
@@ -331,6 +379,14 @@ class Settings(BaseSettings):
         for principal, token in v.items():
             if len(token.get_secret_value()) < 24:
                 raise ValueError(f"the HTTP token of {principal!r} is shorter than 24 characters")
+        return v
+
+    @field_validator("network")
+    @classmethod
+    def _network(cls, v: Network) -> Network:
+        if v == "allowlist":
+            raise ValueError("network (the default) must be none or bridge; sessions ask for "
+                             "allowlist with session_open(network='allowlist')")
         return v
 
     @field_validator("git_author")

@@ -25,6 +25,37 @@ if TYPE_CHECKING:
 
 _SCOPE: contextvars.ContextVar[CallScope | None] = contextvars.ContextVar(
     "coderx_call_scope", default=None)
+_DELEGATION: contextvars.ContextVar[Delegation | None] = contextvars.ContextVar(
+    "coderx_delegation", default=None)
+
+
+@dataclass(frozen=True)
+class Delegation:
+    """Who a delegated agent run (``agent_run``) acts for, and in which session.
+
+    The run's MCP client talks to this server in memory; the server side of that
+    connection runs in tasks started from the run's own task, so they inherit this
+    context variable. No request can set it: it is not part of any message.
+
+    Attributes:
+        owner: The principal that started the run.
+        session_id: The run's worktree session: its default for every call.
+        run_id: The run.
+    """
+
+    owner: str
+    session_id: str
+    run_id: str
+
+
+def delegation() -> Delegation | None:
+    """The delegated run the current code works for, if any."""
+    return _DELEGATION.get()
+
+
+def enter_delegation(d: Delegation) -> None:
+    """Mark the current context (a run's own task) as working for ``d``."""
+    _DELEGATION.set(d)
 
 
 @dataclass

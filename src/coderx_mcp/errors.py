@@ -31,6 +31,9 @@
         ├── WrongPassphrase                       the passphrase does not open the store
         ├── KeyStoreCorrupt                       tampered, truncated or not a key store
         └── KeyNotFound(KeyStoreError, LookupError)
+    DelegateError                                 a delegated agent run (agent_run …)
+    ├── RunNotFound(DelegateError, LookupError)
+    └── RunLimitReached(DelegateError)            the principal's runs are all working
 
 Runner errors travel as data (``{"type": ..., "message": ...}``) and are re-raised here by
 type in :func:`error_from_runner`. Domain errors become MCP tool errors in exactly one
@@ -196,3 +199,15 @@ def error_from_runner(error: dict[str, Any]) -> SandboxError:
     if kind == "StaleFile":
         return StaleFile(message, current=details.get("current"))
     return _BY_TYPE.get(kind, SandboxError)(message)
+
+
+class DelegateError(CoderxError):
+    """A delegated agent run cannot start or go on (model, key, host sampling, state)."""
+
+
+class RunNotFound(DelegateError, LookupError):
+    """No run with that id for this principal."""
+
+
+class RunLimitReached(DelegateError):
+    """The principal has ``max_runs_per_principal`` runs working already."""

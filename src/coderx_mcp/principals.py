@@ -42,6 +42,7 @@ class PrincipalPolicy(BaseModel):
         cpus: Default CPU quota of its sessions.
         memory: Default memory limit of its sessions.
         network: Whether its sessions may ask for network access.
+        egress: The hosts its ``allowlist`` sessions may reach (None: the server's list).
         admin: May see every principal's sessions in ``/healthz?verbose``.
     """
 
@@ -53,7 +54,15 @@ class PrincipalPolicy(BaseModel):
     cpus: float | None = Field(None, gt=0, le=64)
     memory: str | None = None
     network: bool | None = None
+    egress: tuple[str, ...] | None = None
     admin: bool = False
+
+    @field_validator("egress")
+    @classmethod
+    def _egress(cls, v: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        from coderx_mcp.egress.rules import check_rule
+
+        return None if v is None else tuple(check_rule(r) for r in v)
 
     @field_validator("memory")
     @classmethod

@@ -53,6 +53,14 @@ class Quotas:
         pp = self.principal(owner)
         return pp is None or (not pp.roots and pp.cpus is None and pp.memory is None)
 
+    def egress_allow(self, owner: str) -> list[str]:
+        """The hosts ``owner``'s allowlist sessions may reach: its token's list, else the
+        server's."""
+        pp = self.principal(owner)
+        if pp is not None and pp.egress is not None:
+            return list(pp.egress)
+        return list(self.settings.egress.allow)
+
     def check_open(self, owner: str, total: int, mine: int) -> None:
         """Refuse a session beyond ``owner``'s quota, or one that would leave no room for
         principals holding none yet.
@@ -99,7 +107,11 @@ class Quotas:
                 "network access is the operator's decision and this server does not allow it "
                 "for sessions (start it with --allow-network, or CODERX_ALLOW_NETWORK=1, to "
                 "let session_open ask for network='bridge')")
-        if network == "bridge" and pp is not None and pp.network is False:
+        if network == "allowlist" and not s.egress.enabled:
+            raise ConfigError(
+                "network='allowlist' is off on this server: the operator enables it with "
+                "CODERX_EGRESS__ENABLED=1 and the allowed hosts in CODERX_EGRESS__ALLOW")
+        if network in ("bridge", "allowlist") and pp is not None and pp.network is False:
             raise ConfigError("your token does not allow network access for sessions")
         if pp is not None:
             cpus = cpus if cpus is not None else pp.cpus

@@ -22,6 +22,7 @@ import structlog
 from coderx_mcp.config import Network, SandboxLimits, Settings
 from coderx_mcp.errors import (
     CoderxError,
+    ConfigError,
     SandboxUnavailable,
     SessionExpired,
     SessionNotFound,
@@ -32,7 +33,7 @@ from coderx_mcp.principals import PrincipalPolicy
 from coderx_mcp.quotas import Quotas
 from coderx_mcp.replicas import SharedSessions
 from coderx_mcp.sandbox.backends import Backend
-from coderx_mcp.sandbox.base import Sandbox, SandboxSpec
+from coderx_mcp.sandbox.base import EgressAttach, EgressHook, Sandbox, SandboxSpec
 from coderx_mcp.sandbox.fleet import FleetBackend, HostStatus
 from coderx_mcp.sandbox.instance import Instance
 from coderx_mcp.session import Session, SessionInfo, TextCache, new_session_id
@@ -60,11 +61,14 @@ class SessionManager:
         instance: This server (stamped on the workspaces it creates).
         principals: The policy of an owner that is an HTTP principal; None for the local
             owner, who is bound by the server's settings only.
+        egress: The egress proxy for ``network="allowlist"`` (None: not enabled).
     """
 
     def __init__(self, settings: Settings, backend: Backend,
                  policy: WorkspacePolicy | None = None, instance: Instance | None = None,
-                 principals: Callable[[str], PrincipalPolicy | None] | None = None) -> None:
+                 principals: Callable[[str], PrincipalPolicy | None] | None = None,
+                 egress: EgressHook | None = None) -> None:
+        self.egress = egress
         self.settings = settings
         self.backend = backend
         self.policy = policy or WorkspacePolicy.from_settings(settings, Path.cwd())
@@ -173,10 +177,12 @@ class SessionManager:
         await self.workspaces.release(ws, keep=False)
 
     def _spec_of(self, ws: Workspace, network: Network | None = None,
-                 limits: SandboxLimits | None = None) -> SandboxSpec:
+                 limits: SandboxLimits | None = None,
+                 egress: EgressAttach | None = None) -> SandboxSpec:
         return SandboxSpec(workspace=ws.host, mounts=ws.mounts,
                            network=network or self.settings.network,
-                           limits=limits or self.settings.limits, uid=ws.uid, gid=ws.gid)
+                           limits=limits or self.settings.limits, uid=ws.uid, gid=ws.gid,
+                           egress=egress)
 
     def policy_of(self, owner: str) -> WorkspacePolicy:
         """The workspace policy of ``owner`` (its token's roots, else the server's)."""
@@ -218,15 +224,18 @@ class SessionManager:
                 sandbox, ws = taken
             else:
                 limits = self.quotas.limits(owner, network, cpus, memory)
+                egress = await self._egress_of(owner, network)
                 sid = new_session_id()
                 ws = await self._prepare(sid, workspace, mode, self.policy_of(owner))
-                spec = self._spec_of(ws, network, limits)
+                spec = self._spec_of(ws, network, limits, egress)
                 if self.shared is not None:
                     spec = spec.model_copy(update={"labels": self.shared.labels(
                         owner, ws, spec.network, spec.limits, default)})
                 sandbox = self.backend.make(spec, sid)
                 try:
                     await sandbox.start()
+                    if egress is not None and self.egress is not None:
+                        await self.egress.register(sid, owner, sandbox, list(egress.allow))
                 except BaseException:
                     await self.workspaces.release(ws, keep=False)
                     raise
@@ -241,6 +250,15 @@ class SessionManager:
         _log.info("session opened", session_id=session.id, owner=owner, mode=ws.mode,
                   workspace=str(ws.host), chosen_by=ws.rule, container=sandbox.ident)
         return session
+
+    async def _egress_of(self, owner: str, network: Network | None) -> EgressAttach | None:
+        """The proxy attachment of an ``allowlist`` session (None for other networks)."""
+        if (network or self.settings.network) != "allowlist":
+            return None
+        if self.egress is None:
+            raise ConfigError("network='allowlist' needs the Docker backend with egress "
+                              "enabled (CODERX_EGRESS__ENABLED=1)")
+        return await self.egress.attach(self.quotas.egress_allow(owner))
 
     async def _prepare(self, sid: str, workspace: str | None, mode: Mode | None,
                        p: WorkspacePolicy) -> Workspace:
@@ -402,6 +420,8 @@ class SessionManager:
         self._sessions.pop(session.id, None)
         if self.shared is not None:
             self.shared.registry.mark_closed(session.id)
+        if self.egress is not None:
+            self.egress.unregister(session.id)
         for owner, sid in list(self._defaults.items()):
             if sid == session.id:
                 del self._defaults[owner]

@@ -20,6 +20,36 @@ class BindMount(BaseModel):
     read_only: bool
 
 
+class EgressAttach(BaseModel):
+    """How an ``allowlist`` sandbox reaches the egress proxy (``coderx_mcp.egress``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    network: str
+    """The server's internal egress network (shared; never created or removed here)."""
+    env: dict[str, str]
+    """Proxy settings for the sandbox's environment (HTTP(S)_PROXY, pip, npm)."""
+    allow: tuple[str, ...]
+    """The session's allowlist rules."""
+
+
+class EgressHook(Protocol):
+    """The egress proxy as the session manager uses it."""
+
+    async def attach(self, allow: list[str]) -> EgressAttach:
+        """Start the proxy if needed; how a sandbox with ``allow`` joins it."""
+        ...
+
+    async def register(self, session_id: str, owner: str, sandbox: Sandbox,
+                       allow: list[str]) -> None:
+        """Tell the proxy which session a started sandbox is; point its tools at it."""
+        ...
+
+    def unregister(self, session_id: str) -> None:
+        """Forget a closed session."""
+        ...
+
+
 class SandboxSpec(BaseModel):
     """Everything needed to start one sandbox."""
 
@@ -35,6 +65,8 @@ class SandboxSpec(BaseModel):
     labels: dict[str, str] = {}
     """Extra labels of the sandbox (with shared sessions: its owner and how to rebuild the
     session, so that another server finds it)."""
+    egress: EgressAttach | None = None
+    """Set for ``network="allowlist"``: the proxy network and environment."""
 
 
 class Sandbox(Protocol):

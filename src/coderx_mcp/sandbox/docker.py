@@ -62,7 +62,8 @@ def container_kwargs(
         "command": ["sleep", "infinity"],
         "user": f"{uid}:{gid}",
         "working_dir": WORKDIR,
-        "environment": {"HOME": HOME, "USER": "coder"},
+        "environment": {"HOME": HOME, "USER": "coder",
+                        **(spec.egress.env if spec.egress else {})},
         "labels": labels,
         "hostname": "sandbox",
         "init": True,
@@ -80,7 +81,9 @@ def container_kwargs(
         "pids_limit": lim.pids,
         "ulimits": [Ulimit(name="nofile", soft=lim.nofile, hard=lim.nofile)],
         # A bridge session gets a network of its own, so sessions cannot reach each other.
+        # An allowlist session joins the server's internal egress network (proxy only).
         **({"network": network} if spec.network == "bridge" and network
+           else {"network": spec.egress.network} if spec.egress is not None
            else {"network_mode": "none"}),
         "ipc_mode": "private",
         "cgroupns": "private",

@@ -17,10 +17,14 @@ from fastmcp import Context, FastMCP
 from fastmcp.server.dependencies import get_access_token
 
 from coderx_mcp.config import Settings
+from coderx_mcp.context import delegation
+from coderx_mcp.delegate.runs import Runs
+from coderx_mcp.egress.gateway import EgressGateway
 from coderx_mcp.grants import Grants
 from coderx_mcp.history import HistoryStore, HistoryWriter, default_path
 from coderx_mcp.principals import PrincipalPolicy, TokenStore
 from coderx_mcp.sandbox.backends import Backend, make_backend
+from coderx_mcp.sandbox.docker_backend import DockerBackend
 from coderx_mcp.sandbox.instance import Instance, owner_is_gone
 from coderx_mcp.sessions import Session, SessionManager
 from coderx_mcp.workspace.policy import WorkspacePolicy
@@ -54,6 +58,7 @@ class App:
         history: The call history writer (None when the history cannot be opened).
         tokens: The managed tokens (None when not served over HTTP).
         started: When the server started (``time.monotonic``).
+        runs: Delegated agent runs (``agent_run``).
     """
 
     settings: Settings
@@ -64,10 +69,14 @@ class App:
     history: HistoryWriter | None = None
     tokens: TokenStore | None = None
     started: float = field(default_factory=time.monotonic)
+    runs: Runs = field(default_factory=Runs)
 
     def owner(self, ctx: Context) -> str:
         """The principal a request acts for: the HTTP bearer token's principal, else the
         local user (stdio, or HTTP on loopback without tokens)."""
+        run = delegation()
+        if run is not None:  # an agent_run's in-memory client acts for whoever started it
+            return run.owner
         token = get_access_token()
         return PRINCIPAL_PREFIX + token.client_id if token is not None else LOCAL_OWNER
 
@@ -96,8 +105,12 @@ class App:
         self.sessions.set_policy(policy.with_host_roots([str(r.uri) for r in listed.roots]))
 
     async def session(self, ctx: Context, session_id: str | None) -> Session:
-        """The session a tool call names, or the caller's default one."""
-        if session_id is None:
+        """The session a tool call names, or the caller's default one (a delegated run's
+        default is its own worktree session)."""
+        run = delegation()
+        if session_id is None and run is not None:
+            session_id = run.session_id
+        elif session_id is None:
             await self.host_roots(ctx)
         session = await self.sessions.resolve(session_id, self.owner(ctx))
         structlog.contextvars.bind_contextvars(session_id=session.id)
@@ -160,11 +173,14 @@ def make_lifespan(
         policy = WorkspacePolicy.from_settings(settings, Path.cwd(), http)
         if policy.note:
             _log.warning("default workspace", rule=policy.rule, note=policy.note)
+        history = _open_history(settings, instance)
+        egress = EgressGateway(settings, instance, lambda: backend.client, history) \
+            if settings.egress.enabled and isinstance(backend, DockerBackend) else None
         manager = SessionManager(settings, backend, policy, instance,
-                                 principals=principal_policies(tokens))
+                                 principals=principal_policies(tokens), egress=egress)
         manager.start_soon()
         app = App(settings=settings, sessions=manager, http=http, tokens=tokens,
-                  history=_open_history(settings, instance))
+                  history=history)
         if app.history is not None:
             app.history.start()
         if on_ready is not None:
@@ -173,7 +189,10 @@ def make_lifespan(
             yield {"app": app}
         finally:
             try:
+                await app.runs.shutdown()
                 await manager.shutdown()
+                if egress is not None:
+                    await egress.close()
             finally:
                 if app.history is not None:
                     await app.history.close()

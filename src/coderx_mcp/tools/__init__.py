@@ -8,7 +8,7 @@ from fastmcp import FastMCP
 
 def register_all(mcp: FastMCP) -> None:
     """Register every tool area on ``mcp``."""
-    from coderx_mcp.tools import checks, files, history, keys, search, sessions, shell
+    from coderx_mcp.tools import agents, checks, files, history, keys, search, sessions, shell
 
-    for module in (sessions, files, search, shell, checks, keys, history):
+    for module in (sessions, files, search, shell, checks, keys, history, agents):
         module.register(mcp)

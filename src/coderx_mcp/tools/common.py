@@ -5,10 +5,11 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, ClassVar, Final, TypeVar
 
-from fastmcp import FastMCP
+from fastmcp import Context, FastMCP
 from fastmcp.exceptions import ToolError
 from fastmcp.tools.base import ToolResult
 from mcp.types import ToolAnnotations
+from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from pydantic import BaseModel, ConfigDict, Field
 
 NO_SESSION_TAG = "coderx:no-session"
@@ -43,6 +44,13 @@ class Out(BaseModel):
     payload: ClassVar[frozenset[str]] = frozenset()
 
     session: str = Field(description="The session this call ran in.")
+
+
+def modern_protocol(ctx: Context) -> bool:
+    """Whether this call came over a protocol without server-initiated requests
+    (2026-07-28+: no elicitation or sampling requests from the server)."""
+    rc = ctx.request_context
+    return bool(rc is not None and rc.protocol_version in MODERN_PROTOCOL_VERSIONS)
 
 
 def result(model: Out, text: str) -> ToolResult:

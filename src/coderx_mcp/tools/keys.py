@@ -13,14 +13,13 @@ import mcp.types as mt
 from fastmcp import Context, FastMCP
 from fastmcp.exceptions import ToolError
 from fastmcp.tools.base import ToolResult
-from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from pydantic import BaseModel, Field
 
 from coderx_mcp.context import app_of, current, session_ops
 from coderx_mcp.errors import KeyNotFound, KeyStoreError, ToolInputError
 from coderx_mcp.keystore import KeyInfo, KeyStore, check_name, open_store
 from coderx_mcp.redact import MIN_SECRET
-from coderx_mcp.tools.common import Out, SessionArg, result, tool
+from coderx_mcp.tools.common import Out, SessionArg, modern_protocol, result, tool
 
 CLI_HINT = "set it on the server's machine with `coderx-mcp keys set NAME`"
 
@@ -59,12 +58,6 @@ async def _store(ctx: Context) -> KeyStore:
     return await asyncio.to_thread(open_store, path)
 
 
-def _modern(ctx: Context) -> bool:
-    """Whether this call came over a protocol without server-initiated requests."""
-    rc = ctx.request_context
-    return bool(rc is not None and rc.protocol_version in MODERN_PROTOCOL_VERSIONS)
-
-
 def _can_elicit(ctx: Context) -> bool:
     try:
         caps = ctx.session.client_capabilities
@@ -77,7 +70,7 @@ async def _ask(ctx: Context, name: str) -> str | mt.InputRequiredResult | None:
     """The user's value for ``name`` (None if declined), or the request that asks for it."""
     message = (f"Enter the value of the secret {name} for Coder-X. It is stored encrypted on "
                "the server and never shown to the AI model.")
-    if not _modern(ctx):
+    if not modern_protocol(ctx):
         answer = await ctx.elicit(message, response_type=_Answer)
         return answer.data.value if answer.action == "accept" else None
     responses = ctx.input_responses

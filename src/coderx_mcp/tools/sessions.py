@@ -100,9 +100,11 @@ def register(mcp: FastMCP) -> None:
                         "worktree on branch coderx/<session> (parallel agents never touch each "
                         "other's files; session_commit, then session_close keeps the branch); "
                         "'copy': a private copy; 'scratch': an empty directory.")] = None,
-        network: Annotated[Literal["none", "bridge"] | None, Field(
-            description="'none' (default: no network) or 'bridge' (outbound access, only if "
-                        "the operator started the server with --allow-network).")] = None,
+        network: Annotated[Literal["none", "bridge", "allowlist"] | None, Field(
+            description="'none' (default: no network), 'bridge' (outbound access, only if "
+                        "the operator started the server with --allow-network) or "
+                        "'allowlist' (HTTP(S) through the server's proxy to the hosts the "
+                        "operator allows, if enabled).")] = None,
         cpus: Annotated[float | None, Field(description="CPU cores, e.g. 2.", gt=0)] = None,
         memory: Annotated[str | None, Field(
             description="Memory limit like 512m or 2g.", max_length=16)] = None,
