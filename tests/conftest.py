@@ -560,6 +560,12 @@ def payload_facts(structured: dict[str, Any] | None, meta: dict[str, Any] | None
     return f
 
 
+def raw_facts(result: dict[str, Any]) -> dict[str, Any]:
+    """:func:`payload_facts` of a raw JSON-RPC ``result`` object (a tools/call reply)."""
+    text = "".join(b.get("text", "") for b in result.get("content", []))
+    return payload_facts(result.get("structuredContent"), result.get("_meta"), text)
+
+
 def facts(r: Any) -> dict[str, Any]:
     """What a successful tool result (FastMCP client) says: see :func:`payload_facts`."""
     text = "".join(getattr(b, "text", "") for b in r.content)

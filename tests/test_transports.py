@@ -21,6 +21,7 @@ from tests.conftest import (
     containers_of,
     facts,
     free_port,
+    raw_facts,
     wait_port,
 )
 
@@ -238,7 +239,7 @@ def test_pr11_ping_answers_while_a_command_runs(raw_server: RawStdio) -> None:
     assert raw_server.reply(raw_server.send("ping"))["result"] == {}
     assert time.monotonic() - sent < 10
     done = raw_server.reply(rid, timeout=30)
-    assert done["result"]["structuredContent"]["stdout"] == "done\n"
+    assert raw_facts(done["result"])["stdout"] == "done\n"
 
 
 @pytest.mark.filterwarnings("ignore::mcp.shared.exceptions.MCPDeprecationWarning")

@@ -23,6 +23,7 @@ from tests.conftest import (
     child_env,
     containers_of,
     facts,
+    raw_facts,
 )
 from tests.security.conftest import listening
 
@@ -237,7 +238,7 @@ async def test_ta09_session_is_bound_to_its_token(tokened: Server) -> None:
     assert not (ws / "ta09").exists()
     status, _, reply = await rpc(server, call_msg(2, "run_command", command="echo ok"), sid,
                                  auth(ALICE))
-    assert status == 200 and reply["result"]["structuredContent"]["stdout"] == "ok\n"
+    assert status == 200 and raw_facts(reply["result"])["stdout"] == "ok\n"
 
 
 async def test_ta10_session_state_machine(plain: Server) -> None:
@@ -303,7 +304,7 @@ async def test_ta12_bounded_flood_of_sessions_and_requests(plain: Server) -> Non
     assert rss1 - rss0 < 200 * 1024, f"RSS grew {(rss1 - rss0) // 1024} MiB"
     assert fds1 - fds0 < 100, f"{fds1 - fds0} more descriptors"
     status, _, reply = await rpc(server, call_msg(999, "run_command", command="echo alive"), sid)
-    assert status == 200 and reply["result"]["structuredContent"]["stdout"] == "alive\n"
+    assert status == 200 and raw_facts(reply["result"])["stdout"] == "alive\n"
     assert flood_s < 60
 
 
@@ -321,7 +322,7 @@ async def test_is05_clients_with_the_same_ids_get_only_their_replies(plain: Serv
                                  for mark, sid in clients))
     for mark, rid, reply in got:
         assert reply["id"] == rid
-        assert reply["result"]["structuredContent"]["stdout"] == f"{mark}\n"
+        assert raw_facts(reply["result"])["stdout"] == f"{mark}\n"
     assert len(got) == 150
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.conftest import SERVE, RawStdio, child_env
+from tests.conftest import SERVE, RawStdio, child_env, raw_facts
 from tests.security.conftest import listening
 
 pytestmark = pytest.mark.docker
@@ -92,7 +92,7 @@ def test_pr09_lifecycle_out_of_order_answers_and_never_hangs(stdio: RawStdio) ->
         "error" in second, second
     stdio.send("notifications/initialized", notify=True)
     ran = stdio.call("run_command", {"command": "echo fine"})
-    assert ran["result"]["structuredContent"]["stdout"] == "fine\n"
+    assert raw_facts(ran["result"])["stdout"] == "fine\n"
 
 
 def test_ta13_stdio_opens_no_listener(ready_stdio: RawStdio) -> None:

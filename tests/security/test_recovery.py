@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 from fastmcp import Client
+from tests.conftest import chown_tree
 from tests.tools.conftest import err, ok, write_host_file
 
 from coderx_mcp.config import Settings
@@ -62,6 +63,7 @@ async def test_cr06_orphan_temporary_files_are_swept_at_the_next_start(
     lookalike = write_host_file(tool_workspace, ".coderx-tmp-not-hex-here", b"the user's")
     deep_old = write_host_file(tool_workspace, "a/b/c/.coderx-tmp-00000000000f", b"x")
     vendored = write_host_file(tool_workspace, "node_modules/.coderx-tmp-00000000000e", b"x")
+    chown_tree(tool_workspace)  # the directories too, as a user's project has them
     for path in (old, deep_old, vendored):
         os.utime(path, (1_000_000_000, 1_000_000_000))
     async with Client(build_server(make_settings())) as c:
