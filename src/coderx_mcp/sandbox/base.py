@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict
 
@@ -35,6 +35,25 @@ class SandboxSpec(BaseModel):
     labels: dict[str, str] = {}
     """Extra labels of the sandbox (with shared sessions: its owner and how to rebuild the
     session, so that another server finds it)."""
+
+
+class HostStatus(BaseModel):
+    """One engine (or node) a backend places sandboxes on, as health and doctor show it."""
+
+    name: str
+    url: str
+    ok: bool
+    sandboxes: int | None
+    """Running sandbox containers of every server (None: not reachable)."""
+    detail: str
+
+
+@runtime_checkable
+class ReportsHosts(Protocol):
+    """A backend over several engines (``CODERX_DOCKER_HOSTS``) says how each one is."""
+
+    async def status(self) -> list[HostStatus]:
+        """Every engine, in configured order."""
 
 
 class Sandbox(Protocol):
