@@ -43,33 +43,6 @@ def _default_data_dir() -> Path:
     return Path.home() / ".local" / "share" / "coderx"
 
 
-class SandboxLimits(BaseModel):
-    """Resource limits of one sandbox container."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    memory: str = "1g"
-    """Memory limit; swap is limited to the same value, so no swap is used."""
-    cpus: float = Field(1.0, gt=0, le=64)
-    """CPU quota in cores (Docker ``NanoCpus``)."""
-    pids: int = Field(256, ge=16, le=65536)
-    """Maximum number of processes and threads (stops fork bombs)."""
-    nofile: int = Field(4096, ge=64, le=1048576)
-    """Open-file limit (soft and hard)."""
-    tmp_size: str = "256m"
-    """Size of the ``/tmp`` tmpfs (``noexec,nosuid``)."""
-    home_size: str = "64m"
-    """Size of the home-directory tmpfs."""
-    spool_size: str = "512m"
-    """Size of the tmpfs that holds the runner's state and spooled command output."""
-
-    @field_validator("memory", "tmp_size", "home_size", "spool_size")
-    @classmethod
-    def _size(cls, v: str) -> str:
-        parse_size(v)
-        return v
-
-
 TLS_FILES = ("ca.pem", "cert.pem", "key.pem")
 
 
@@ -129,6 +102,33 @@ class DockerHostConfig(BaseModel):
         return parts.path if parts.scheme == "unix" else parts.netloc
 
 
+class SandboxLimits(BaseModel):
+    """Resource limits of one sandbox container."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    memory: str = "1g"
+    """Memory limit; swap is limited to the same value, so no swap is used."""
+    cpus: float = Field(1.0, gt=0, le=64)
+    """CPU quota in cores (Docker ``NanoCpus``)."""
+    pids: int = Field(256, ge=16, le=65536)
+    """Maximum number of processes and threads (stops fork bombs)."""
+    nofile: int = Field(4096, ge=64, le=1048576)
+    """Open-file limit (soft and hard)."""
+    tmp_size: str = "256m"
+    """Size of the ``/tmp`` tmpfs (``noexec,nosuid``)."""
+    home_size: str = "64m"
+    """Size of the home-directory tmpfs."""
+    spool_size: str = "512m"
+    """Size of the tmpfs that holds the runner's state and spooled command output."""
+
+    @field_validator("memory", "tmp_size", "home_size", "spool_size")
+    @classmethod
+    def _size(cls, v: str) -> str:
+        parse_size(v)
+        return v
+
+
 class Settings(BaseSettings):
     """All settings of a Coder-X MCP server."""
 
@@ -140,12 +140,6 @@ class Settings(BaseSettings):
     """Sandbox backend. ``local`` runs commands on the host WITHOUT isolation (development only)."""
     image: str = "coderx-sandbox:latest"
     """Docker image of the sandbox (built by ``coderx-mcp image build``)."""
-    docker_hosts: list[DockerHostConfig] = []
-    """Docker engines to place sessions on (``CODERX_DOCKER_HOSTS='[{"url":
-    "tcp://host:2376", "tls": "/etc/coderx/host1"}, {"url": "ssh://coder@host2"}]'``): each
-    new session goes to the least-loaded engine that answers, and the sandbox image is
-    copied from the local engine to a host that lacks it. Empty: the local engine
-    (``DOCKER_HOST``). Workspace paths must exist on every host (a shared file system)."""
     workspace: Path | None = None
     """Default workspace (``serve --workspace``, the first one when repeated): mounted for
     sessions opened without one. None: the host's MCP roots (stdio), else the server's
@@ -230,6 +224,12 @@ class Settings(BaseSettings):
     """Longest wait for a container and its runner to come up."""
     docker_timeout_s: float = Field(30.0, gt=0)
     """Timeout of Docker API calls."""
+    docker_hosts: list[DockerHostConfig] = []
+    """Docker engines to place sessions on (``CODERX_DOCKER_HOSTS='[{"url":
+    "tcp://host:2376", "tls": "/etc/coderx/host1"}, {"url": "ssh://coder@host2"}]'``): each
+    new session goes to the least-loaded engine that answers, and the sandbox image is
+    copied from the local engine to a host that lacks it. Empty: the local engine
+    (``DOCKER_HOST``). Workspace paths must exist on every host (a shared file system)."""
     command_timeout_s: float = Field(120.0, gt=0, le=600)
     """Default timeout of ``run_command``."""
     return_after_s: float = Field(50.0, gt=0, le=600)
