@@ -16,6 +16,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import structlog
 
@@ -31,15 +32,22 @@ from coderx_mcp.errors import (
 from coderx_mcp.pool import WarmPool
 from coderx_mcp.principals import PrincipalPolicy
 from coderx_mcp.quotas import Quotas
-from coderx_mcp.replicas import SharedSessions
 from coderx_mcp.sandbox.backends import Backend
-from coderx_mcp.sandbox.base import EgressAttach, EgressHook, Sandbox, SandboxSpec
-from coderx_mcp.sandbox.fleet import FleetBackend, HostStatus
+from coderx_mcp.sandbox.base import (
+    EgressAttach,
+    EgressHook,
+    HostStatus,
+    ReportsHosts,
+    Sandbox,
+    SandboxSpec,
+)
 from coderx_mcp.sandbox.instance import Instance
 from coderx_mcp.session import Session, SessionInfo, TextCache, new_session_id
-from coderx_mcp.stores import FileSessionRegistry
 from coderx_mcp.workspace.policy import WorkspacePolicy
 from coderx_mcp.workspace.prepare import Mode, Workspace, Workspaces
+
+if TYPE_CHECKING:
+    from coderx_mcp.replicas import SharedSessions
 
 _log = structlog.get_logger("coderx.sessions")
 Done = list[str]  # what closing did, one sentence each (``list`` is a method below)
@@ -84,8 +92,13 @@ class SessionManager:
         self._default_locks: dict[str, asyncio.Lock] = {}
         self._opening = 0
         # Replicas: sessions found by label on the engine, reaped by heartbeat (replicas.py).
-        self.shared = SharedSessions(settings, backend, self.workspaces, FileSessionRegistry(
-            settings.state_dir / "sessions")) if settings.shared_sessions else None
+        self.shared: SharedSessions | None = None
+        if settings.shared_sessions:  # imported when used: it needs the Docker SDK
+            from coderx_mcp.replicas import SharedSessions
+            from coderx_mcp.stores import FileSessionRegistry
+
+            self.shared = SharedSessions(settings, backend, self.workspaces,
+                                         FileSessionRegistry(settings.state_dir / "sessions"))
         self._pool: WarmPool[Workspace] = WarmPool(
             0 if self.shared else settings.pool_size, self._default_workspace, self._spec_of,
             backend, new_session_id, discard=self._discard)
@@ -394,7 +407,7 @@ class SessionManager:
 
     async def host_status(self) -> list[HostStatus]:
         """Each engine of a Docker fleet (``CODERX_DOCKER_HOSTS``); empty for one engine."""
-        return await self.backend.status() if isinstance(self.backend, FleetBackend) else []
+        return await self.backend.status() if isinstance(self.backend, ReportsHosts) else []
 
     def list_all(self) -> list[Session]:
         """Every open session, oldest first (health, the operator's CLI)."""

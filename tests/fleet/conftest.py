@@ -105,6 +105,9 @@ class Engine:
         self.server_tls = ca.issue(run / "server-tls", "localhost", server=True)
         self.client_tls = ca.issue(run / "client-tls", "coderx-server", server=False)
         self.sock = run / "docker.sock"
+        # Beside the data root: a run killed before its teardown left this dockerd running,
+        # and the next run stops it before using the root.
+        self.pidfile = data_root.with_suffix(".pid")
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -131,15 +134,28 @@ class Engine:
                         ["ip", "addr", "add", f"10.231.{net}.1/24", "dev", self.bridge],
                         ["ip", "link", "set", self.bridge, "up"]):
                 subprocess.run(cmd, check=True, capture_output=True)
+    def _stop_stale(self) -> None:
+        try:
+            pid = int(self.pidfile.read_text())
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except (OSError, ValueError):
+            return
+        if str(self.data_root).encode() not in cmdline:
+            return
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + 30
+        while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
+            time.sleep(0.2)
 
     def start(self) -> None:
         """Start dockerd and wait until it answers on TLS."""
+        self._stop_stale()
         tls = self.server_tls
         self._make_bridge()
         log = (self.run / "dockerd.log").open("ab")
         self.proc = subprocess.Popen(
             ["dockerd", "--data-root", str(self.data_root), "--exec-root", str(self.run / "x"),
-             "--pidfile", str(self.run / "docker.pid"), "-H", f"unix://{self.sock}",
+             "--pidfile", str(self.pidfile), "-H", f"unix://{self.sock}",
              "-H", f"tcp://127.0.0.1:{self.port}", "--tlsverify",
              "--tlscacert", str(tls / "ca.pem"), "--tlscert", str(tls / "cert.pem"),
              "--tlskey", str(tls / "key.pem"), f"--bridge={self.bridge}", "--iptables=false",

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict
 
@@ -67,6 +67,25 @@ class SandboxSpec(BaseModel):
     session, so that another server finds it)."""
     egress: EgressAttach | None = None
     """Set for ``network="allowlist"``: the proxy network and environment."""
+
+
+class HostStatus(BaseModel):
+    """One engine (or node) a backend places sandboxes on, as health and doctor show it."""
+
+    name: str
+    url: str
+    ok: bool
+    sandboxes: int | None
+    """Running sandbox containers of every server (None: not reachable)."""
+    detail: str
+
+
+@runtime_checkable
+class ReportsHosts(Protocol):
+    """A backend over several engines (``CODERX_DOCKER_HOSTS``) says how each one is."""
+
+    async def status(self) -> list[HostStatus]:
+        """Every engine, in configured order."""
 
 
 class Sandbox(Protocol):

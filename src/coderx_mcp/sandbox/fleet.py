@@ -16,11 +16,10 @@ from typing import Any
 
 import docker
 import structlog
-from pydantic import BaseModel
 
 from coderx_mcp.config import DockerHostConfig, Settings
 from coderx_mcp.errors import SandboxGone, SandboxUnavailable
-from coderx_mcp.sandbox.base import Sandbox, SandboxSpec
+from coderx_mcp.sandbox.base import HostStatus, Sandbox, SandboxSpec
 from coderx_mcp.sandbox.channel import reply_line_cap
 from coderx_mcp.sandbox.docker import DockerSandbox, is_engine_error
 from coderx_mcp.sandbox.docker_backend import DockerBackend
@@ -38,17 +37,6 @@ _log = structlog.get_logger("coderx.hosts")
 PROBE_TIMEOUT_S = 5.0
 LOAD_TIMEOUT_S = 1800
 """An image copy is one long HTTP request."""
-
-
-class HostStatus(BaseModel):
-    """One engine as health and doctor show it."""
-
-    name: str
-    url: str
-    ok: bool
-    sandboxes: int | None
-    """Running sandbox containers of every server (None: not reachable)."""
-    detail: str
 
 
 class DockerHost:
