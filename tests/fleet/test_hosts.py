@@ -164,7 +164,7 @@ def test_image_missing_everywhere_is_one_clear_error(fleet_engines: list[Engine]
 
 
 @pytest.mark.docker
-async def test_engine_restart_one_clear_error_then_reopen(fleet_engines: list[Engine],
+async def test_cr03_engine_restart_one_clear_error_then_reopen(fleet_engines: list[Engine],
                                                           make_manager: MakeManager) -> None:
     """#9 fault: the daemon restarts under open sessions (engine b, never the shared one)."""
     b = fleet_engines[1]
@@ -190,7 +190,7 @@ async def test_engine_restart_one_clear_error_then_reopen(fleet_engines: list[En
 
 
 @pytest.mark.docker
-async def test_health_and_run_command_through_an_engine_restart(
+async def test_cr03_health_and_run_command_through_an_engine_restart(
         fleet_engines: list[Engine], workspace: Path, tmp_path: Path) -> None:
     """#9 fault through MCP: health reports the stopped engine, the call gives one clear
     error, and the session works again once the engine is back."""
@@ -253,7 +253,7 @@ async def test_sandboxes_of_a_dead_server_reaped_by_label_on_every_engine(
 
 
 @pytest.mark.docker
-async def test_single_engine_restart_one_clear_error_then_reopen(
+async def test_cr03_single_engine_restart_one_clear_error_then_reopen(
         fleet_engines: list[Engine], make_settings: MakeSettings) -> None:
     """#9 fault on the plain Docker backend (one engine: engine b's unix socket, never the
     shared engine): health says the engine is away, one clear error, then a reopen."""
