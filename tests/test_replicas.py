@@ -43,11 +43,14 @@ async def test_two_replicas_share_sessions_and_killing_one_loses_none(
         async with Client(one.url, auth=token) as a, Client(two.url, auth=token) as b:
             sid = facts(await a.call_tool("session_open", {"mode": "scratch"}))["session"]
             sids.append(sid)
-            await a.call_tool("run_command", {"command": "echo from-one > note.txt",
+            await a.call_tool("run_command", {"command": "echo from-one > note.txt; "
+                                              "mkdir -p sub && cd sub && export MARK=kept",
                                               "session": sid})
-            used = await b.call_tool("run_command", {"command": "cat note.txt",
-                                                     "session": sid})
-            assert "from-one" in text(used)
+            used = await b.call_tool("run_command", {"command": "cat ../note.txt; pwd; "
+                                                     "echo mark=$MARK", "session": sid})
+            # The adopting replica's runner carries the shell state on (cwd, exports).
+            assert "from-one" in text(used), text(used)
+            assert "/workspace/sub" in text(used) and "mark=kept" in text(used), text(used)
             listed = facts(await b.call_tool("session_list", {}))["sessions"]
             assert [s["session"] for s in listed] == [sid]
             closed = await b.call_tool("session_close", {"session": sid})

@@ -33,6 +33,9 @@ STATE = "/run/coderx"
 # The runner package lives in RUNNER_DIR; it is started there as a module.
 RUNNER_DIR = "/opt/coderx"
 RUNNER = ["python3", "-u", "-m", "coderx_runner"]
+SAVED_SHELL_STATE = f"{STATE}/shell.env.prev"
+"""Where a runner started on a running container (a replica adopting a session) finds the
+shell state of the runner before it."""
 _log = structlog.get_logger("coderx.docker")
 
 
@@ -115,6 +118,7 @@ class DockerSandbox:
                  max_line: int = DEFAULT_LINE_CAP) -> None:
         self.spec = spec
         self._max_line = max_line
+        self._adopting = False  # the next runner starts on another runner's container
         self.session_id = session_id
         self._client = client
         self._image = image
@@ -165,7 +169,16 @@ class DockerSandbox:
             SandboxUnavailable: The container cannot be reached.
         """
         self._container_id, self._network = container_id, network
-        await self._connect()
+        self._adopting = True
+        try:
+            await self._connect()
+        finally:
+            self._adopting = False
+        assert self._runner is not None
+        # The shell state lives in the container: the new runner takes the last one's cwd
+        # and exported variables (saved before it wrote its own initial state).
+        await self._runner.call("exec", command=f". {SAVED_SHELL_STATE} 2>/dev/null; true",
+                                timeout=30, cap=1024)
         _log.info("sandbox attached", session_id=self.session_id, container=self.ident)
 
     async def _connect(self) -> None:
@@ -202,8 +215,11 @@ class DockerSandbox:
 
     def _exec_create(self) -> str:
         """Create (not start) the runner's exec in the container; returns its id."""
+        command = RUNNER if not self._adopting else [
+            "sh", "-c", f"cp -p {STATE}/shell.env {SAVED_SHELL_STATE} 2>/dev/null; exec "
+            + " ".join(RUNNER)]
         return str(self._client.api.exec_create(
-            self._container_id, RUNNER, stdin=True, stdout=True,
+            self._container_id, command, stdin=True, stdout=True,
             stderr=True, user=f"{self.spec.uid}:{self.spec.gid}", workdir=RUNNER_DIR,
             environment={"CODERX_ROOT": WORKDIR, "CODERX_STATE": STATE},
         )["Id"])
