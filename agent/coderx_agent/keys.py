@@ -77,6 +77,6 @@ def require(keys: KeySource, name: str, provider: str) -> str:
     """The key ``name``, or ``MissingKey`` with one line saying how to set it."""
     value = keys.get(name)
     if value is None:
-        raise MissingKey(f"no {provider} API key: set {name} in the environment or in the "
-                         "coderx key store")
+        raise MissingKey(f"no {provider} API key: run `coderx-agent login`, or set {name} "
+                         "in the environment")
     return value

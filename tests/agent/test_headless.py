@@ -80,8 +80,8 @@ def test_exit_1_error_missing_key(agent_env: dict[str, str], project: Path,
     code, out, err = cli(["-p", "hi"], env, project, monkeypatch)
     assert code == 1
     assert out == ""
-    assert err == ("error: no Anthropic API key: set ANTHROPIC_API_KEY in the environment or "
-                   "in the coderx key store\n")
+    assert err == ("error: no Anthropic API key: run `coderx-agent login`, or set "
+                   "ANTHROPIC_API_KEY in the environment\n")
 
 
 def test_exit_2_usage_errors(agent_env: dict[str, str], project: Path,
