@@ -22,7 +22,7 @@ import structlog
 from pydantic import BaseModel, ConfigDict
 
 from coderx_mcp.config import Network, SandboxLimits, Settings
-from coderx_mcp.errors import SandboxUnavailable
+from coderx_mcp.errors import CoderxError, SandboxUnavailable
 from coderx_mcp.sandbox.backends import Backend
 from coderx_mcp.sandbox.base import Sandbox, SandboxSpec
 from coderx_mcp.sandbox.docker_find import FoundSandbox, attach, find, remove
@@ -59,6 +59,42 @@ class SharedSessions:
         workspaces: This server's workspaces (diff baselines, release).
         registry: Heartbeats and tombstones shared by the replicas.
     """
+
+    async def take_into(self, owner: str, session_id: str | None, default: bool,
+                        held: dict[str, Session], defaults: dict[str, str]) -> Session | None:
+        """:meth:`take`, recorded in this replica's ``held`` sessions (and ``defaults``)."""
+        session = await self.take(owner, session_id, default, held)
+        if session is not None:
+            held[session.id] = session
+            if default:
+                defaults[owner] = session.id
+        return session
+
+    async def take_all(self, owner: str, held: dict[str, Session],
+                       defaults: dict[str, str]) -> None:
+        """Take every session of ``owner`` that another replica opened."""
+        for f in await self.find(owner):
+            if f.session_id not in held:
+                with contextlib.suppress(CoderxError):
+                    await self.take_into(owner, f.session_id, False, held, defaults)
+
+    async def let_go_if_closed(self, session: Session, held: dict[str, Session]) -> bool:
+        """True (and our stream to it let go, never restarted) when another replica closed
+        ``session``."""
+        if not self.registry.closed(session.id):
+            return False
+        held.pop(session.id, None)
+        session.closed = True
+        await self.detach(session.sandbox)
+        return True
+
+    @staticmethod
+    async def detach(sandbox: Sandbox) -> None:
+        """Let go of a sandbox's runner stream, leaving the container (the session outlives
+        this replica, or another replica closed it)."""
+        detach = getattr(sandbox, "detach", None)
+        if detach is not None:
+            await detach()
 
     def __init__(self, settings: Settings, backend: Backend, workspaces: Workspaces,
                  registry: SessionRegistry) -> None:

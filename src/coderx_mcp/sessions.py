@@ -12,9 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections import OrderedDict
 from collections.abc import Callable
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -25,7 +23,6 @@ from coderx_mcp.errors import (
     CoderxError,
     ConfigError,
     SandboxUnavailable,
-    SessionExpired,
     SessionNotFound,
     WorkspaceRefused,
 )
@@ -38,11 +35,11 @@ from coderx_mcp.sandbox.base import (
     EgressHook,
     HostStatus,
     ReportsHosts,
-    Sandbox,
     SandboxSpec,
 )
 from coderx_mcp.sandbox.instance import Instance
 from coderx_mcp.session import Session, SessionInfo, TextCache, new_session_id
+from coderx_mcp.session_expiry import ExpiredSessions, busy
 from coderx_mcp.workspace.policy import WorkspacePolicy
 from coderx_mcp.workspace.prepare import Mode, Workspace, Workspaces
 
@@ -51,8 +48,6 @@ if TYPE_CHECKING:
 
 _log = structlog.get_logger("coderx.sessions")
 Done = list[str]  # what closing did, one sentence each (``list`` is a method below)
-
-
 
 __all__ = ["HostStatus", "Session", "SessionInfo", "SessionManager", "TextCache",
            "new_session_id"]
@@ -85,10 +80,7 @@ class SessionManager:
         self.workspaces = Workspaces(settings, instance or Instance.current())
         self._sessions: dict[str, Session] = {}
         self._defaults: dict[str, str] = {}
-        # Sessions closed for idleness, newest last and bounded: session id -> (owner,
-        # message); and owners whose default session expired, told once on their next call.
-        self._expired: OrderedDict[str, tuple[str, str]] = OrderedDict()
-        self._expired_default: dict[str, str] = {}
+        self._expired = ExpiredSessions()
         self._default_locks: dict[str, asyncio.Lock] = {}
         self._opening = 0
         # Replicas: sessions found by label on the engine, reaped by heartbeat (replicas.py).
@@ -158,7 +150,8 @@ class SessionManager:
                 await self._reaper
         await self._pool.close()
         if self.shared is not None:  # the sessions outlive this replica: only let go
-            await asyncio.gather(*(_detach(s.sandbox) for s in list(self._sessions.values())),
+            await asyncio.gather(*(self.shared.detach(s.sandbox)
+                                   for s in list(self._sessions.values())),
                                  return_exceptions=True)
             self._sessions.clear()
             return
@@ -294,10 +287,8 @@ class SessionManager:
             SessionNotFound: No such session for this owner.
         """
         s = self._sessions.get(session_id)
-        gone = self._expired.get(session_id)
-        if s is None and gone is not None and gone[0] == owner:
-            raise SessionExpired(f"{gone[1]} Open a new one with session_open, or omit "
-                                 "`session` to use your default session.")
+        if s is None:
+            self._expired.check(session_id, owner)
         if s is None or s.owner != owner:
             raise SessionNotFound(
                 f"no open session {session_id!r}; open one with session_open or omit "
@@ -312,13 +303,7 @@ class SessionManager:
         sid = self._defaults.get(owner)
         if sid is not None and sid in self._sessions:
             return self._sessions[sid]
-        expired = self._expired_default.pop(owner, None)
-        if expired is not None and expired in self._expired:
-            # Told once, plainly, instead of a fresh session that silently forgot the shell
-            # state and the files read; the next call opens the new default session.
-            raise SessionExpired(f"Your default {self._expired[expired][1]} A new default "
-                                 "session starts with your next call: repeat this call (and "
-                                 "read files again before editing them).")
+        self._expired.check_default(owner)
         async with self._default_locks.setdefault(owner, asyncio.Lock()):
             sid = self._defaults.get(owner)
             if sid is not None and sid in self._sessions:
@@ -349,11 +334,8 @@ class SessionManager:
             if adopted is None:
                 raise
             return adopted
-        if self.shared is not None and self.shared.registry.closed(session.id):
-            # Another replica closed it: let go of our stream, never restart it.
-            self._sessions.pop(session.id, None)
-            session.closed = True
-            await _detach(session.sandbox)
+        if self.shared is not None and await self.shared.let_go_if_closed(session,
+                                                                          self._sessions):
             raise SessionNotFound(f"no open session {session_id!r}; open one with "
                                   "session_open or omit `session` to use your default session")
         return session
@@ -363,22 +345,14 @@ class SessionManager:
         """Take over a session of ``owner`` found on the engine, or None."""
         if self.shared is None:
             return None
-        session = await self.shared.take(owner, session_id, default, self._sessions)
-        if session is not None:
-            self._sessions[session.id] = session
-            if default:
-                self._defaults[owner] = session.id
-        return session
+        return await self.shared.take_into(owner, session_id, default, self._sessions,
+                                           self._defaults)
 
     async def sync(self, owner: str) -> None:
         """Shared sessions: take over every session of ``owner`` that another replica
         opened (``session_list`` shows them all); nothing otherwise."""
-        if self.shared is None:
-            return
-        for f in await self.shared.find(owner):
-            if f.session_id not in self._sessions:
-                with contextlib.suppress(CoderxError):
-                    await self._adopt(owner, f.session_id)
+        if self.shared is not None:
+            await self.shared.take_all(owner, self._sessions, self._defaults)
 
     async def reap_orphans_shared(self) -> int:
         """Shared sessions: remove the containers and workspaces of sessions no replica
@@ -465,41 +439,11 @@ class SessionManager:
                 and not (self.shared and self.shared.used_within(s.id, limit))]
         closed = 0
         for s in idle:
-            if await _busy(s):
+            if await busy(s):
                 continue
             _log.info("closing idle session", session_id=s.id)
-            self._remember_expired(s, limit)
+            self._expired.remember(s, limit, self._defaults.get(s.owner) == s.id)
             with contextlib.suppress(Exception):
                 await self._close(s)
             closed += 1
         return closed
-
-    def _remember_expired(self, s: Session, limit: float) -> None:
-        when = datetime.now(UTC).strftime("%H:%M:%S UTC")
-        self._expired[s.id] = (s.owner, (
-            f"session {s.id} expired at {when}: it was idle for more than {limit:.0f} s with "
-            "nothing running, so it was closed; its shell state (cwd, exported variables), "
-            "background processes and the record of files read are gone (files in the "
-            "workspace stay)."))
-        if self._defaults.get(s.owner) == s.id:
-            self._expired_default[s.owner] = s.id
-        while len(self._expired) > 1000:
-            self._expired.popitem(last=False)
-
-
-async def _detach(sandbox: Sandbox) -> None:
-    """Let go of a sandbox's runner stream, leaving the container (shared sessions)."""
-    detach = getattr(sandbox, "detach", None)
-    if detach is not None:
-        await detach()
-
-
-async def _busy(s: Session) -> bool:
-    """Whether a background process still runs in ``s`` (asked without touching last_used)."""
-    if not s.sandbox.alive:
-        return False
-    try:
-        r = await s.sandbox.call("procs")
-    except Exception:  # a broken sandbox is not work worth keeping alive
-        return False
-    return any(p.get("running") for p in r.get("processes", []))
