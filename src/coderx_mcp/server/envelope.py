@@ -60,7 +60,7 @@ class JsonRpcEnvelope:
         while True:  # the body is already capped by HttpGuard, outside this layer
             message = await receive()
             if message["type"] != "http.request":
-                await self.app(scope, _replay([], message, receive), send)
+                await self.app(scope, _replay(message, receive), send)
                 return
             chunks.append(message.get("body", b""))
             if not message.get("more_body", False):
@@ -76,7 +76,8 @@ class JsonRpcEnvelope:
             if why is not None:
                 problem = (INVALID_REQUEST, why)
         if problem is None:
-            await self.app(scope, _replay(chunks, None, receive), send)
+            await self.app(scope, _replay({"type": "http.request", "body": body,
+                                            "more_body": False}, receive), send)
             return
         code, text = problem
         reply = json.dumps({"jsonrpc": "2.0", "id": None,
@@ -87,14 +88,14 @@ class JsonRpcEnvelope:
         await send({"type": "http.response.body", "body": reply})
 
 
-def _replay(chunks: list[bytes], first: Message | None, receive: Receive) -> Receive:
-    """A ``receive`` that gives the buffered body once, then what the client sends next."""
-    pending: list[Message] = ([{"type": "http.request", "body": b"".join(chunks),
-                                "more_body": False}] if first is None else [first])
+def _replay(first: Message, receive: Receive) -> Receive:
+    """A ``receive`` that gives ``first`` (the buffered body) once, then what the client
+    sends next."""
+    pending = [first]
 
     async def replay() -> Message:
         if pending:
-            return pending.pop(0)
+            return pending.pop()
         return await receive()
 
     return replay
