@@ -118,7 +118,6 @@ class DockerSandbox:
                  max_line: int = DEFAULT_LINE_CAP) -> None:
         self.spec = spec
         self._max_line = max_line
-        self._adopting = False  # the next runner starts on another runner's container
         self.session_id = session_id
         self._client = client
         self._image = image
@@ -169,11 +168,7 @@ class DockerSandbox:
             SandboxUnavailable: The container cannot be reached.
         """
         self._container_id, self._network = container_id, network
-        self._adopting = True
-        try:
-            await self._connect()
-        finally:
-            self._adopting = False
+        await self._connect(adopting=True)
         assert self._runner is not None
         # The shell state lives in the container: the new runner takes the last one's cwd
         # and exported variables (saved before it wrote its own initial state).
@@ -181,10 +176,10 @@ class DockerSandbox:
                                 timeout=30, cap=1024)
         _log.info("sandbox attached", session_id=self.session_id, container=self.ident)
 
-    async def _connect(self) -> None:
+    async def _connect(self, adopting: bool = False) -> None:
         """Start the runner in the container and wait for its hello."""
         try:
-            stream = await self._attach_runner()
+            stream = await self._attach_runner(adopting)
         except Exception as exc:
             if not is_engine_error(exc):
                 raise
@@ -213,9 +208,9 @@ class DockerSandbox:
         container.start()
         return self._container_id
 
-    def _exec_create(self) -> str:
+    def _exec_create(self, adopting: bool = False) -> str:
         """Create (not start) the runner's exec in the container; returns its id."""
-        command = RUNNER if not self._adopting else [
+        command = RUNNER if not adopting else [
             "sh", "-c", f"cp -p {STATE}/shell.env {SAVED_SHELL_STATE} 2>/dev/null; exec "
             + " ".join(RUNNER)]
         return str(self._client.api.exec_create(
@@ -224,9 +219,9 @@ class DockerSandbox:
             environment={"CODERX_ROOT": WORKDIR, "CODERX_STATE": STATE},
         )["Id"])
 
-    async def _attach_runner(self) -> DockerExecStream:
+    async def _attach_runner(self, adopting: bool = False) -> DockerExecStream:
         def exec_socket() -> socket.socket:
-            raw = self._client.api.exec_start(self._exec_create(), socket=True)
+            raw = self._client.api.exec_start(self._exec_create(adopting), socket=True)
             sock = getattr(raw, "_sock", raw)
             self._keep.append(raw)  # the HTTP response owns the socket: keep it alive
             dup = socket.socket(fileno=os.dup(sock.fileno()))

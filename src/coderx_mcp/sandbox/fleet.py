@@ -103,8 +103,8 @@ class HostSandbox(DockerSandbox):
     def ident(self) -> str:
         return f"{super().ident}@{self.host.name}"
 
-    async def _attach_runner(self) -> DockerExecStream:
-        eid = await asyncio.to_thread(self._exec_create)
+    async def _attach_runner(self, adopting: bool = False) -> DockerExecStream:
+        eid = await asyncio.to_thread(self._exec_create, adopting)
         reader, writer = await open_exec_stream(self.host.config, self._client.api._version, eid)
         return DockerExecStream(reader, writer, self._max_line)
 
