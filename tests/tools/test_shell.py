@@ -242,6 +242,17 @@ async def test_leftover_children_are_adopted_not_killed(client: Client[Any],
     assert "sleep 30" not in (await run(client, "ps -eo args"))["stdout"]
 
 
+async def test_leftover_subshell_is_named_by_the_command_not_the_wrapper(
+        client: Client[Any]) -> None:
+    """A background subshell never execs, so /proc shows the runner's wrapper script for it:
+    the reply names the command the model ran instead (CI once saw a fork before its exec)."""
+    command = "{ while :; do sleep 1; done; } &"
+    out = facts(await call(client, "run_command", command=command))
+    assert any(p.endswith(": " + command) for p in out["left_running"]), out
+    assert not any("--noprofile" in p for p in out["left_running"]), out
+    await ok(client, "process_kill", output_id=out["output_id"])
+
+
 async def test_background_server_output_is_readable_and_unbuffered(client: Client[Any]) -> None:
     r = await run(client, "python3 -c 'import time; time.sleep(1); print(\"serving\"); "
                           "time.sleep(60)' &")

@@ -23,6 +23,14 @@ from .files import CHUNK, Paths
 from .shell import MARKER, Shell
 
 _ID_RX = re.compile(r"^[A-Za-z0-9]{4,32}\Z")
+# How the command's own bash (and a fork of it that has not exec'd yet) shows in /proc.
+SHELL_CMDLINE = "/bin/bash --noprofile --norc -c"
+
+
+def unsettled(cmdline: str) -> bool:
+    """A fork of the command's bash that has not exec'd yet, or a process mid-exec (its
+    command line reads empty for a moment)."""
+    return not cmdline or cmdline.startswith(SHELL_CMDLINE)
 
 
 class Proc:
@@ -296,7 +304,10 @@ class ProcTable:
             with contextlib.suppress(OSError), open(proc.path("cwd")) as f:
                 cwd = f.read() or None
         end = proc.ended or time.monotonic()
-        left = ([f"pid {pid}: {cmd}" for pid, cmd in proc.leftovers()]
+        # A fork that has not exec'd yet shows the runner's wrapper script: name the
+        # command it belongs to instead, which is what the model ran.
+        left = ([f"pid {pid}: {proc.command[:200] if unsettled(cmd) else cmd}"
+                 for pid, cmd in proc.leftovers()]
                 if proc.adopted and proc.popen is not None else [])
         return {"output_id": proc.id, "running": not proc.exited.done() and proc.popen is not None,
                 "left_running": left, "timed_out": proc.timed_out,

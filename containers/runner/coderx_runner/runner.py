@@ -14,7 +14,7 @@ from typing import Any
 from . import PROTOCOL_VERSION
 from .errors import BadRequest, RunnerError, UnknownProcess
 from .files import Paths, file_list, file_read, file_stat, file_write
-from .procs import Proc, ProcTable, group_members, utf8_whole
+from .procs import Proc, ProcTable, group_members, unsettled, utf8_whole
 from .shell import Shell
 
 
@@ -356,10 +356,8 @@ async def _settled(pgid: int, gone: bool = False, limit_s: float = 1.0) -> None:
     deadline = time.monotonic() + limit_s
     while time.monotonic() < deadline:
         members = group_members(pgid)
-        done = not members if gone else not any(c.startswith(_SHELL) for _, c in members)
+        done = not members if gone else not any(unsettled(c) for _, c in members)
         if done:
             return
         await asyncio.sleep(0.01)
 
-
-_SHELL = "/bin/bash --noprofile --norc -c"
