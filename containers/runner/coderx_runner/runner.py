@@ -27,7 +27,7 @@ class Runner:
         self.state_dir = state_dir
         self.spool = os.path.join(state_dir, "spool")
         os.makedirs(self.spool, mode=0o700, exist_ok=True)
-        self.tasks: dict[int, asyncio.Task[None]] = {}
+        self.tasks: dict[Any, asyncio.Task[None]] = {}
         self.out_lock = asyncio.Lock()
         self.shell = Shell(self.paths.root, state_dir, self.spool)
         self.procs = ProcTable(self.paths, self.shell, self.spool)
