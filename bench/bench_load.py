@@ -52,10 +52,15 @@ class AgentSpec:
 
 @dataclass
 class LoadReport:
-    """What a run measured."""
+    """What a run measured: ``calls`` counts the loop's calls, made while every agent had
+    its session open (opening and closing sessions are timed, not counted)."""
 
     seconds: float
     calls: int = 0
+    loop_started: float = 0.0
+    loop_ended: float = 0.0
+    cpu: dict[str, float] = field(default_factory=dict)
+    containers_mib: float = 0.0
     errors: list[str] = field(default_factory=list)
     leaks: list[str] = field(default_factory=list)
     lost_edits: list[str] = field(default_factory=list)
@@ -67,7 +72,10 @@ class LoadReport:
             v = sorted(values)
             per_tool[tool] = {"n": len(v), "p50_ms": round(v[len(v) // 2], 1),
                               "p99_ms": round(v[min(len(v) - 1, int(len(v) * 0.99))], 1)}
-        return {"calls": self.calls, "calls_per_s": round(self.calls / self.seconds, 1),
+        elapsed = max(self.loop_ended - self.loop_started, 1e-9)
+        per_call = {k: round(v * 1000 / max(self.calls, 1), 2) for k, v in self.cpu.items()}
+        return {"calls": self.calls, "calls_per_s": round(self.calls / elapsed, 1),
+                "loop_seconds": round(elapsed, 1), "cpu_ms_per_call": per_call,
                 "errors": self.errors[:10], "leaks": self.leaks[:10],
                 "lost_edits": self.lost_edits[:10], "per_tool": per_tool}
 
@@ -105,15 +113,49 @@ def _text(result: Any) -> str:
     return "".join(getattr(x, "text", "") for x in result.content)
 
 
-async def _agent(url: str, spec: AgentSpec, deadline: float, report: LoadReport) -> None:
+class Start:
+    """The loop starts when every agent has its session open, and lasts ``seconds``."""
+
+    def __init__(self, agents: int, seconds: float) -> None:
+        self.waiting, self.seconds = agents, seconds
+        self.go = asyncio.Event()
+        self.deadline = 0.0
+
+    async def ready(self) -> float:
+        """Wait for the others; returns the loop's deadline."""
+        self.waiting -= 1
+        if self.waiting == 0:
+            self.deadline = time.monotonic() + self.seconds
+            self.go.set()
+        await self.go.wait()
+        return self.deadline
+
+    def gave_up(self) -> None:
+        """An agent failed before its loop: do not keep the others waiting for it."""
+        self.waiting -= 1
+        if self.waiting == 0 and not self.go.is_set():
+            self.deadline = time.monotonic() + self.seconds
+            self.go.set()
+
+
+async def _agent(url: str, spec: AgentSpec, start: Start, report: LoadReport) -> None:
+    try:
+        await _work(url, spec, start, report)
+    finally:
+        if not start.go.is_set() and start.waiting > 0:
+            start.gave_up()
+
+
+async def _work(url: str, spec: AgentSpec, start: Start, report: LoadReport) -> None:
     marker = f"MARK-{spec.name}"
     mine = f"{spec.name}.txt"
+    in_loop = False
 
     async def call(c: Client[Any], tool: str, args: dict[str, Any]) -> Any:
-        start = time.perf_counter()
+        began = time.perf_counter()
         r = await c.call_tool(tool, args, raise_on_error=False)
-        report.latency.setdefault(tool, []).append((time.perf_counter() - start) * 1000)
-        report.calls += 1
+        report.latency.setdefault(tool, []).append((time.perf_counter() - began) * 1000)
+        report.calls += in_loop
         if r.is_error:
             report.errors.append(f"{spec.name} {tool}: {_text(r)[:200]}")
         return r
@@ -127,6 +169,8 @@ async def _agent(url: str, spec: AgentSpec, deadline: float, report: LoadReport)
         await call(c, "write_file", {"path": mine, "content": f"{marker}\ncount=0\n",
                                      "session": sid})
         loops = 0
+        deadline = await start.ready()
+        in_loop = True
         while time.monotonic() < deadline:
             read = await call(c, "read_file", {"path": mine, "session": sid})
             text = _text(read)
@@ -148,15 +192,36 @@ async def _agent(url: str, spec: AgentSpec, deadline: float, report: LoadReport)
             others = set(re.findall(r"agent\d+", out)) - {spec.name}
             if others:
                 report.leaks.append(f"{spec.name} saw {sorted(others)} in run_command")
+        in_loop = False
         await call(c, "session_close", {"session": sid, "keep": False})
 
 
-async def run_agents(url: str, specs: list[AgentSpec], seconds: float) -> LoadReport:
-    """Run every agent for ``seconds`` at once."""
+async def run_agents(url: str, specs: list[AgentSpec], seconds: float,
+                     server_pid: int | None = None) -> LoadReport:
+    """Open every agent's session, run their loops together for ``seconds``, close.
+
+    With ``server_pid``, the CPU time each part of the machine spent during the loop is
+    recorded: the server, this load generator, the sandboxes (their cgroups) and Docker's
+    daemons.
+    """
     report = LoadReport(seconds=seconds)
-    deadline = time.monotonic() + seconds
-    results = await asyncio.gather(*(_agent(url, s, deadline, report) for s in specs),
+    start = Start(len(specs), seconds)
+
+    async def account() -> None:
+        await start.go.wait()
+        ids = [] if server_pid is None else await asyncio.to_thread(sandbox_ids, server_pid)
+        report.loop_started, before = time.monotonic(), cpu_seconds(server_pid, ids)
+        await asyncio.sleep(max(0.0, start.deadline - time.monotonic()) / 2)
+        if server_pid is not None:  # the sandboxes' memory, half-way through the loop
+            report.containers_mib = await asyncio.to_thread(containers_mib, server_pid)
+        await asyncio.sleep(max(0.0, start.deadline - time.monotonic()))
+        report.loop_ended, after = time.monotonic(), cpu_seconds(server_pid, ids)
+        report.cpu = {k: after[k] - before.get(k, 0.0) for k in after}
+
+    accounting = asyncio.ensure_future(account())
+    results = await asyncio.gather(*(_agent(url, s, start, report) for s in specs),
                                    return_exceptions=True)
+    await accounting
     report.errors += [f"{s.name}: {type(r).__name__}: {r}" for s, r in zip(specs, results,
                                                                              strict=True)
                       if isinstance(r, BaseException)]
@@ -169,6 +234,61 @@ def rss_mib(pid: int) -> float:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     return 0.0
+
+
+_DAEMONS = ("dockerd", "containerd", "containerd-shim", "containerd-shim-runc-v2", "docker-proxy")
+
+
+def _proc_cpu(pid: int | str) -> float:
+    """utime + stime of a process, in seconds."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _cgroup_cpu(container_id: str) -> float:
+    """CPU seconds of one container's cgroup (v1 cpuacct or v2 cpu.stat)."""
+    for path in (f"/sys/fs/cgroup/cpuacct/docker/{container_id}/cpuacct.usage",
+                 f"/sys/fs/cgroup/system.slice/docker-{container_id}.scope/cpu.stat",
+                 f"/sys/fs/cgroup/docker/{container_id}/cpu.stat"):
+        try:
+            text = Path(path).read_text()
+        except OSError:
+            continue
+        if path.endswith("cpuacct.usage"):
+            return int(text) / 1e9
+        return int(text.split("usage_usec", 1)[1].split()[0]) / 1e6
+    return 0.0
+
+
+def sandbox_ids(server_pid: int) -> list[str]:
+    """The full ids of a server's sandbox containers."""
+    import docker
+
+    client = docker.from_env()
+    try:
+        found = client.containers.list(filters={"label": f"{LABEL_PID}={server_pid}"})
+        return [c.id for c in found]
+    finally:
+        client.close()
+
+
+def cpu_seconds(server_pid: int | None, sandboxes: list[str]) -> dict[str, float]:
+    """CPU seconds so far of the server, this process, the server's sandboxes (their
+    cgroups) and Docker's daemons."""
+    if server_pid is None:
+        return {}
+    t = os.times()
+    out = {"server": _proc_cpu(server_pid), "load generator": t.user + t.system,
+           "sandboxes": sum(_cgroup_cpu(i) for i in sandboxes), "docker daemons": 0.0}
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            if Path(f"/proc/{name}/comm").read_text().strip() in _DAEMONS:
+                out["docker daemons"] += _proc_cpu(name)
+        except OSError:
+            continue
+    return out
 
 
 def containers_mib(pid: int) -> float:
@@ -188,17 +308,6 @@ def containers_mib(pid: int) -> float:
     client.close()
     return total / (1 << 20)
 
-
-async def _measure(url: str, pid: int, specs: list[AgentSpec], seconds: float
-                   ) -> tuple[LoadReport, float]:
-    """Run the agents; the containers' memory is sampled half-way through."""
-    async def sample() -> float:
-        await asyncio.sleep(seconds / 2)
-        return await asyncio.to_thread(containers_mib, pid)
-
-    sampler = asyncio.ensure_future(sample())
-    report = await run_agents(url, specs, seconds)
-    return report, await sampler
 
 
 def _serve_and_run(agents: int, seconds: float, profile: Path | None = None
@@ -229,8 +338,8 @@ def _serve_and_run(agents: int, seconds: float, profile: Path | None = None
                 ["py-spy", "record", "--pid", str(proc.pid), "--duration", str(int(seconds)),
                  "--format", "raw", "--output", str(profile), "--nonblocking"],
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            report, containers = asyncio.run(_measure(f"http://127.0.0.1:{port}/mcp", proc.pid,
-                                                      specs, seconds))
+            report = asyncio.run(run_agents(f"http://127.0.0.1:{port}/mcp", specs, seconds,
+                                            server_pid=proc.pid))
             if spy is not None:
                 spy.wait(60)
             rss = rss_mib(proc.pid)
@@ -238,7 +347,8 @@ def _serve_and_run(agents: int, seconds: float, profile: Path | None = None
             proc.send_signal(signal.SIGTERM)
             proc.wait(60)
     out = report.summary()
-    out.update(agents=agents, server_rss_mib=round(rss, 1), containers_mib=round(containers, 1))
+    out.update(agents=agents, server_rss_mib=round(rss, 1),
+               containers_mib=round(report.containers_mib, 1))
     ok = not (report.errors or report.leaks or report.lost_edits)
     return out, ok
 
@@ -255,8 +365,20 @@ def main() -> None:
     if a.json:
         print(json.dumps(out, indent=2))
     else:
-        print(f"{out['agents']} agents, {out['calls']} calls, {out['calls_per_s']} calls/s "
-              "(target ≥ 300)")
+        print(f"{out['agents']} agents, {out['calls']} calls in {out['loop_seconds']} s of "
+              f"loop, {out['calls_per_s']} calls/s (target ≥ 300)")
+        cpu = out["cpu_ms_per_call"]
+        if cpu:
+            cores = os.cpu_count() or 1
+            total = sum(cpu.values())
+            served = total - cpu["load generator"]
+            print("CPU per call: " + ", ".join(f"{k} {v} ms" for k, v in cpu.items())
+                  + f"; total {total:.2f} ms: {cores} cores allow "
+                  f"{cores * 1000 / max(total, 1e-9):.0f} calls/s at that cost, "
+                  f"{cores * 1000 / max(served, 1e-9):.0f} with the agents on other machines")
+            print(f"  (agents that each wait for their reply see {out['agents']} / calls/s "
+                  f"= {out['agents'] * 1000 / max(out['calls_per_s'], 1e-9):.0f} ms per call "
+                  "on average: latency follows throughput)")
         for tool, t in out["per_tool"].items():
             target = " (target p99 < 100 ms)" if tool in FILE_TOOLS else ""
             print(f"  {tool:<14} n={t['n']:<6} p50 {t['p50_ms']:>7} ms  p99 {t['p99_ms']:>7} ms"
