@@ -63,7 +63,7 @@ def test_pr10_stdout_carries_only_json_rpc(raw_server: RawStdio) -> None:
     assert result["content"][0]["text"].startswith(
         "$ echo hi; python3 -c 'print(1)'; echo to-stderr >&2\nhi\n1\n[stderr]\nto-stderr\n")
     r = raw_server.call("read_file", {"path": "hello.txt"})
-    assert "  1\thello" in r["result"]["content"][0]["text"]
+    assert "  1|hello" in r["result"]["content"][0]["text"]
     bad = raw_server.call("read_file", {"path": "hello.txt", "evil": 1})
     assert bad["result"]["isError"] and "evil" in bad["result"]["content"][0]["text"]
     assert len(raw_server.lines) >= 4  # each one parsed as JSON on the way in

@@ -109,7 +109,7 @@ async def test_di01_reads_racing_replacements_see_one_whole_version(
             letter = hashes.get(r["sha256"])
             assert letter is not None, "a read saw a hash of no whole version"
             lines = r["text"].split("\n")[1:]
-            assert all(line.endswith(letter * 99) for line in lines if "\t" in line), letter
+            assert all(line.endswith(letter * 99) for line in lines if "|" in line), letter
             seen.append(letter)
             read.set()
 

@@ -37,11 +37,11 @@ def test_simple_edit_reports_line_and_snippet() -> None:
     assert (outcome.replacements, outcome.first_line, outcome.last_line) == (1, 10, 10)
     assert outcome.newline_adapted is False
     assert outcome.snippet.split("\n") == [
-        "  8\tline 8",
-        "  9\tline 9",
-        " 10\tten",
-        " 11\tline 11",
-        " 12\tline 12",
+        "  8|line 8",
+        "  9|line 9",
+        " 10|ten",
+        " 11|line 11",
+        " 12|line 12",
     ]
 
 
@@ -123,14 +123,14 @@ def test_delete_last_line_snippet_is_clamped() -> None:
     outcome = apply_edit("a\nb\nc\n", "c\n", "")
     assert outcome.new_text == "a\nb\n"
     assert outcome.first_line == 2
-    assert outcome.snippet == "  1\ta\n  2\tb"
+    assert outcome.snippet == "  1|a\n  2|b"
 
 
 def test_snippet_is_capped() -> None:
     new = "".join(f"n{i}\n" for i in range(40))
     outcome = apply_edit("top\nX\nbottom\n", "X\n", new)
     assert len(outcome.snippet.split("\n")) == 12
-    assert outcome.snippet.startswith("  1\ttop\n  2\tn0")
+    assert outcome.snippet.startswith("  1|top\n  2|n0")
     assert (outcome.first_line, outcome.last_line) == (2, 41)
 
 
@@ -195,8 +195,8 @@ def test_not_found_shows_tabs_nbsp_and_trailing_spaces_visibly() -> None:
     message = str(info.value)
     assert message.startswith("old_string was not found in the file")
     assert "lines 4-5" in message
-    assert "     4\t→if x:" in message
-    assert "     5\t→→return 1⍽·" in message  # tab, NBSP and trailing space visible
+    assert "     4|→if x:" in message
+    assert "     5|→→return 1⍽·" in message  # tab, NBSP and trailing space visible
     assert "          return 1·" in message  # expected side: trailing space visible
     assert "the file uses tabs (→) where old_string has spaces" in message
     assert "non-breaking spaces (⍽)" in message
@@ -223,7 +223,7 @@ def test_not_found_hints_trailing_whitespace_and_quotes() -> None:
 def test_not_found_hints_read_file_prefixes() -> None:
     text = "def f():\n    return 1\n"
     with pytest.raises(EditNotFoundError, match="line-number prefixes"):
-        apply_edit(text, "  1\tdef f():\n  2\t    return 1\n", "x")
+        apply_edit(text, "  1|def f():\n  2|    return 1\n", "x")
 
 
 def test_not_found_without_similar_region() -> None:
@@ -296,7 +296,7 @@ def test_multi_edit_span_covers_all_changes() -> None:
     ]
     outcome = apply_edits(text, edits)
     assert (outcome.first_line, outcome.last_line) == (3, 9)
-    assert outcome.snippet.split("\n")[0] == "  1\trow 1"
+    assert outcome.snippet.split("\n")[0] == "  1|row 1"
 
 
 def test_multi_edit_span_property_random() -> None:

@@ -22,13 +22,13 @@ def _reference(text: str, offset: int, limit: int, max_chars: int) -> str:
             line = line[:-1]
         if len(line) > max_chars:
             line = line[:max_chars] + TRUNCATION_MARKER.format(length=len(line))
-        out.append(f"{n:>{width}}\t{line}")
+        out.append(f"{n:>{width}}|{line}")
     return "\n".join(out)
 
 
-def test_cat_n_format() -> None:
+def test_numbered_format() -> None:
     rendered = render_numbered("alpha\n\tbeta\n\ngamma\n")
-    assert rendered.content == "  1\talpha\n  2\t\tbeta\n  3\t\n  4\tgamma"
+    assert rendered.content == "  1|alpha\n  2|\tbeta\n  3|\n  4|gamma"
     assert (rendered.total_lines, rendered.first_line, rendered.last_line) == (4, 1, 4)
     assert rendered.truncated is False
     assert rendered.next_offset is None
@@ -55,7 +55,7 @@ def test_empty_text_renders_nothing() -> None:
 def test_offset_limit_and_next_offset() -> None:
     text = "".join(f"line {i}\n" for i in range(1, 11))
     window = render_numbered(text, offset=3, limit=4)
-    assert window.content.splitlines() == [f"{n:>3}\tline {n}" for n in range(3, 7)]
+    assert window.content.splitlines() == [f"{n:>3}|line {n}" for n in range(3, 7)]
     assert (window.first_line, window.last_line, window.truncated, window.next_offset) == (
         3,
         6,
@@ -73,7 +73,7 @@ def test_offset_limit_and_next_offset() -> None:
     assert (middle.last_line, middle.truncated, middle.next_offset) == (9, True, 10)
     end = render_numbered(text, offset=10, limit=4)
     assert (end.first_line, end.last_line, end.truncated, end.next_offset) == (10, 10, False, None)
-    assert end.content == " 10\tline 10"
+    assert end.content == " 10|line 10"
 
 
 def test_offset_beyond_end_names_total_lines() -> None:
@@ -90,39 +90,39 @@ def test_non_positive_arguments_are_rejected(kwargs: dict[str, int]) -> None:
 def test_trailing_cr_hidden_lone_cr_kept() -> None:
     text = "crlf line\r\nlone\rcr inside\nplain\ndouble\r\r\nlast\r"
     assert render_numbered(text).content.split("\n") == [
-        "  1\tcrlf line",
-        "  2\tlone\rcr inside",
-        "  3\tplain",
-        "  4\tdouble\r",
-        "  5\tlast",
+        "  1|crlf line",
+        "  2|lone\rcr inside",
+        "  3|plain",
+        "  4|double\r",
+        "  5|last",
     ]
     pure_crlf = "a\r\nb\rc\r\n"
-    assert render_numbered(pure_crlf).content == "  1\ta\n  2\tb\rc"
+    assert render_numbered(pure_crlf).content == "  1|a\n  2|b\rc"
 
 
 def test_long_lines_are_cut_with_marker() -> None:
     text = "short\n" + "x" * 12345 + "\r\n" + "y" * 100 + "\n"
     rendered = render_numbered(text, max_line_chars=100)
     lines = rendered.content.split("\n")
-    assert lines[0] == "  1\tshort"
-    assert lines[1] == "  2\t" + "x" * 100 + "… [line truncated: 12345 chars]"
-    assert lines[2] == "  3\t" + "y" * 100  # exactly at the limit: not cut
+    assert lines[0] == "  1|short"
+    assert lines[1] == "  2|" + "x" * 100 + "… [line truncated: 12345 chars]"
+    assert lines[2] == "  3|" + "y" * 100  # exactly at the limit: not cut
     assert rendered.cut_lines == 1
 
 
 def test_numbers_are_as_wide_as_the_widest_shown() -> None:
     text = "\n" * 1_000_001
     rendered = render_numbered(text, offset=999_999, limit=3)
-    assert rendered.content == " 999999\t\n1000000\t\n1000001\t"
-    assert render_numbered("a\n" * 12, offset=8, limit=3).content == "  8\ta\n  9\ta\n 10\ta"
+    assert rendered.content == " 999999|\n1000000|\n1000001|"
+    assert render_numbered("a\n" * 12, offset=8, limit=3).content == "  8|a\n  9|a\n 10|a"
     shifted = render_numbered("a\nb\n", shift=98)  # a window starting at line 99
-    assert (shifted.content, shifted.first_line) == (" 99\ta\n100\tb", 1)
+    assert (shifted.content, shifted.first_line) == (" 99|a\n100|b", 1)
     assert rendered.next_offset is None
 
 
 def test_matches_reference_on_random_inputs() -> None:
     rng = random.Random(7)
-    pieces = ["a", "bb", " ", "\t", "\n", "\n", "\r\n", "\r", "中", "z" * 30]
+    pieces = ["a", "bb", " ", "\t", "|", "7", "\n", "\n", "\r\n", "\r", "中", "z" * 30]
     for _ in range(300):
         text = "".join(rng.choice(pieces) for _ in range(rng.randrange(1, 200)))
         total = count_lines(text)
@@ -142,7 +142,7 @@ def test_deep_offset_in_big_file_matches_reference() -> None:
     text = "".join(f"row {i}\r\n" if i % 3 else f"row {i}\n" for i in range(1, 60_001))
     rendered = render_numbered(text, offset=45_678, limit=50)
     assert rendered.content == _reference(text, 45_678, 50, 2000)
-    assert rendered.content.startswith("45678\trow 45678\n")
+    assert rendered.content.startswith("45678|row 45678\n")
 
 
 def test_artifact_detected_in_rendered_output() -> None:
@@ -158,9 +158,16 @@ def test_artifact_detected_in_middle_of_content() -> None:
 
 
 def test_artifact_short_content_fully_prefixed() -> None:
-    assert looks_like_read_artifact("     1\tonly line\n")
-    assert looks_like_read_artifact("    41\tfoo\n    42\tbar")  # the old 6-wide shape
-    assert looks_like_read_artifact(" 41\tfoo\n 42\tbar")
+    assert looks_like_read_artifact("     1|only line\n")
+    assert looks_like_read_artifact("    41|foo\n    42|bar")  # wider numbers (big files)
+    assert looks_like_read_artifact(" 41|foo\n 42|bar")
+
+
+def test_artifact_pasted_code_lines_detected() -> None:
+    # What a model copies out of a read of an indented module, gutter included.
+    pasted = "  12|    def f(self):\n  13|        return self.x | 1\n  14|\n"
+    assert looks_like_read_artifact(pasted)
+    assert looks_like_read_artifact("  12|    return x\n")
 
 
 def test_artifact_truncation_marker() -> None:
@@ -172,14 +179,19 @@ def test_artifact_truncation_marker() -> None:
     [
         "",
         "def f():\n    return 1\n",
-        "1\t2\n2\t3\n3\t4\n4\t5\n",  # plain TSV with numbers
-        "id\tname\n1\talice\n2\tbob\n3\tcarol\n",
-        "     1\ta\n     5\tb\n     9\tc\n",  # right-aligned but not consecutive
-        "000001\ta\n000002\tb\n000003\tc\n",  # zero padded
-        "  1\ta\n   2\tb\n    3\tc\n",  # not one width
-        "1\ta\n2\tb\n3\tc\n",  # narrower than read_file's numbers
-        "     1\ta\nplain\n     2\tb\nplain\n     3\tc\n",  # not on consecutive lines
-        "     1\tfirst\n     2\tsecond\nthen normal text\nand more\n",  # 2 of 4 lines
+        "1|2\n2|3\n3|4\n4|5\n",  # plain pipe-separated numbers
+        "id|name\n1|alice\n2|bob\n3|carol\n",
+        "1\talice\n2\tbob\n3\tcarol\n",  # TSV rows
+        "  1\ta\n  2\tb\n  3\tc\n",  # cat -n's tab, not read_file's gutter
+        "| 1 | a |\n| 2 | b |\n| 3 | c |\n",  # a Markdown table
+        "x = a | b\ny = 1 | 2\nflags = 0x1|0x2\n",  # bitwise or
+        "     1|a\n     5|b\n     9|c\n",  # right-aligned but not consecutive
+        "000001|a\n000002|b\n000003|c\n",  # zero padded
+        "  1|a\n   2|b\n    3|c\n",  # not one width
+        "1|a\n2|b\n3|c\n",  # narrower than read_file's numbers
+        " 1|a\n 2|b\n 3|c\n",  # still narrower
+        "     1|a\nplain\n     2|b\nplain\n     3|c\n",  # not on consecutive lines
+        "     1|first\n     2|second\nthen normal text\nand more\n",  # 2 of 4 lines
         "line truncated: 5 chars\n",
     ],
 )

@@ -50,12 +50,12 @@ async def test_read_numbers_lines_and_hashes_whole_file(client: Client[Any],
     r = await call(client, "read_file", path="src/a.py")
     out = facts(r)
     assert r.structured_content is None and not r.is_error  # the text is sent once
-    assert body(out["text"]) == "  1\talpha\n  2\t\tbeta\n  3\tgamma"
+    assert body(out["text"]) == "  1|alpha\n  2|\tbeta\n  3|gamma"
     assert (out["sha256"], out["size"], out["total_lines"]) == (sha(data), len(data), 3)
     assert (out["encoding"], out["bom"], out["newline"], out["truncated"]) == (
         "utf-8", False, "\n", False)
     text = r.content[0].text  # type: ignore[union-attr]
-    assert text.startswith("src/a.py (3 lines") and text.endswith("  3\tgamma")
+    assert text.startswith("src/a.py (3 lines") and text.endswith("  3|gamma")
     # Absolute paths inside the workspace name the same file.
     assert (await ok(client, "read_file", path="/workspace/src/a.py"))["path"] == "src/a.py"
 
@@ -65,7 +65,7 @@ async def test_read_pages_with_exact_next_offset(client: Client[Any],
     write_host_file(tool_workspace, "n.txt", b"".join(b"line %d\n" % i for i in range(1, 11)))
     r = await call(client, "read_file", path="n.txt", offset=4, limit=3)
     out = facts(r)
-    assert body(out["text"]) == "  4\tline 4\n  5\tline 5\n  6\tline 6"
+    assert body(out["text"]) == "  4|line 4\n  5|line 5\n  6|line 6"
     assert (out["first_line"], out["last_line"], out["truncated"], out["next_offset"]) == (
         4, 6, True, 7)
     assert "offset=7" in r.content[0].text  # type: ignore[union-attr]
@@ -90,7 +90,7 @@ async def test_read_is_capped_by_size_with_the_exact_next_offset(
         seen, offset = [], 1
         while offset is not None and offset < 30:
             page = await ok(c, "read_file", path="wide.txt", offset=offset)
-            seen += [int(line.split("\t")[1][:4]) for line in body(page["text"]).split("\n")]
+            seen += [int(line.split("|", 1)[1][:4]) for line in body(page["text"]).split("\n")]
             offset = page["next_offset"]
         assert seen == list(range(1, len(seen) + 1)) and len(seen) >= 29
     # The default cap keeps an ordinary 90 KB module to one page of about 10K tokens.
@@ -116,6 +116,8 @@ async def test_read_sends_the_file_once_on_the_wire(client: Client[Any],
     assert f"sha256 {sha(data)[:16]})" in r.content[0].text  # type: ignore[union-attr]
     assert r.meta[META_KEY]["sha256"] == sha(data)  # type: ignore[index]
     assert "content" not in r.meta[META_KEY]  # type: ignore[index]
+    # The gutter is one byte of JSON per line ("|", a tab would be "\\t"): issue #8's target.
+    assert len(wire) <= 1.15 * len(data), len(wire)
     tools = {t.name: t for t in await client.list_tools()}
     assert tools["read_file"].output_schema is None
 
@@ -164,7 +166,7 @@ async def test_di13_large_file_window_has_right_numbers_and_whole_hash(
     r = await call(small_client, "read_file", path="big.txt", offset=1000, limit=3)
     assert not r.is_error, r.content
     out = facts(r)
-    assert body(out["text"]) == "1000\trow 001000\n1001\trow 001001\n1002\trow 001002"
+    assert body(out["text"]) == "1000|row 001000\n1001|row 001001\n1002|row 001002"
     assert (out["total_lines"], out["sha256"], out["next_offset"]) == (20000, sha(data), 1003)
     assert "offset=1003" in r.content[0].text  # type: ignore[union-attr]
     assert "limit for edits" in await err(small_client, "edit_file", path="big.txt",
@@ -223,7 +225,7 @@ async def test_pf02_traversal_refused_and_dotted_names_allowed(client: Client[An
     assert not (tool_workspace.parent / "new.txt").exists()
     for name in ("..test", "te..st", "...", "...."):
         await ok(client, "write_file", path=name, content=name)
-        assert body((await ok(client, "read_file", path=name))["text"]) == f"  1\t{name}"
+        assert body((await ok(client, "read_file", path=name))["text"]) == f"  1|{name}"
         assert (tool_workspace / name).read_text() == name
 
 
@@ -432,6 +434,16 @@ async def test_di14_read_artifact_refused(client: Client[Any], tool_workspace: P
     assert "prefixes" in await err(client, "edit_file", path="art.txt", old_string="a\nb\nc",
                                    new_string=shown)
     assert f.read_bytes() == b"a\nb\nc\n"
+    # Indented code copied with its gutter, "  2|    return x | y", into any of the edit tools.
+    code = b"def f(x, y):\n    return x | y\n"
+    g = write_host_file(tool_workspace, "art.py", code)
+    lines = body((await ok(client, "read_file", path="art.py"))["text"]).split("\n")
+    assert lines[1] == "  2|    return x | y"
+    miss = await err(client, "edit_file", path="art.py", old_string=lines[1], new_string="z")
+    assert "line-number prefixes" in miss and "after the number and its '|'" in miss
+    assert "prefixes" in await err(client, "multi_edit", path="art.py", edits=[
+        {"old_string": "return x | y", "new_string": "\n".join(lines)}])
+    assert g.read_bytes() == code
 
 
 async def test_di15_not_found_shows_visible_whitespace(client: Client[Any],

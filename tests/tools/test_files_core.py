@@ -45,7 +45,7 @@ def test_lock_key_normalises_to_workspace_relative(path: str, key: str) -> None:
 def test_view_whole_renders_and_reports_encoding() -> None:
     v = core.view_whole(_whole(b"\xef\xbb\xbfa\r\nb\r\n"), 1, 10, 40_000)
     assert (v.content, v.total_lines, v.bom, v.newline, v.encoding) == (
-        "  1\ta\n  2\tb", 2, True, "\r\n", "utf-8-sig")
+        "  1|a\n  2|b", 2, True, "\r\n", "utf-8-sig")
     assert core.view_whole(_whole(b""), 5, 10, 40_000).total_lines == 0  # empty: offset ignored
     with pytest.raises(BinaryFileError, match="binary file, 5 bytes"):
         core.view_whole(_whole(b"a\x00bcd"), 1, 10, 40_000)
@@ -54,7 +54,7 @@ def test_view_whole_renders_and_reports_encoding() -> None:
 def test_view_window_numbers_lines_from_offset() -> None:
     data = b"".join(b"l%d\n" % i for i in range(1, 2001))
     v = core.view_window(_window(data, 999, 3), 999, 3, 1000, 40_000)
-    assert v.content == " 999\tl999\n1000\tl1000\n1001\tl1001"
+    assert v.content == " 999|l999\n1000|l1000\n1001|l1001"
     assert (v.first_line, v.last_line, v.truncated, v.next_offset, v.whole) == (
         999, 1001, True, 1002, False)
     end = core.view_window(_window(data, 1999, 10), 1999, 10, 1000, 40_000)

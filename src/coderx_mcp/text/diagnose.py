@@ -14,6 +14,8 @@ from difflib import SequenceMatcher
 from itertools import accumulate
 from typing import Any, Final
 
+from coderx_mcp.text.render import GUTTER_SEP, starts_with_read_prefix
+
 _MAX_SCAN_LINES: Final = 200_000  # lines ranked in huge files
 _REFINE: Final = 20  # windows compared with SequenceMatcher
 _MIN_SIMILARITY: Final = 0.3
@@ -31,7 +33,6 @@ _TYPOGRAPHIC: Final = str.maketrans(
     {"‘": "'", "’": "'", "‚": "'", "“": '"', "”": '"', "„": '"', "–": "-", "—": "-", "−": "-"}
 )
 _WORD_RE: Final = re.compile(r"\w+")
-_READ_PREFIX_RE: Final = re.compile(r"^ *\d+\t")
 LEGEND: Final = (
     "Invisible characters are shown as: → tab, · trailing space, ⍽ no-break "
     "space, ␍ carriage return, <U+XXXX> zero-width or unusual space."
@@ -105,10 +106,10 @@ def _has(lines: list[str], chars: str) -> bool:
 def _hints(old_lines: list[str], region: list[str], first: int) -> list[str]:
     """Name the likely differences between old_string and the file region."""
     hints: list[str] = []
-    if any(_READ_PREFIX_RE.match(line) for line in old_lines):
+    if any(starts_with_read_prefix(line) for line in old_lines):
         hints.append(
             "old_string seems to include read_file line-number prefixes; copy only "
-            "the text after the tab"
+            f"the text after the number and its '{GUTTER_SEP}'"
         )
     if _has(region, "\t") and not _has(old_lines, "\t"):
         hints.append("the file uses tabs (→) where old_string has spaces")
@@ -147,7 +148,8 @@ def _hints(old_lines: list[str], region: list[str], first: int) -> list[str]:
 
 def _show(lines: list[str], first: int | None) -> list[str]:
     shown = [
-        f"{first + i:>6}\t{make_visible(x)}" if first is not None else f"  {make_visible(x)}"
+        f"{first + i:>6}{GUTTER_SEP}{make_visible(x)}" if first is not None
+        else f"  {make_visible(x)}"
         for i, x in enumerate(lines[:_MAX_SHOWN])
     ]
     if len(lines) > _MAX_SHOWN:

@@ -46,7 +46,7 @@ class EditOutcome:
         replacements: How many occurrences were replaced in total.
         first_line: 1-based line in ``new_text`` where the first change starts.
         last_line: 1-based line in ``new_text`` where the last change ends.
-        snippet: Numbered lines around the first change (``cat -n`` style).
+        snippet: Numbered lines around the first change (read_file's ``  1|text``).
         newline_adapted: True if line endings of old/new were adapted to the file.
     """
 

@@ -1,4 +1,4 @@
-"""``cat -n`` style rendering for read_file, and detection of its artifacts.
+"""Numbered-line rendering for read_file (``  1|text``), and detection of its artifacts.
 
 Rendering is on the hot path of every read, so it avoids per-line Python work:
 lines come from one bounded ``str.split``, the number prefixes come from a
@@ -19,12 +19,15 @@ from coderx_mcp.text.errors import TextError
 TRUNCATION_MARKER: Final = "… [line truncated: {length} chars]"
 _TRUNCATION_RE: Final = re.compile(r"… \[line truncated: \d+ chars\]")
 
-# Candidate read_file prefixes: a right-aligned number then a tab at line start.
-_PREFIX_RE: Final = re.compile(r"^ *\d+\t", re.MULTILINE)
+# What separates a line's number from its text. "|" (Cursor's LINE_NUMBER|LINE_CONTENT)
+# rather than cat -n's tab: a tab is escaped to two bytes in the JSON of every reply.
+GUTTER_SEP: Final = "|"
+# Candidate read_file prefixes: a right-aligned number then the separator at line start.
+_PREFIX_RE: Final = re.compile(r"^ *\d+\|", re.MULTILINE)
 _MIN_ARTIFACT_RUN: Final = 3
 # Line numbers are right-aligned to the widest number shown, at least this wide: narrow
 # enough to keep a read close to the file's size on the wire, wide enough that ordinary
-# TSV rows ("1\tx") do not look like pasted read_file output.
+# pipe-separated rows ("1|x") do not look like pasted read_file output.
 MIN_NUMBER_WIDTH: Final = 3
 
 _BLOCK: Final = 1024
@@ -63,7 +66,7 @@ def _prefix_block(block: int, width: int) -> tuple[str, ...]:
     # Formatting ints costs ~100 ns each; caching blocks of prefixes keeps a
     # 2000-line render well under 0.2 ms. 32 blocks bound memory to ~2 MB.
     start = block * _BLOCK
-    return tuple(f"\n{n:>{width}}\t" for n in range(start, start + _BLOCK))
+    return tuple(f"\n{n:>{width}}{GUTTER_SEP}" for n in range(start, start + _BLOCK))
 
 
 def _prefixes(first: int, count: int) -> list[str]:
@@ -148,7 +151,7 @@ def _fit(lines: list[str], max_chars: int, width: int) -> int:
     """How many leading lines fit in ``max_chars`` rendered characters (at least one)."""
     used = 0
     for i, line in enumerate(lines):
-        used += len(line) + width + 2  # the number, the tab and the newline
+        used += len(line) + width + 2  # the number, the separator and the newline
         if used > max_chars:
             return max(i, 1)
     return len(lines)
@@ -165,7 +168,7 @@ def render_numbered(
     """Render a window of ``text`` as ``cat -n`` style numbered lines.
 
     Numbers are right-aligned to the widest one shown (at least ``MIN_NUMBER_WIDTH``),
-    then a tab: ``  9\tx`` / `` 10\ty``.
+    then ``|``: ``  9|x`` / `` 10|y``.
 
     Lines are split on "\\n" only. A trailing "\\r" of a line is hidden; a lone
     "\\r" inside a line is shown as is. Lines longer than ``max_line_chars``
@@ -234,13 +237,36 @@ def render_numbered(
     return Rendered("".join(parts)[1:], total, offset, last, more, last + 1 if more else None, cut)
 
 
+def _gutter_width(token: str) -> int:
+    """Width of a candidate gutter number ``token`` (the digits and their left padding), or
+    0 unless it has read_file's exact shape: right aligned, no zero padding, wide enough."""
+    width = len(token)
+    if width < MIN_NUMBER_WIDTH or token != f"{int(token):>{width}}":
+        return 0
+    return width
+
+
+def starts_with_read_prefix(line: str) -> bool:
+    """Tell whether ``line`` starts with a read_file line-number prefix such as ``" 12|"``.
+
+    Args:
+        line: One line of text.
+
+    Returns:
+        True if the line begins with a right-aligned number at least ``MIN_NUMBER_WIDTH``
+        wide followed by ``|``.
+    """
+    match = _PREFIX_RE.match(line)
+    return match is not None and _gutter_width(match.group()[:-1]) > 0
+
+
 def looks_like_read_artifact(content: str) -> bool:
     """Tell whether ``content`` contains pasted read_file output.
 
     True when the content has our truncation marker, or at least 3 consecutive
     lines (or every line, for shorter content) that start with the exact
-    ``f"{n:>{w}}\\t"`` prefix (one width ``w`` of at least ``MIN_NUMBER_WIDTH``)
-    with numbers increasing by one. Ordinary TSV rows ("1\\tx") are narrower.
+    ``f"{n:>{w}}|"`` prefix (one width ``w`` of at least ``MIN_NUMBER_WIDTH``)
+    with numbers increasing by one. Ordinary pipe-separated rows ("1|x") are narrower.
 
     Args:
         content: Text an agent wants to write.
@@ -253,11 +279,11 @@ def looks_like_read_artifact(content: str) -> bool:
     run, prev_num, prev_end, prev_width = 0, -2, -2, 0
     for match in _PREFIX_RE.finditer(content):
         token = match.group()[:-1]
-        num, width = int(token), len(token)
-        # Exact read_file shape: right aligned, no zero padding, wide enough.
-        if width < MIN_NUMBER_WIDTH or token != f"{num:>{width}}":
+        width = _gutter_width(token)
+        if not width:
             run = 0
             continue
+        num = int(token)
         start = match.start()
         adjacent = prev_end >= 0 and content.find("\n", prev_end) + 1 == start
         same = adjacent and num == prev_num + 1 and width == prev_width

@@ -48,7 +48,7 @@ HashArg = Annotated[str | None, Field(
 
 
 class ReadOut(Out):
-    """A window of a text file, numbered like ``cat -n``."""
+    """A window of a text file as numbered lines (``  1|text``)."""
 
     path: str = Field(description="Path relative to /workspace.")
     sha256: str = Field(description="sha256 of the whole file (pass as expected_hash).")
@@ -204,7 +204,7 @@ def register(mcp: FastMCP) -> None:
         limit: Annotated[int, Field(description="Most lines to show.", ge=1, le=5000)] = 2000,
         session: SessionArg = None,
     ) -> ToolResult:
-        """Read a text file as numbered lines (`cat -n` style: number, tab, line).
+        """Read a text file as numbered lines (`  12|text`: right-aligned number, `|`, line).
 
         Shows up to `limit` lines from `offset`, and at most about 40,000 characters (a
         whole number of lines; the server's read_max_chars); lines over 2000 characters are
@@ -212,7 +212,7 @@ def register(mcp: FastMCP) -> None:
         relative to /workspace, not to the shell's current directory. Reports the whole
         file's sha256, encoding and line endings. Reading a file is required before
         write_file or edit_file may change it. Binary files and directories are refused
-        (use list_dir for directories). Never copy the line-number prefixes into edits.
+        (use list_dir for directories). Never copy the `  12|` prefixes into edits.
         """
         core.check_path(path)
         settings = app_of(ctx).settings
@@ -255,7 +255,7 @@ def register(mcp: FastMCP) -> None:
         _check_size(max_bytes, content=len(content))
         if looks_like_read_artifact(content):
             raise ReadArtifactError(
-                "content looks like read_file output (line-number prefixes such as '     1\\t' "
+                "content looks like read_file output (line-number prefixes such as '  1|' "
                 "or a line-truncation marker); write the file's real text without them")
         s, ops = session_ops()
         async with s.path_lock(core.lock_key(path)):
@@ -305,7 +305,7 @@ def register(mcp: FastMCP) -> None:
     ) -> ToolResult:
         """Replace an exact string in a file (read it with read_file first).
 
-        `old_string` must match the file exactly (copy it from read_file without the
+        `old_string` must match the file exactly (copy it from read_file without the `  12|`
         line-number prefix) and be unique, or set `replace_all`. Line endings, encoding,
         byte-order mark and mode bits are kept; LF in old/new also matches CRLF files. Fails,
         writing nothing, if the file changed since this session read it. Returns the changed
