@@ -11,7 +11,9 @@ and how many times the payload's marker text occurs in the reply (1 = sent once)
 
 Run it with another checkout's virtualenv to get that checkout's figures (the "before"
 column of a change): ``~/.cache/coderx/ci-venv/bin/python bench/bench_bytes.py``.
-``--json`` writes bench/results/bytes.json.
+``--json`` writes bench/results/bytes.json. The last line says PASS or FAIL against issue
+#8's target (read_file of the 10 KB file at most ``READ_TARGET`` times its size on the
+wire); FAIL exits with status 1.
 """
 
 import argparse
@@ -29,6 +31,9 @@ sys.path.insert(0, str(BENCH))
 
 from bench_mcp import GREP_PATTERN, SANDBOX_UID, make_scratch  # noqa: E402
 
+# Issue #8: read_file of a 10 KB file costs at most this many times its size on the wire.
+READ_TARGET = 1.15
+
 # (label, tool, arguments, a text that occurs once in each copy of the payload)
 CALLS: list[tuple[str, str, dict[str, Any], str]] = [
     ("read_file 10 KB", "read_file", {"path": "read10k.txt"}, "   42 "),
@@ -43,8 +48,11 @@ async def measure(ws: Path, image: str | None) -> list[dict[str, Any]]:
     from fastmcp import Client
 
     from coderx_mcp.config import Settings
+    from coderx_mcp.logs import configure_logging
     from coderx_mcp.server import build_server
 
+    # structlog's default prints to stdout; the table is this script's stdout.
+    configure_logging("warning")
     extra: dict[str, Any] = {"image": image} if image else {}
     settings = Settings(workspace=ws, pool_size=0, data_dir=ws.parent / "data",
                         state_dir=ws.parent / "state", **extra)
@@ -82,12 +90,18 @@ def main() -> None:
               f"{r['structured_bytes']:>9} {r['payload_copies']:>6}"
               + (f"  ERROR {r['error']}" if r["error"] else ""))
     read = rows[0]["wire_bytes"]
-    print(f"read_file 10 KB: {read} bytes on the wire = {read / size:.2f}x the file "
-          f"({size} bytes); target <= 1.15x")
+    limit = int(size * READ_TARGET)
+    passed = read <= limit and rows[0]["error"] is None
     if opts.json:
         (BENCH / "results").mkdir(exist_ok=True)
         (BENCH / "results" / "bytes.json").write_text(json.dumps(
-            {"file_bytes": size, "rows": rows}, indent=2) + "\n")
+            {"file_bytes": size, "target_ratio": READ_TARGET, "passed": passed, "rows": rows},
+            indent=2) + "\n")
+    print(f"{'PASS' if passed else 'FAIL'}: read_file 10 KB is {read} bytes on the wire = "
+          f"{read / size:.3f}x the file ({size} bytes); target <= {READ_TARGET}x "
+          f"(<= {limit} bytes)")
+    if not passed:
+        sys.exit(1)
 
 
 if __name__ == "__main__":

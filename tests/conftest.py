@@ -38,6 +38,7 @@ from coderx_mcp.sandbox.docker_backend import DockerBackend
 from coderx_mcp.sandbox.instance import LABEL_INSTANCE, LABEL_PID, Instance
 from coderx_mcp.sandbox.local import LocalBackend
 from coderx_mcp.sessions import SessionManager
+from coderx_mcp.tools.files import ReadOut
 
 # Another tag tests a branch that changes containers/ without touching the shared image.
 IMAGE = os.environ.get("CODERX_TEST_IMAGE", "coderx-sandbox:latest")
@@ -535,15 +536,24 @@ def _page_text(f: dict[str, Any], text: str) -> str:
     return body[:-1] if open_end else body
 
 
+# read_file's facts that its result leaves out when they have these values (compact_facts).
+_READ_DEFAULTS: dict[str, Any] = {
+    name: field.default for name, field in ReadOut.model_fields.items()
+    if not field.is_required() and name not in ReadOut.payload}
+
+
 def payload_facts(structured: dict[str, Any] | None, meta: dict[str, Any] | None,
                   text: str) -> dict[str, Any]:
     """What a successful result says: its structured content, or a payload tool's facts
     with the payload read back from its text (``text`` is the whole text, except for output
-    pages, where it is the page's output as before)."""
+    pages, where it is the page's output as before) and read_file's facts left out at their
+    default filled back in."""
     if structured is not None:
         return dict(structured)
     assert meta is not None and "coderx/facts" in meta, "neither structured content nor facts"
     f: dict[str, Any] = {**meta["coderx/facts"], "text": text}
+    if "sha256" in f and "first_line" in f:  # read_file leaves facts at their default out
+        f = {**_READ_DEFAULTS, **f}
     if "stdout_bytes" in f:
         f.update(_run_fields(f, text))
     elif "total_matching_lines" in f:

@@ -122,6 +122,24 @@ async def test_read_sends_the_file_once_on_the_wire(client: Client[Any],
     assert tools["read_file"].output_schema is None
 
 
+async def test_read_facts_leave_out_defaults(client: Client[Any], tool_workspace: Path) -> None:
+    """A plain whole-file read's facts omit the fields at their default; others say them."""
+    defaulted = {"truncated", "next_offset", "encoding", "bom", "newline"}
+    write_host_file(tool_workspace, "plain.txt", b"one\ntwo\nthree\n")
+    r = await call(client, "read_file", path="plain.txt")
+    raw = r.meta[META_KEY]  # type: ignore[index]
+    assert defaulted.isdisjoint(raw), raw
+    assert (raw["total_lines"], raw["first_line"], raw["last_line"]) == (3, 1, 3)
+    paged = await call(client, "read_file", path="plain.txt", limit=2)
+    page = paged.meta[META_KEY]  # type: ignore[index]
+    assert (page["truncated"], page["next_offset"]) == (True, 3)
+    assert {"encoding", "bom", "newline"}.isdisjoint(page), page
+    write_host_file(tool_workspace, "win.txt", b"\xef\xbb\xbfone\r\ntwo\r\n")
+    win = (await call(client, "read_file", path="win.txt")).meta[META_KEY]  # type: ignore[index]
+    assert (win["encoding"], win["bom"], win["newline"]) == ("utf-8-sig", True, "\r\n")
+    assert {"truncated", "next_offset"}.isdisjoint(win), win
+
+
 async def test_expected_hash_accepts_the_shown_prefix(client: Client[Any],
                                                       tool_workspace: Path) -> None:
     f = write_host_file(tool_workspace, "h.txt", b"one\n")

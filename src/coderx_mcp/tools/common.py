@@ -38,10 +38,16 @@ class Out(BaseModel):
     JSON. Such tools declare no output schema; their text carries what the model needs and
     the other fields travel, small, in the result's ``_meta`` under ``coderx/facts`` for
     programs.
+
+    A payload model that sets ``compact_facts`` leaves the facts at their default out of
+    ``_meta`` (read_file: ``truncated``, ``next_offset``, ``encoding``, ``bom``, ``newline``
+    of a plain whole-file read), so the reply of the commonest call stays near the size of
+    its payload; a reader fills absent facts in from the model's defaults.
     """
 
     model_config = ConfigDict(extra="forbid")
     payload: ClassVar[frozenset[str]] = frozenset()
+    compact_facts: ClassVar[bool] = False
 
     session: str = Field(description="The session this call ran in.")
 
@@ -56,7 +62,8 @@ def modern_protocol(ctx: Context) -> bool:
 def result(model: Out, text: str) -> ToolResult:
     """A tool result: text plus structured content, or text plus facts for payload tools."""
     if model.payload:
-        facts = model.model_dump(mode="json", exclude=set(model.payload))
+        facts = model.model_dump(mode="json", exclude=set(model.payload),
+                                 exclude_defaults=model.compact_facts)
         return ToolResult(content=text, meta={META_KEY: facts})
     return ToolResult(content=text, structured_content=model.model_dump(mode="json"))
 

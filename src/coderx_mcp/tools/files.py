@@ -56,14 +56,18 @@ class ReadOut(Out):
     total_lines: int
     first_line: int = Field(description="First line shown (0 for an empty file).")
     last_line: int
-    truncated: bool = Field(description="True when lines after last_line were not shown.")
-    next_offset: int | None = Field(description="The offset that continues the read.")
-    encoding: str
-    bom: bool
-    newline: str = Field(description="Dominant line ending.")
-    content: str = Field(description="Numbered lines: number, tab, line.")
+    truncated: bool = Field(default=False,
+                            description="True when lines after last_line were not shown.")
+    next_offset: int | None = Field(default=None,
+                                    description="The offset that continues the read.")
+    encoding: str = "utf-8"
+    bom: bool = False
+    newline: str = Field(default="\n", description="Dominant line ending.")
+    content: str = Field(description="Numbered lines: number, '|', line.")
 
     payload: ClassVar[frozenset[str]] = frozenset({"content"})
+    # The defaults above are left out of the facts: most reads are whole UTF-8 LF files.
+    compact_facts: ClassVar[bool] = True
 
 
 class WriteOut(Out):
