@@ -116,7 +116,7 @@ def tool(
         payload = issubclass(out, Out) and bool(out.payload)
         # The description is the docstring as written (no Args/Returns sections: parameters
         # are described in their Field). Passing it and clearing the wrapper's docstring
-        # spares FastMCP a griffe parse per tool at start-up (~50 ms before `initialize`).
+        # spares FastMCP importing griffe and parsing every tool's docstring at start-up.
         description = inspect.cleandoc(fn.__doc__ or "") or None
         wrapper.__doc__ = None
         mcp.tool(wrapper, name=fn.__name__, annotations=annotations, description=description,
