@@ -24,14 +24,15 @@ from typing import TYPE_CHECKING, Literal
 import structlog
 from pydantic import BaseModel, Field
 
+from coderx_agent.errors import AgentError
+from coderx_agent.events import Event, ToolStart, TurnStart, UsageReport
 from coderx_mcp.context import Delegation, enter_delegation
 from coderx_mcp.errors import CoderxError, RunLimitReached, RunNotFound
 from coderx_mcp.history import Entry, HistoryWriter
 from coderx_mcp.ops import SessionOps
 from coderx_mcp.sessions import Session
 
-if TYPE_CHECKING:  # the agent is imported by the runs that use it, not at start-up
-    from coderx_agent.events import Event
+if TYPE_CHECKING:  # the loop pulls in the MCP client stack: only runs need it, not startup
     from coderx_agent.loop import Agent, RunResult
 
 _log = structlog.get_logger("coderx.delegate")
@@ -39,7 +40,7 @@ _log = structlog.get_logger("coderx.delegate")
 State = Literal["working", "waiting", "ended"]
 RunMode = Literal["accept-edits", "plan", "yolo"]
 RunWorkspace = Literal["worktree", "copy", "scratch"]
-Opener = Callable[[Callable[["Event"], None]], AbstractAsyncContextManager["Agent"]]
+Opener = Callable[[Callable[[Event], None]], AbstractAsyncContextManager["Agent"]]
 #: Runs that ended are kept (for agent_status) up to this many per server.
 KEEP_ENDED = 200
 CANCEL_TIMEOUT_S = 30.0
@@ -103,8 +104,6 @@ class Run:
         return wt.branch if wt else None
 
     def _on_event(self, event: Event) -> None:
-        from coderx_agent.events import ToolStart, TurnStart, UsageReport
-
         if isinstance(event, TurnStart):
             self.turns += 1
         elif isinstance(event, ToolStart):
@@ -117,8 +116,6 @@ class Run:
         self._beat.set()
 
     async def _main(self) -> None:
-        from coderx_agent.errors import AgentError
-
         enter_delegation(Delegation(self.owner, self.session.id, self.id))
         try:
             async with self._opener(self._on_event) as agent:

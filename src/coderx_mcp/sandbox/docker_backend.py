@@ -1,27 +1,24 @@
-"""The Docker backend: hardened containers on the local engine (``CODERX_BACKEND=docker``).
-
-The Docker client library (and the sandbox module built on it) is imported at first use,
-which is in a worker thread (the engine check and the orphan sweep of the background
-start), not by the lifespan before the server serves. The thread shares the GIL, so this
-moves the ~120 ms of importing docker, requests and urllib3 off the event loop's path
-rather than removing it: start-up measured the same (bench_startup, interleaved).
-"""
+"""The Docker backend: hardened containers on the local engine (``CODERX_BACKEND=docker``)."""
 
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING
 
+import docker
+import docker.errors
 import structlog
 
 from coderx_mcp.config import Settings
 from coderx_mcp.errors import SandboxUnavailable
 from coderx_mcp.sandbox.base import Sandbox, SandboxSpec
 from coderx_mcp.sandbox.channel import reply_line_cap
+from coderx_mcp.sandbox.docker import (
+    DockerSandbox,
+    is_engine_error,
+    remove_container,
+    remove_network,
+)
 from coderx_mcp.sandbox.instance import LABEL_INSTANCE, LABEL_MANAGED, Instance, owner_is_gone
-
-if TYPE_CHECKING:
-    import docker
 
 _log = structlog.get_logger("coderx.backend")
 
@@ -42,9 +39,6 @@ class DockerBackend:
     def client(self) -> docker.DockerClient:
         """The Docker client, connected on first use."""
         if self._client is None:
-            import docker
-            import docker.errors
-
             try:
                 self._client = docker.from_env(timeout=int(self._settings.docker_timeout_s))
             except docker.errors.DockerException as exc:
@@ -55,11 +49,9 @@ class DockerBackend:
         return self._client
 
     async def check(self) -> None:
-        def probe() -> None:
-            # Imported here, in the worker thread: the first import of docker (see above).
-            from coderx_mcp.image import image_status, missing_image_message
-            from coderx_mcp.sandbox.docker import is_engine_error
+        from coderx_mcp.image import image_status, missing_image_message
 
+        def probe() -> None:
             try:
                 self.client.ping()
             except Exception as exc:  # requests' connection errors arrive unwrapped
@@ -77,16 +69,12 @@ class DockerBackend:
         await asyncio.wait_for(asyncio.to_thread(probe), self._settings.docker_timeout_s)
 
     def make(self, spec: SandboxSpec, session_id: str) -> Sandbox:
-        from coderx_mcp.sandbox.docker import DockerSandbox
-
         return DockerSandbox(self.client, spec, self._settings.image, self._instance, session_id,
                              self._settings.start_timeout_s,
                              reply_line_cap(self._settings.max_file_bytes))
 
     async def reap_orphans(self) -> int:
         def reap() -> int:
-            from coderx_mcp.sandbox.docker import remove_container, remove_network
-
             removed = 0
             # ignore_removed: another server may remove a container while we list.
             for c in self.client.containers.list(all=True, filters={"label": LABEL_MANAGED},
@@ -108,8 +96,6 @@ class DockerBackend:
     def remove_all_of_instance(self) -> int:
         if self._client is None:
             return 0
-        from coderx_mcp.sandbox.docker import remove_container, remove_network
-
         found = self._client.containers.list(
             all=True, filters={"label": f"{LABEL_INSTANCE}={self._instance.id}"},
             ignore_removed=True)

@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import structlog
 from fastmcp import Context, FastMCP
@@ -19,16 +19,15 @@ from fastmcp.server.dependencies import get_access_token
 from coderx_mcp.config import Settings
 from coderx_mcp.context import delegation
 from coderx_mcp.delegate.runs import Runs
+from coderx_mcp.egress.gateway import EgressGateway
 from coderx_mcp.grants import Grants
 from coderx_mcp.history import HistoryStore, HistoryWriter, default_path
 from coderx_mcp.principals import PrincipalPolicy, TokenStore
 from coderx_mcp.sandbox.backends import Backend, make_backend
+from coderx_mcp.sandbox.docker_backend import DockerBackend
 from coderx_mcp.sandbox.instance import Instance, owner_is_gone
 from coderx_mcp.sessions import Session, SessionManager
 from coderx_mcp.workspace.policy import WorkspacePolicy
-
-if TYPE_CHECKING:
-    from coderx_mcp.egress.gateway import EgressGateway
 
 _log = structlog.get_logger("coderx.server")
 LOCAL_OWNER = "local"
@@ -154,21 +153,6 @@ def _open_history(settings: Settings, instance: Instance) -> HistoryWriter | Non
                          gone=lambda labels: owner_is_gone(labels, instance))
 
 
-def _egress_gateway(settings: Settings, instance: Instance, backend: Backend,
-                    history: HistoryWriter | None) -> EgressGateway | None:
-    """The egress proxy of a Docker backend, when enabled (imported only then: it needs the
-    Docker client library, which a server should not load before answering ``initialize``)."""
-    if not settings.egress.enabled:
-        return None
-    from coderx_mcp.egress.gateway import EgressGateway
-    from coderx_mcp.sandbox.docker_backend import DockerBackend
-
-    if not isinstance(backend, DockerBackend):
-        return None
-    docker_backend = backend
-    return EgressGateway(settings, instance, lambda: docker_backend.client, history)
-
-
 def make_lifespan(
     settings: Settings,
     backend_factory: Callable[[Settings, Instance], Backend] = make_backend,
@@ -190,7 +174,8 @@ def make_lifespan(
         if policy.note:
             _log.warning("default workspace", rule=policy.rule, note=policy.note)
         history = _open_history(settings, instance)
-        egress = _egress_gateway(settings, instance, backend, history)
+        egress = EgressGateway(settings, instance, lambda: backend.client, history) \
+            if settings.egress.enabled and isinstance(backend, DockerBackend) else None
         manager = SessionManager(settings, backend, policy, instance,
                                  principals=principal_policies(tokens), egress=egress)
         manager.start_soon()

@@ -1,7 +1,6 @@
 """What every tool shares: the decorator that registers it, the session argument, results."""
 
 import functools
-import inspect
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, ClassVar, Final, TypeVar
@@ -114,12 +113,7 @@ def tool(
             idempotent_hint=idempotent, open_world_hint=False,
         )
         payload = issubclass(out, Out) and bool(out.payload)
-        # The description is the docstring as written (no Args/Returns sections: parameters
-        # are described in their Field). Passing it and clearing the wrapper's docstring
-        # spares FastMCP importing griffe and parsing every tool's docstring at start-up.
-        description = inspect.cleandoc(fn.__doc__ or "") or None
-        wrapper.__doc__ = None
-        mcp.tool(wrapper, name=fn.__name__, annotations=annotations, description=description,
+        mcp.tool(wrapper, name=fn.__name__, annotations=annotations,
                  output_schema=None if payload else out.model_json_schema(),
                  tags=None if session else {NO_SESSION_TAG})
         return fn
