@@ -321,6 +321,10 @@ class Settings(BaseSettings):
     """Longest wait for a container and its runner to come up."""
     docker_timeout_s: float = Field(30.0, gt=0)
     """Timeout of Docker API calls."""
+    runner_link: bool = True
+    """Talk to each sandbox's runner over a unix socket mounted into its container rather
+    than through the engine's exec stream (one hop each way instead of three; local engines
+    only: where the link cannot be made, the server says so once and uses the stream)."""
     command_timeout_s: float = Field(120.0, gt=0, le=600)
     """Default timeout of ``run_command``."""
     return_after_s: float = Field(50.0, gt=0, le=600)

@@ -1,4 +1,5 @@
-"""Entry point: ``python3 -m coderx_runner`` reads requests from stdin, one JSON per line.
+"""Entry point: ``python3 -m coderx_runner`` reads requests from stdin, one JSON per line
+(and from the host's link socket once the host asks for it: ``Runner.op_link``).
 
 ``CODERX_ROOT`` names the workspace (default ``/workspace``), ``CODERX_STATE`` the
 directory for spools and the shell state (default ``/run/coderx``).
@@ -15,7 +16,6 @@ import asyncio
 import contextlib
 import ctypes
 import io
-import json
 import os
 import stat
 import sys
@@ -23,7 +23,7 @@ import threading
 from typing import BinaryIO
 
 from .files import CHUNK, sweep_tmp
-from .runner import Runner
+from .runner import Runner, StdoutChannel
 
 _PR_GET_DUMPABLE = 3
 _PR_SET_DUMPABLE = 4
@@ -108,19 +108,9 @@ async def main() -> None:
     # Temporary files of writes a killed runner left behind (catalogue CR-06), swept in
     # the background: the hello must not wait for a walk of a big workspace.
     sweep = asyncio.ensure_future(asyncio.to_thread(sweep_tmp, root))
-    reader = await _stdin_reader(stdin)
-    while True:
-        line = await reader.readline()
-        if not line:
-            break  # the host went away: end with it
-        try:
-            req = json.loads(line)
-            if not isinstance(req, dict) or not isinstance(req.get("id"), int):
-                raise ValueError("request must be an object with an integer id")
-        except ValueError as exc:
-            sys.stderr.write(f"coderx-runner: bad request line: {exc}\n")
-            continue
-        runner.tasks[req["id"]] = asyncio.ensure_future(runner.handle(req))
+    # Requests come on stdin, and on the host's link socket once an ``op_link`` opened it;
+    # the end of stdin is the host going away, so the runner ends with it.
+    await runner.serve(await _stdin_reader(stdin), StdoutChannel(sys.stdout.buffer))
     runner.close()
     sweep.cancel()
 

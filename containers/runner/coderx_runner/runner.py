@@ -9,13 +9,48 @@ import os
 import sys
 import time
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, BinaryIO, Protocol
 
 from . import PROTOCOL_VERSION
 from .errors import BadRequest, RunnerError, UnknownProcess
 from .files import Paths, file_list, file_read, file_stat, file_write
 from .procs import Proc, ProcTable, group_members, unsettled, utf8_whole
 from .shell import Shell
+
+
+class Channel(Protocol):
+    """Where replies to one channel's requests go."""
+
+    async def send(self, msg: dict[str, Any]) -> None:
+        """Write one reply line."""
+
+
+def _line(msg: dict[str, Any]) -> bytes:
+    return (json.dumps(msg, separators=(",", ":"), ensure_ascii=False) + "\n").encode()
+
+
+class StdoutChannel:
+    """Replies on the runner's private stdout (a blocking pipe: one write per line)."""
+
+    def __init__(self, out: BinaryIO) -> None:
+        self._out = out
+
+    async def send(self, msg: dict[str, Any]) -> None:
+        self._out.write(_line(msg))
+        self._out.flush()
+
+
+class SocketChannel:
+    """Replies on the host's link socket; the lock keeps lines whole across ``drain``."""
+
+    def __init__(self, writer: asyncio.StreamWriter) -> None:
+        self._writer = writer
+        self._lock = asyncio.Lock()
+
+    async def send(self, msg: dict[str, Any]) -> None:
+        async with self._lock:
+            self._writer.write(_line(msg))
+            await self._writer.drain()
 
 
 class Runner:
@@ -28,7 +63,6 @@ class Runner:
         self.spool = os.path.join(state_dir, "spool")
         os.makedirs(self.spool, mode=0o700, exist_ok=True)
         self.tasks: dict[Any, asyncio.Task[None]] = {}
-        self.out_lock = asyncio.Lock()
         self.shell = Shell(self.paths.root, state_dir, self.spool)
         self.procs = ProcTable(self.paths, self.shell, self.spool)
         self.background: set[asyncio.Future[Any]] = set()
@@ -39,13 +73,22 @@ class Runner:
         self.procs.kill_all()
 
     # -- transport ---------------------------------------------------------
-    async def send(self, msg: dict[str, Any]) -> None:
-        line = (json.dumps(msg, separators=(",", ":"), ensure_ascii=False) + "\n").encode()
-        async with self.out_lock:
-            sys.stdout.buffer.write(line)
-            sys.stdout.buffer.flush()
+    async def serve(self, requests: asyncio.StreamReader, channel: Channel) -> None:
+        """Read requests from one channel until it ends; each reply goes back on it."""
+        while True:
+            line = await requests.readline()
+            if not line:
+                return  # the host went away (or closed this channel)
+            try:
+                req = json.loads(line)
+                if not isinstance(req, dict) or not isinstance(req.get("id"), int):
+                    raise ValueError("request must be an object with an integer id")
+            except ValueError as exc:
+                sys.stderr.write(f"coderx-runner: bad request line: {exc}\n")
+                continue
+            self.tasks[req["id"]] = asyncio.ensure_future(self.handle(req, channel))
 
-    async def handle(self, req: dict[str, Any]) -> None:
+    async def handle(self, req: dict[str, Any], channel: Channel) -> None:
         rid = req.get("id")
         try:
             op = req.get("op")
@@ -53,25 +96,48 @@ class Runner:
             if fn is None:
                 raise BadRequest(f"unknown op {op!r}")
             result = await fn(req)
-            await self.send({"id": rid, "ok": True, "result": result})
+            msg: dict[str, Any] = {"id": rid, "ok": True, "result": result}
         except asyncio.CancelledError:
-            await self.send({"id": rid, "ok": False,
-                             "error": {"type": "Cancelled", "message": "request cancelled"}})
+            msg = {"id": rid, "ok": False,
+                   "error": {"type": "Cancelled", "message": "request cancelled"}}
         except RunnerError as exc:
-            await self.send({"id": rid, "ok": False, "error": {
-                "type": exc.kind, "message": str(exc), "details": exc.details}})
+            msg = {"id": rid, "ok": False, "error": {
+                "type": exc.kind, "message": str(exc), "details": exc.details}}
         except (KeyError, TypeError, ValueError) as exc:
-            await self.send({"id": rid, "ok": False, "error": {
-                "type": "BadRequest", "message": f"bad request: {type(exc).__name__}: {exc}"}})
+            msg = {"id": rid, "ok": False, "error": {
+                "type": "BadRequest", "message": f"bad request: {type(exc).__name__}: {exc}"}}
         except OSError as exc:
-            await self.send({"id": rid, "ok": False, "error": {
+            msg = {"id": rid, "ok": False, "error": {
                 "type": "OSError", "message": f"{exc.strerror or exc} ({exc.errno})",
-                "details": {"errno": exc.errno}}})
+                "details": {"errno": exc.errno}}}
         except Exception as exc:  # never let one request kill the runner
-            await self.send({"id": rid, "ok": False, "error": {
-                "type": "RunnerError", "message": f"{type(exc).__name__}: {exc}"}})
+            msg = {"id": rid, "ok": False, "error": {
+                "type": "RunnerError", "message": f"{type(exc).__name__}: {exc}"}}
         finally:
             self.tasks.pop(rid, None)
+        with contextlib.suppress(OSError):  # the host hung up: no one to tell
+            await channel.send(msg)
+
+    async def op_link(self, req: dict[str, Any]) -> dict[str, Any]:
+        """Connect to the host's unix socket ``path`` and serve requests there too.
+
+        The host listens on a socket it mounted into the sandbox and names it here, with a
+        one-time ``token`` the runner sends first (this request arrives on the private
+        stdin, so no sandbox process can learn it). Replies then skip the engine's exec
+        relay: one hop each way instead of three. stdin stays open: its end still ends
+        the runner.
+        """
+        path, token = req["path"], req["token"]
+        if not isinstance(path, str) or not isinstance(token, str) or "\n" in token:
+            raise BadRequest("link needs a socket path and a one-line token")
+        # Python sockets are close-on-exec: no command the runner starts inherits this one.
+        reader, writer = await asyncio.open_unix_connection(path, limit=1 << 30)
+        writer.write(token.encode() + b"\n")
+        await writer.drain()
+        link = asyncio.ensure_future(self.serve(reader, SocketChannel(writer)))
+        self.background.add(link)
+        link.add_done_callback(self.background.discard)
+        return {"linked": True}
 
     # -- simple ops ----------------------------------------------------------
     async def op_hello(self, req: dict[str, Any]) -> dict[str, Any]:

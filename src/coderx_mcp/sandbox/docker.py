@@ -21,11 +21,13 @@ import structlog
 from docker.types import Mount, Ulimit
 
 from coderx_mcp.config import parse_size
-from coderx_mcp.errors import SandboxGone, SandboxUnavailable
+from coderx_mcp.errors import CoderxError, SandboxGone, SandboxUnavailable
 from coderx_mcp.sandbox.base import SandboxSpec
 from coderx_mcp.sandbox.docker_stream import DockerExecStream
 from coderx_mcp.sandbox.instance import Instance, sandbox_labels
+from coderx_mcp.sandbox.link import LINK_DIR, LinkPolicy, RunnerLink
 from coderx_mcp.sandbox.protocol import DEFAULT_LINE_CAP, RunnerClient
+from coderx_mcp.sandbox.stream import PipeStream
 
 WORKDIR = "/workspace"
 HOME = "/home/coder"
@@ -45,20 +47,23 @@ def network_name(session_id: str) -> str:
 
 
 def container_kwargs(
-    spec: SandboxSpec, image: str, labels: dict[str, str], network: str | None = None
+    spec: SandboxSpec, image: str, labels: dict[str, str], network: str | None = None,
+    link_dir: str | None = None,
 ) -> dict[str, Any]:
     """The ``containers.create`` arguments that make a sandbox container.
 
     Hardening lives here, in one place: non-root user, no capabilities, no privilege
     gain, read-only root with size-capped tmpfs, memory (no swap), CPU and pid limits,
     no network unless asked, an init process that reaps zombies, no Docker socket.
+    ``link_dir`` is the runner link's directory (``link.py``), mounted read-only.
     """
     uid, gid, lim = spec.uid, spec.gid, spec.limits
     memory = parse_size(lim.memory)
     # spec.mounts: git protection (gitguard), a worktree's git directory, the git identity.
     mounts = [Mount(WORKDIR, str(spec.workspace), type="bind", read_only=False),
               *(Mount(m.target, str(m.source), type="bind", read_only=m.read_only)
-                for m in spec.mounts)]
+                for m in spec.mounts),
+              *([Mount(LINK_DIR, link_dir, type="bind", read_only=True)] if link_dir else [])]
     owned = f"uid={uid},gid={gid},mode=0700"
     return {
         "image": image,
@@ -109,13 +114,14 @@ class DockerSandbox:
         session_id: The session the container is for (a label too).
         start_timeout: Seconds to wait for the runner's hello.
         max_line: The longest reply line accepted (see ``reply_line_cap``).
+        links: Whether to link the runner directly (``link.py``); None: never.
     """
 
     backend = "docker"
 
     def __init__(self, client: docker.DockerClient, spec: SandboxSpec, image: str,
                  instance: Instance, session_id: str, start_timeout: float = 30.0,
-                 max_line: int = DEFAULT_LINE_CAP) -> None:
+                 max_line: int = DEFAULT_LINE_CAP, links: LinkPolicy | None = None) -> None:
         self.spec = spec
         self._max_line = max_line
         self.session_id = session_id
@@ -128,6 +134,8 @@ class DockerSandbox:
         self._labels: dict[str, str] = {}
         self._runner: RunnerClient | None = None
         self._keep: list[Any] = []
+        self._links = links
+        self._link: RunnerLink | None = None
         self.lost_reason: str | None = None
 
     @property
@@ -138,11 +146,22 @@ class DockerSandbox:
     def alive(self) -> bool:
         return self._runner is not None and self._runner.alive
 
+    @property
+    def linked(self) -> bool:
+        """Whether calls travel on a direct link to the runner (not the exec stream)."""
+        return self._runner is not None and self._runner.linked
+
     async def start(self) -> None:
         labels = sandbox_labels(self._instance, self.spec.labels, self.session_id)
         if self.spec.network == "bridge":
             self._network = network_name(self.session_id)
-        kwargs = container_kwargs(self.spec, self._image, labels, self._network)
+        if self._links is not None and self._links.enabled:
+            try:
+                self._link = await RunnerLink.open()
+            except OSError as exc:  # no usable temporary directory: the exec stream works
+                self._links.failed(f"cannot make the link's socket: {exc}", self.session_id)
+        kwargs = container_kwargs(self.spec, self._image, labels, self._network,
+                                  str(self._link.directory) if self._link else None)
         self._labels = labels
         try:
             self._container_id = await asyncio.to_thread(self._create_and_start, kwargs)
@@ -197,6 +216,23 @@ class DockerSandbox:
             _log.warning("the sandbox runner is dumpable, so commands can reach its stream; "
                          "rebuild the image", session_id=self.session_id,
                          command="coderx-mcp image build")
+        if self._link is not None and not adopting:
+            await self._make_link(self._runner, self._link)
+
+    async def _make_link(self, runner: RunnerClient, link: RunnerLink) -> None:
+        """Ask the runner to connect to the link; on failure keep the exec stream."""
+        try:
+            await runner.call("link", path=link.socket_path, token=link.token)
+            reader, writer = await link.accepted(self._start_timeout)
+        except SandboxGone:
+            raise
+        except (CoderxError, OSError, TimeoutError) as exc:
+            link.close()
+            self._link = None
+            if self._links is not None:
+                self._links.failed(str(exc) or type(exc).__name__, self.session_id)
+            return
+        runner.add_link(PipeStream(reader, writer))
 
     def _create_and_start(self, kwargs: dict[str, Any]) -> str:
         if self._network is not None:
@@ -293,6 +329,9 @@ class DockerSandbox:
         session outlives this server)."""
         if self._runner is not None:
             await self._runner.close()
+        if self._link is not None:
+            self._link.close()
+            self._link = None
         for raw in self._keep:
             with contextlib.suppress(Exception):
                 raw.close()

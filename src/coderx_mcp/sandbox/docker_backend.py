@@ -19,6 +19,7 @@ from coderx_mcp.sandbox.docker import (
     remove_network,
 )
 from coderx_mcp.sandbox.instance import LABEL_INSTANCE, LABEL_MANAGED, Instance, owner_is_gone
+from coderx_mcp.sandbox.link import LinkPolicy
 
 _log = structlog.get_logger("coderx.backend")
 
@@ -34,6 +35,7 @@ class DockerBackend:
         self._settings = settings
         self._instance = instance
         self._client = client
+        self.links = LinkPolicy(settings.runner_link)
 
     @property
     def client(self) -> docker.DockerClient:
@@ -71,7 +73,7 @@ class DockerBackend:
     def make(self, spec: SandboxSpec, session_id: str) -> Sandbox:
         return DockerSandbox(self.client, spec, self._settings.image, self._instance, session_id,
                              self._settings.start_timeout_s,
-                             reply_line_cap(self._settings.max_file_bytes))
+                             reply_line_cap(self._settings.max_file_bytes), self.links)
 
     async def reap_orphans(self) -> int:
         def reap() -> int:

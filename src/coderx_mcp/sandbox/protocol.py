@@ -61,13 +61,14 @@ class RunnerClient:
         reply_grace: float = REPLY_GRACE,
     ) -> None:
         self._stream = stream
+        self._streams = [stream]
         self._name = name
         self._grace = reply_grace
-        self._lines = LineSplitter(max_line)
+        self._max_line = max_line
         self._pending: dict[int, asyncio.Future[dict[str, Any]]] = {}
         # Requests given up on (cancelled): their replies may still come and are expected.
         self._abandoned: OrderedDict[int, None] = OrderedDict()
-        self._task: asyncio.Task[None] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
         self._closed_reason: str | None = None
         self._stderr = StderrLog(self._log_stderr, RateLimit(log_rate, int(10 * log_rate)),
                                  tail_lines=20)
@@ -96,7 +97,8 @@ class RunnerClient:
         Returns:
             The runner's hello (pid, uid, root, python version).
         """
-        self._task = asyncio.create_task(self._read_loop(), name=f"runner-read-{self._name}")
+        self._tasks.append(asyncio.create_task(self._read_loop(self._stream),
+                                               name=f"runner-read-{self._name}"))
         try:
             self.hello = await asyncio.wait_for(self.call("hello"), timeout)
         except TimeoutError:
@@ -166,8 +168,7 @@ class RunnerClient:
         _log.error("runner wedged", session_id=self._name, op=op, seconds=round(budget, 1))
         self.violation = reason
         self._lost(reason)
-        with contextlib.suppress(Exception):
-            self._stream.hang_up()
+        self._hang_up()
         if self.on_lost is not None:
             await self.on_lost()
 
@@ -183,15 +184,36 @@ class RunnerClient:
         while len(self._abandoned) > _ABANDONED_KEPT:
             self._abandoned.popitem(last=False)
 
+    def add_link(self, stream: RunnerStream) -> None:
+        """Send every later request on ``stream`` (a direct link to the runner, see
+        ``link.py``) and read its replies; the first stream stays open and read: its stderr
+        is still logged, and its end still means the runner ended."""
+        self._stream = stream
+        self._streams.append(stream)
+        self._tasks.append(asyncio.create_task(self._read_loop(stream),
+                                               name=f"runner-link-{self._name}"))
+
+    @property
+    def linked(self) -> bool:
+        """Whether requests travel on a direct link rather than the first stream."""
+        return len(self._streams) > 1
+
+    def _hang_up(self) -> None:
+        for stream in self._streams:
+            with contextlib.suppress(Exception):
+                stream.hang_up()
+
     async def close(self) -> None:
-        """Close the stream; the runner exits on end of input."""
+        """Close the streams; the runner exits on end of input."""
         self._lost("closed by the server")
         self.flush_stderr()
-        self._stream.close()
-        if self._task is not None and self._task is not asyncio.current_task():
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._task
+        for stream in self._streams:
+            stream.close()
+        for task in self._tasks:
+            if task is not asyncio.current_task():
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
 
     def _lost(self, reason: str) -> None:
         if self._closed_reason is not None:
@@ -202,17 +224,18 @@ class RunnerClient:
                 fut.set_exception(SandboxGone(f"the sandbox is gone: {reason}", reason))
         self._pending.clear()
 
-    async def _read_loop(self) -> None:
+    async def _read_loop(self, stream: RunnerStream) -> None:
         reason = "the runner closed its output (container stopped or runner exited)"
+        lines = LineSplitter(self._max_line)
         try:
             while True:
-                kind, chunk = await self._stream.read()
+                kind, chunk = await stream.read()
                 if not chunk:
                     break
                 if kind == STDERR:
                     self._stderr.feed(chunk)
                     continue
-                for line in self._lines.feed(chunk):
+                for line in lines.feed(chunk):
                     self._dispatch(line)
         except asyncio.CancelledError:
             return
@@ -220,7 +243,7 @@ class RunnerClient:
             # Read no more and hang up: the runner sees end of input and exits.
             reason = self.violation = str(exc)
             _log.error("runner channel closed", session_id=self._name, reason=reason)
-            self._stream.hang_up()
+            self._hang_up()
         except (ConnectionError, OSError) as exc:
             reason = f"connection to the runner failed: {exc}"
         was_alive = self.alive
