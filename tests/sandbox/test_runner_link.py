@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -136,3 +137,26 @@ async def test_link_without_the_runner_times_out(tmp_path: Path) -> None:
         assert not (link.directory / SOCKET_NAME).exists()
     finally:
         link.close()
+
+
+@pytest.mark.docker
+async def test_link_directory_the_engine_cannot_see_is_left_out(
+        make_manager: MakeManager, workspace: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A server in a container (compose) makes the link's directory in its own /tmp, which
+    the engine cannot mount: the container is created again without it, once, and the
+    session works over the exec stream."""
+    real_open = RunnerLink.open
+
+    async def invisible() -> RunnerLink:
+        link = await real_open()
+        shutil.rmtree(link.directory)  # as the engine sees it: no such path
+        return link
+
+    monkeypatch.setattr(RunnerLink, "open", staticmethod(invisible))
+    manager = await make_manager("docker", allow_network=True)  # a network: made once
+    with capture_logs() as logs:
+        session = await manager.open("tester", workspace=str(workspace), network="bridge")
+    assert not _sandbox(session).linked
+    assert out(await sh(session, "echo made")) == "made\n"
+    warned = [e for e in logs if e.get("event", "").startswith("runner link unavailable")]
+    assert len(warned) == 1 and "cannot mount" in warned[0]["reason"], warned

@@ -131,6 +131,7 @@ class DockerSandbox:
         self._start_timeout = start_timeout
         self._container_id: str | None = None
         self._network: str | None = None
+        self._network_made = False
         self._labels: dict[str, str] = {}
         self._runner: RunnerClient | None = None
         self._keep: list[Any] = []
@@ -160,11 +161,9 @@ class DockerSandbox:
                 self._link = await RunnerLink.open()
             except OSError as exc:  # no usable temporary directory: the exec stream works
                 self._links.failed(f"cannot make the link's socket: {exc}", self.session_id)
-        kwargs = container_kwargs(self.spec, self._image, labels, self._network,
-                                  str(self._link.directory) if self._link else None)
         self._labels = labels
         try:
-            self._container_id = await asyncio.to_thread(self._create_and_start, kwargs)
+            self._container_id = await self._create(labels)
         except docker.errors.ImageNotFound:
             from coderx_mcp.image import missing_image_message
 
@@ -178,6 +177,30 @@ class DockerSandbox:
         await self._connect()
         _log.info("sandbox started", session_id=self.session_id, container=self.ident,
                   network=self.spec.network, uid=self.spec.uid)
+
+    async def _create(self, labels: dict[str, str]) -> str:
+        """Create and start the container; again without the link when the engine cannot
+        mount the link's directory (a server running in a container: its /tmp is not the
+        engine's)."""
+        link = self._link
+        kwargs = container_kwargs(self.spec, self._image, labels, self._network,
+                                  str(link.directory) if link else None)
+        try:
+            return await asyncio.to_thread(self._create_and_start, kwargs)
+        except docker.errors.APIError as exc:
+            if link is None or str(link.directory) not in str(exc):
+                raise
+            self._drop_link(f"the engine cannot mount {link.directory}: {exc.explanation or exc}")
+        return await asyncio.to_thread(self._create_and_start, container_kwargs(
+            self.spec, self._image, labels, self._network))
+
+    def _drop_link(self, reason: str) -> None:
+        """Give the link up for this sandbox and, through the policy, for later ones."""
+        if self._link is not None:
+            self._link.close()
+            self._link = None
+        if self._links is not None:
+            self._links.failed(reason, self.session_id)
 
     async def attach(self, container_id: str, network: str | None = None) -> None:
         """Start a runner in a running container of this session that another server made
@@ -227,17 +250,15 @@ class DockerSandbox:
         except SandboxGone:
             raise
         except (CoderxError, OSError, TimeoutError) as exc:
-            link.close()
-            self._link = None
-            if self._links is not None:
-                self._links.failed(str(exc) or type(exc).__name__, self.session_id)
+            self._drop_link(str(exc) or type(exc).__name__)
             return
         runner.add_link(PipeStream(reader, writer))
 
     def _create_and_start(self, kwargs: dict[str, Any]) -> str:
-        if self._network is not None:
+        if self._network is not None and not self._network_made:
             self._client.networks.create(self._network, driver="bridge", labels=self._labels,
                                          check_duplicate=True)
+            self._network_made = True  # a second attempt (without the link) reuses it
         # create + start, not run: run would try to pull a missing image from a registry.
         container = self._client.containers.create(**kwargs)
         self._container_id = str(container.id)
