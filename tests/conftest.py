@@ -333,6 +333,18 @@ def _history_in_tmp(tmp_path_factory: pytest.TempPathFactory,
                        str(tmp_path_factory.mktemp("history") / "history.sqlite3"))
 
 
+@pytest.fixture(scope="session")
+def _cache_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("cache")
+
+
+@pytest.fixture(autouse=True)
+def _cache_in_tmp(_cache_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Servers under test keep their tool-schema cache out of the user's, in one directory
+    for the whole run: the first server derives the schemas, the others use them."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(_cache_home))
+
+
 def containers_of(pid: int) -> list[Any]:
     """The sandbox containers a server process (by pid) owns, stopped ones included."""
     client = docker.from_env()

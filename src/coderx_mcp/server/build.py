@@ -54,6 +54,7 @@ def build_server(
         The FastMCP server; its lifespan starts and stops the sessions.
     """
     from coderx_mcp.tools import register_all
+    from coderx_mcp.tools.schema_cache import SchemaCache
 
     settings = settings or Settings()
     # A tokens file (even emptied by revocations) keeps authentication on: revoking the
@@ -84,5 +85,6 @@ def build_server(
         on_duplicate="error",
     )
     mcp.custom_route("/healthz", methods=["GET"])(healthz_route(apps, stats, auth))
-    register_all(mcp)
+    # Schemas kept from the last start of the same code: no start derives them twice.
+    register_all(mcp, SchemaCache.for_user())
     return mcp

@@ -7,10 +7,14 @@ from typing import Annotated, Any, ClassVar, Final, TypeVar
 
 from fastmcp import Context, FastMCP
 from fastmcp.exceptions import ToolError
+from fastmcp.server.dependencies import transform_context_annotations
 from fastmcp.tools.base import ToolResult
+from fastmcp.tools.function_tool import FunctionTool
 from mcp.types import ToolAnnotations
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from pydantic import BaseModel, ConfigDict, Field
+
+from coderx_mcp.tools import schema_cache
 
 NO_SESSION_TAG = "coderx:no-session"
 """Tag of tools the pipeline resolves no session for (``server/pipeline.py`` reads it)."""
@@ -113,9 +117,30 @@ def tool(
             idempotent_hint=idempotent, open_world_hint=False,
         )
         payload = issubclass(out, Out) and bool(out.payload)
-        mcp.tool(wrapper, name=fn.__name__, annotations=annotations,
-                 output_schema=None if payload else out.model_json_schema(),
-                 tags=None if session else {NO_SESSION_TAG})
+        mcp.add_tool(_function_tool(wrapper, fn.__name__, annotations, None if payload else out,
+                                    set() if session else {NO_SESSION_TAG}))
         return fn
 
     return deco
+
+
+def _function_tool(fn: Callable[..., Any], name: str, annotations: ToolAnnotations,
+                   out: type[BaseModel] | None, tags: set[str]) -> FunctionTool:
+    """The FastMCP tool of ``fn``: built from the schemas kept by the registration's
+    :mod:`~coderx_mcp.tools.schema_cache` when it has them (the same object FastMCP would
+    derive, without deriving it), else derived and kept for the next start."""
+    cache = schema_cache.current()
+    kept = cache.get(name) if cache is not None else None
+    if kept is not None:
+        return FunctionTool(
+            fn=transform_context_annotations(fn), return_type=ToolResult, name=name,
+            description=kept.description, parameters=kept.parameters,
+            output_schema=kept.output_schema, annotations=annotations, tags=tags)
+    made = FunctionTool.from_function(
+        fn, name=name, annotations=annotations,
+        output_schema=None if out is None else out.model_json_schema(), tags=tags or None)
+    if cache is not None and made.return_type is ToolResult:  # what a kept tool assumes
+        cache.put(name, schema_cache.CachedSchema(
+            description=made.description, parameters=made.parameters,
+            output_schema=made.output_schema))
+    return made
