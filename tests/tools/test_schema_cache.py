@@ -14,7 +14,7 @@ from fastmcp.tools.function_tool import FunctionTool
 
 from coderx_mcp.config import Settings
 from coderx_mcp.server import build_server
-from coderx_mcp.tools.schema_cache import CachedSchema, SchemaCache, source_key
+from coderx_mcp.tools.schema_cache import KEPT_FILES, CachedSchema, SchemaCache, source_key
 
 MakeSettings = Any
 
@@ -100,3 +100,15 @@ def test_unwritable_directory_costs_nothing(tmp_path: Path) -> None:
     cache.save()  # no error
     assert SchemaCache(blocker / "sub", "k").get("t") is None
     assert list(tmp_path.iterdir()) == [blocker]
+
+
+def test_only_the_newest_files_are_kept(tmp_path: Path) -> None:
+    for n in range(KEPT_FILES + 3):
+        cache = SchemaCache(tmp_path, f"key{n:02d}")
+        cache.put("t", CachedSchema(description=None, parameters={}, output_schema=None))
+        cache.save()
+        assert cache.path is not None
+        os.utime(cache.path, ns=(n * 10**9, n * 10**9))  # written in this order
+    kept = sorted(p.name for p in tmp_path.glob("tool-schemas-*.json"))
+    assert kept == sorted(f"tool-schemas-key{n:02d}.json"
+                          for n in range(3, KEPT_FILES + 3))

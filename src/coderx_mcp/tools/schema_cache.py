@@ -29,6 +29,8 @@ from pydantic import BaseModel, ValidationError
 _log = structlog.get_logger("coderx.tools")
 _PACKAGE = Path(__file__).resolve().parents[1]
 _LIBRARIES = ("fastmcp", "mcp", "pydantic", "pydantic-core")
+KEPT_FILES = 4
+"""Cache files kept (one per version of the code that ran lately)."""
 _current: ContextVar[SchemaCache | None] = ContextVar("coderx_schema_cache", default=None)
 
 
@@ -108,11 +110,22 @@ class SchemaCache:
                 f.write(_File(key=self.key, tools=self._tools).model_dump_json().encode())
             os.replace(tmp, self.path)
             self._changed = False
+            self._prune()
         except OSError as exc:  # a read-only home: start-up stays as it was
             _log.debug("tool schemas not cached", path=str(self.path), error=str(exc))
             if tmp is not None:
                 with contextlib.suppress(OSError):
                     os.unlink(tmp)
+
+    def _prune(self) -> None:
+        """Keep the newest few files: every upgrade or edit writes one under a new key
+        (a few, not one, so installs side by side do not evict each other at each start)."""
+        assert self.path is not None
+        files = sorted(self.path.parent.glob("tool-schemas-*.json"),
+                       key=lambda f: f.stat().st_mtime_ns, reverse=True)
+        for old in files[KEPT_FILES:]:
+            with contextlib.suppress(OSError):
+                old.unlink()
 
 
 @contextlib.contextmanager
