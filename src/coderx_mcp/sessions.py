@@ -47,6 +47,8 @@ if TYPE_CHECKING:
     from coderx_mcp.replicas import SharedSessions
 
 _log = structlog.get_logger("coderx.sessions")
+CLIENT_WAIT = 2.0
+"""Seconds a stdio server's background start waits for ``initialize`` at most."""
 Done = list[str]  # what closing did, one sentence each (``list`` is a method below)
 
 __all__ = ["HostStatus", "Session", "SessionInfo", "SessionManager", "TextCache",
@@ -96,6 +98,7 @@ class SessionManager:
             backend, new_session_id, discard=self._discard)
         self._reaper: asyncio.Task[None] | None = None
         self._starting: asyncio.Task[None] | None = None
+        self._go = asyncio.Event()
         self._shutdown: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -110,11 +113,23 @@ class SessionManager:
         self._pool.start()
         self._reaper = asyncio.create_task(self._reap_idle(), name="coderx-idle-reaper")
 
-    def start_soon(self) -> None:
+    def start_soon(self, after_initialize: bool = False) -> None:
         """Start in the background, so the server answers ``initialize`` without waiting for
-        Docker (hosts time their connection); sessions wait for the start to finish."""
+        Docker (hosts time their connection); sessions wait for the start to finish.
+
+        Args:
+            after_initialize: Begin only once :meth:`begin` is called (when ``initialize``
+                is answered: the start's imports and Docker calls would otherwise share the
+                interpreter with that answer), or a call needs a session, or after
+                ``CLIENT_WAIT`` seconds.
+        """
+        if not after_initialize:
+            self._go.set()
+
         async def run() -> None:
             try:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._go.wait(), CLIENT_WAIT)
                 await self.start()
             except SandboxUnavailable as exc:
                 # Stay up: every tool call reports the same clear reason until it is fixed.
@@ -124,8 +139,13 @@ class SessionManager:
 
         self._starting = asyncio.create_task(run(), name="coderx-start")
 
+    def begin(self) -> None:
+        """Let a background start waiting for ``initialize`` go (see :meth:`start_soon`)."""
+        self._go.set()
+
     async def ready(self) -> None:
         """Wait for a background start (see :meth:`start_soon`)."""
+        self._go.set()
         if self._starting is not None and not self._starting.done():
             await asyncio.shield(self._starting)
 

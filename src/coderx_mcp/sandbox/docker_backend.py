@@ -1,25 +1,26 @@
-"""The Docker backend: hardened containers on the local engine (``CODERX_BACKEND=docker``)."""
+"""The Docker backend: hardened containers on the local engine (``CODERX_BACKEND=docker``).
+
+The server makes this backend before it answers ``initialize``, so this module imports
+neither the Docker SDK nor ``sandbox/docker.py`` (~90 ms of imports with requests and
+urllib3): they load with the backend's first use, in its start after ``initialize``.
+"""
 
 from __future__ import annotations
 
 import asyncio
+from typing import TYPE_CHECKING
 
-import docker
-import docker.errors
 import structlog
 
 from coderx_mcp.config import Settings
 from coderx_mcp.errors import SandboxUnavailable
 from coderx_mcp.sandbox.base import Sandbox, SandboxSpec
 from coderx_mcp.sandbox.channel import reply_line_cap
-from coderx_mcp.sandbox.docker import (
-    DockerSandbox,
-    is_engine_error,
-    remove_container,
-    remove_network,
-)
 from coderx_mcp.sandbox.instance import LABEL_INSTANCE, LABEL_MANAGED, Instance, owner_is_gone
 from coderx_mcp.sandbox.link import LinkPolicy
+
+if TYPE_CHECKING:
+    import docker
 
 _log = structlog.get_logger("coderx.backend")
 
@@ -41,6 +42,8 @@ class DockerBackend:
     def client(self) -> docker.DockerClient:
         """The Docker client, connected on first use."""
         if self._client is None:
+            import docker
+
             try:
                 self._client = docker.from_env(timeout=int(self._settings.docker_timeout_s))
             except docker.errors.DockerException as exc:
@@ -52,6 +55,7 @@ class DockerBackend:
 
     async def check(self) -> None:
         from coderx_mcp.image import image_status, missing_image_message
+        from coderx_mcp.sandbox.docker import is_engine_error
 
         def probe() -> None:
             try:
@@ -71,11 +75,15 @@ class DockerBackend:
         await asyncio.wait_for(asyncio.to_thread(probe), self._settings.docker_timeout_s)
 
     def make(self, spec: SandboxSpec, session_id: str) -> Sandbox:
+        from coderx_mcp.sandbox.docker import DockerSandbox
+
         return DockerSandbox(self.client, spec, self._settings.image, self._instance, session_id,
                              self._settings.start_timeout_s,
                              reply_line_cap(self._settings.max_file_bytes), self.links)
 
     async def reap_orphans(self) -> int:
+        from coderx_mcp.sandbox.docker import remove_container, remove_network
+
         def reap() -> int:
             removed = 0
             # ignore_removed: another server may remove a container while we list.
@@ -98,6 +106,8 @@ class DockerBackend:
     def remove_all_of_instance(self) -> int:
         if self._client is None:
             return 0
+        from coderx_mcp.sandbox.docker import remove_container, remove_network
+
         found = self._client.containers.list(
             all=True, filters={"label": f"{LABEL_INSTANCE}={self._instance.id}"},
             ignore_removed=True)

@@ -15,11 +15,11 @@ from typing import Any
 import structlog
 from fastmcp import Context, FastMCP
 from fastmcp.server.dependencies import get_access_token
+from fastmcp.server.middleware import CallNext, Middleware, MiddlewareContext
 
 from coderx_mcp.config import Settings
 from coderx_mcp.context import delegation
 from coderx_mcp.delegate.runs import Runs
-from coderx_mcp.egress.gateway import EgressGateway
 from coderx_mcp.grants import Grants
 from coderx_mcp.history import HistoryStore, HistoryWriter, default_path
 from coderx_mcp.principals import PrincipalPolicy, TokenStore
@@ -153,6 +153,27 @@ def _open_history(settings: Settings, instance: Instance) -> HistoryWriter | Non
                          gone=lambda labels: owner_is_gone(labels, instance))
 
 
+class StartAfterInitialize(Middleware):
+    """Lets each session manager's background start go once the client's first message
+    (``initialize``, or ``server/discover`` in the stateless protocol) is answered (see
+    ``SessionManager.start_soon``): the host waits for that answer, not for Docker.
+
+    Args:
+        apps: The server's apps (filled by the lifespan).
+    """
+
+    def __init__(self, apps: list[App]) -> None:
+        self._apps = apps
+
+    async def on_message(self, context: MiddlewareContext[Any],
+                         call_next: CallNext[Any, Any]) -> Any:
+        try:
+            return await call_next(context)
+        finally:
+            for app in self._apps:
+                app.sessions.begin()
+
+
 def make_lifespan(
     settings: Settings,
     backend_factory: Callable[[Settings, Instance], Backend] = make_backend,
@@ -174,11 +195,16 @@ def make_lifespan(
         if policy.note:
             _log.warning("default workspace", rule=policy.rule, note=policy.note)
         history = _open_history(settings, instance)
-        egress = EgressGateway(settings, instance, lambda: backend.client, history) \
-            if settings.egress.enabled and isinstance(backend, DockerBackend) else None
+        egress = None
+        if settings.egress.enabled and isinstance(backend, DockerBackend):
+            from coderx_mcp.egress.gateway import EgressGateway  # imports docker: when used
+
+            egress = EgressGateway(settings, instance, lambda: backend.client, history)
         manager = SessionManager(settings, backend, policy, instance,
                                  principals=principal_policies(tokens), egress=egress)
-        manager.start_soon()
+        # stdio: one client, whose `initialize` is answered first; HTTP serves many and
+        # starts at once (reaping, the warm pool).
+        manager.start_soon(after_initialize=not http)
         app = App(settings=settings, sessions=manager, http=http, tokens=tokens,
                   history=history)
         if app.history is not None:

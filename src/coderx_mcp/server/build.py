@@ -12,7 +12,7 @@ from coderx_mcp.config import Settings
 from coderx_mcp.principals import TokenStore
 from coderx_mcp.sandbox.backends import Backend, make_backend
 from coderx_mcp.sandbox.instance import Instance
-from coderx_mcp.server.app import App, make_lifespan
+from coderx_mcp.server.app import App, StartAfterInitialize, make_lifespan
 from coderx_mcp.server.auth import BearerTokens
 from coderx_mcp.server.health import CallStats, healthz_route
 from coderx_mcp.server.limits import CallLimits
@@ -79,7 +79,7 @@ def build_server(
         lifespan=make_lifespan(settings, backend_factory, ready, http, store),
         auth=auth,
         # Arguments are bounded before anything (history, validation) looks at them.
-        middleware=[CallLimits(), stats,
+        middleware=[StartAfterInitialize(apps), CallLimits(), stats,
                     *(default_middleware() if middleware is None else middleware)],
         mask_error_details=True,
         on_duplicate="error",
