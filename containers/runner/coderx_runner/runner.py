@@ -41,7 +41,8 @@ class StdoutChannel:
 
 
 class SocketChannel:
-    """Replies on the host's link socket; the lock keeps lines whole across ``drain``."""
+    """Replies on the host's link socket (one ``drain`` at a time: concurrent replies wait
+    their turn rather than racing for the transport's drain waiter)."""
 
     def __init__(self, writer: asyncio.StreamWriter) -> None:
         self._writer = writer

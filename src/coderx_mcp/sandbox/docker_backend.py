@@ -54,10 +54,12 @@ class DockerBackend:
         return self._client
 
     async def check(self) -> None:
-        from coderx_mcp.image import image_status, missing_image_message
-        from coderx_mcp.sandbox.docker import is_engine_error
-
         def probe() -> None:
+            # Imported here, in the worker thread, not on the event loop: this is the first
+            # import of docker (see above), and the loop keeps serving while it loads.
+            from coderx_mcp.image import image_status, missing_image_message
+            from coderx_mcp.sandbox.docker import is_engine_error
+
             try:
                 self.client.ping()
             except Exception as exc:  # requests' connection errors arrive unwrapped
@@ -82,9 +84,9 @@ class DockerBackend:
                              reply_line_cap(self._settings.max_file_bytes), self.links)
 
     async def reap_orphans(self) -> int:
-        from coderx_mcp.sandbox.docker import remove_container, remove_network
-
         def reap() -> int:
+            from coderx_mcp.sandbox.docker import remove_container, remove_network
+
             removed = 0
             # ignore_removed: another server may remove a container while we list.
             for c in self.client.containers.list(all=True, filters={"label": LABEL_MANAGED},

@@ -60,8 +60,7 @@ class RunnerClient:
         log_rate: float = 5.0,
         reply_grace: float = REPLY_GRACE,
     ) -> None:
-        self._stream = stream
-        self._streams = [stream]
+        self._streams = [stream]  # the first, then a link (add_link); requests use the last
         self._name = name
         self._grace = reply_grace
         self._max_line = max_line
@@ -97,7 +96,7 @@ class RunnerClient:
         Returns:
             The runner's hello (pid, uid, root, python version).
         """
-        self._tasks.append(asyncio.create_task(self._read_loop(self._stream),
+        self._tasks.append(asyncio.create_task(self._read_loop(self._streams[0]),
                                                name=f"runner-read-{self._name}"))
         try:
             self.hello = await asyncio.wait_for(self.call("hello"), timeout)
@@ -188,10 +187,14 @@ class RunnerClient:
         """Send every later request on ``stream`` (a direct link to the runner, see
         ``link.py``) and read its replies; the first stream stays open and read: its stderr
         is still logged, and its end still means the runner ended."""
-        self._stream = stream
         self._streams.append(stream)
         self._tasks.append(asyncio.create_task(self._read_loop(stream),
                                                name=f"runner-link-{self._name}"))
+
+    @property
+    def _stream(self) -> RunnerStream:
+        """The stream requests are written to: the link once there is one."""
+        return self._streams[-1]
 
     @property
     def linked(self) -> bool:
