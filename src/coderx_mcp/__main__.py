@@ -1,5 +1,5 @@
 """``python -m coderx_mcp`` runs the ``coderx-mcp`` command line."""
 
-from coderx_mcp.cli import main
+from coderx_mcp.startup import main
 
 main()

@@ -25,6 +25,7 @@ from coderx_mcp.cli_tokens import tokens_app
 from coderx_mcp.config import Settings
 from coderx_mcp.errors import CoderxError
 from coderx_mcp.logs import configure_logging
+from coderx_mcp.startup import started
 
 app = typer.Typer(help="Coder-X MCP: container-isolated coding tools for AI agents.",
                   no_args_is_help=True, add_completion=False,
@@ -38,10 +39,12 @@ def _print_version(value: bool) -> None:
 
 
 @app.callback()
-def _main(version: Annotated[bool, typer.Option(
+def _main(ctx: typer.Context, version: Annotated[bool, typer.Option(
         "--version", callback=_print_version, is_eager=True,
         help="Print the version and exit.")] = False) -> None:
     """Coder-X MCP: container-isolated coding tools for AI agents."""
+    if ctx.invoked_subcommand != "serve":
+        started()  # only serve keeps the collector off until it has answered (startup.py)
 image_app = typer.Typer(help="Build and inspect the sandbox image.", no_args_is_help=True,
                         rich_markup_mode=None)
 app.add_typer(image_app, name="image")
@@ -84,7 +87,14 @@ async def _serve(settings: Settings, http: bool, host: str, port: int) -> None:
     from coderx_mcp.server.stdio import run_stdio
 
     apps: list[App] = []
-    mcp = build_server(settings, http=http, on_ready=apps.append)
+
+    def ready(app: App) -> None:
+        apps.append(app)
+        if http:  # listening now; a stdio start ends with its first answer (below)
+            started()
+
+    mcp = build_server(settings, http=http, on_ready=ready,
+                       on_answered=None if http else started)
     loop = asyncio.get_running_loop()
 
     async def stop(sig: signal.Signals) -> None:

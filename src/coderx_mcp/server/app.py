@@ -160,10 +160,14 @@ class StartAfterInitialize(Middleware):
 
     Args:
         apps: The server's apps (filled by the lifespan).
+        on_answered: Called once, when the first message has been answered (the CLI ends
+            its start-up there: see ``startup.py``).
     """
 
-    def __init__(self, apps: list[App]) -> None:
+    def __init__(self, apps: list[App], on_answered: Callable[[], None] | None = None
+                 ) -> None:
         self._apps = apps
+        self._on_answered = on_answered
 
     async def on_message(self, context: MiddlewareContext[Any],
                          call_next: CallNext[Any, Any]) -> Any:
@@ -172,6 +176,9 @@ class StartAfterInitialize(Middleware):
         finally:
             for app in self._apps:
                 app.sessions.begin()
+            if self._on_answered is not None:
+                once, self._on_answered = self._on_answered, None
+                once()
 
 
 def make_lifespan(

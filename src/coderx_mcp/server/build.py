@@ -37,6 +37,7 @@ def build_server(
     backend_factory: Callable[[Settings, Instance], Backend] = make_backend,
     on_ready: Callable[[App], None] | None = None,
     middleware: list[Middleware] | None = None,
+    on_answered: Callable[[], None] | None = None,
 ) -> FastMCP:
     """Create the Coder-X MCP server.
 
@@ -49,6 +50,7 @@ def build_server(
         on_ready: Called with the server-wide :class:`App` when the lifespan has built it.
         middleware: The per-call pipeline, outermost first (default:
             :func:`~coderx_mcp.server.pipeline.default_middleware`).
+        on_answered: Called once the server has answered its first message.
 
     Returns:
         The FastMCP server; its lifespan starts and stops the sessions.
@@ -79,7 +81,7 @@ def build_server(
         lifespan=make_lifespan(settings, backend_factory, ready, http, store),
         auth=auth,
         # Arguments are bounded before anything (history, validation) looks at them.
-        middleware=[StartAfterInitialize(apps), CallLimits(), stats,
+        middleware=[StartAfterInitialize(apps, on_answered), CallLimits(), stats,
                     *(default_middleware() if middleware is None else middleware)],
         mask_error_details=True,
         on_duplicate="error",

@@ -133,14 +133,16 @@ def _function_tool(fn: Callable[..., Any], name: str, annotations: ToolAnnotatio
     kept = cache.get(name) if cache is not None else None
     if kept is not None:
         return FunctionTool(
-            fn=transform_context_annotations(fn), return_type=ToolResult, name=name,
+            fn=transform_context_annotations(fn),
+            return_type=Any if kept.returns_any else ToolResult, name=name,
             description=kept.description, parameters=kept.parameters,
             output_schema=kept.output_schema, annotations=annotations, tags=tags)
     made = FunctionTool.from_function(
         fn, name=name, annotations=annotations,
         output_schema=None if out is None else out.model_json_schema(), tags=tags or None)
-    if cache is not None and made.return_type is ToolResult:  # what a kept tool assumes
+    # A kept tool is rebuilt with one of these two return types (the only ones ours have).
+    if cache is not None and made.return_type in (ToolResult, Any):
         cache.put(name, schema_cache.CachedSchema(
             description=made.description, parameters=made.parameters,
-            output_schema=made.output_schema))
+            output_schema=made.output_schema, returns_any=made.return_type is Any))
     return made

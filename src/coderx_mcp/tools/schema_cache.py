@@ -40,6 +40,9 @@ class CachedSchema(BaseModel):
     description: str | None
     parameters: dict[str, Any]
     output_schema: dict[str, Any] | None
+    returns_any: bool = False
+    """The function is annotated ``-> Any`` (it may return what FastMCP passes through, such
+    as an elicitation's input-required result), not ``-> ToolResult``."""
 
 
 class _File(BaseModel):
