@@ -28,6 +28,7 @@ The script re-invokes itself with ``--serve NAME`` to run the Python servers.
 import argparse
 import asyncio
 import contextlib
+import gc
 import json
 import os
 import platform
@@ -61,6 +62,7 @@ GREP_PATTERN = r"needle_[0-9]+"
 
 def _serve_coderx() -> None:
     """Our server as ``coderx-mcp serve`` runs it, plus a ``noop`` tool through our decorator."""
+    gc.disable()  # as the console entry does (coderx_mcp/startup.py): on again once answered
     from fastmcp import FastMCP
     from fastmcp.tools.base import ToolResult
 

@@ -5,6 +5,7 @@ sandbox can reach the link, and where the link cannot be made the exec stream ca
 from __future__ import annotations
 
 import asyncio
+import base64
 import os
 import shutil
 from pathlib import Path
@@ -77,6 +78,45 @@ async def test_link_keeps_the_exec_stream_for_stderr_and_exit(
     said = [e["text"] for e in logs if e.get("event") == "runner stderr"]
     assert said and "bad request line" in said[0]
     assert out(await sh(session, "echo fine")) == "fine\n"
+
+
+@pytest.mark.docker
+async def test_link_thread_answers_file_ops_while_a_command_runs(
+        docker_manager: SessionManager, workspace: Path) -> None:
+    """The runner's link thread answers file ops where it reads them (no event-loop turn)
+    and hands everything else to the loop: many reads, writes and stats at once come back
+    right, with their errors, while a command holds the loop's attention, and a read past
+    the quick size still goes the loop's way."""
+    session = await docker_manager.open("tester", workspace=str(workspace))
+    assert _sandbox(session).linked
+    command = asyncio.ensure_future(sh(session, "sleep 5; echo slept", timeout=30))
+    await asyncio.sleep(0.3)
+
+    async def write_then_read(n: int) -> str:
+        data = base64.b64encode(f"file {n}\n".encode()).decode()
+        await session.call("write", path=f"many/f{n}.txt", data=data)
+        got = await session.call("read", path=f"many/f{n}.txt", max_bytes=1 << 20)
+        stat = await session.call("stat", path=f"many/f{n}.txt")
+        assert stat["size"] == got["size"]
+        return str(got["text"])
+
+    texts = await asyncio.gather(*(write_then_read(n) for n in range(40)))
+    assert texts == [f"file {n}\n" for n in range(40)]
+    assert not command.done()  # answered while the command still ran
+    errors = await asyncio.gather(
+        session.call("read", path="missing.txt", max_bytes=1 << 20),
+        session.call("read", path="../../etc/passwd", max_bytes=1 << 20),
+        session.call("read", max_bytes=1 << 20),
+        session.call("write", path="x.txt", data=7),
+        return_exceptions=True)
+    kinds = [type(e).__name__ for e in errors]
+    assert kinds == ["PathNotFound", "OutsideWorkspace", "BadRequest", "BadRequest"], \
+        [(type(e).__name__, str(e)) for e in errors]
+    big = "y" * 99 + "\n"
+    (workspace / "big.txt").write_text(big * 20_000)  # 2 MB: past QUICK_BYTES
+    got = await session.call("read", path="big.txt", max_bytes=4 << 20)
+    assert got["size"] == 2_000_000 and got["text"] == big * 20_000
+    assert out(await command) == "slept\n"
 
 
 @pytest.mark.docker

@@ -6,9 +6,11 @@ import asyncio
 import contextlib
 import json
 import os
+import socket
 import sys
+import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any, BinaryIO, Protocol
 
 from . import PROTOCOL_VERSION
@@ -40,18 +42,61 @@ class StdoutChannel:
         self._out.flush()
 
 
-class SocketChannel:
-    """Replies on the host's link socket (one ``drain`` at a time: concurrent replies wait
-    their turn rather than racing for the transport's drain waiter)."""
+QUICK_BYTES = 1 << 20
+"""File data up to which a read or write is answered at once, where its request is read."""
 
-    def __init__(self, writer: asyncio.StreamWriter) -> None:
-        self._writer = writer
-        self._lock = asyncio.Lock()
+
+def _parse(line: bytes) -> dict[str, Any] | None:
+    """One request line, or None (reported on stderr) when it is not a request."""
+    try:
+        req = json.loads(line)
+        if not isinstance(req, dict) or not isinstance(req.get("id"), int):
+            raise ValueError("request must be an object with an integer id")
+    except ValueError as exc:
+        sys.stderr.write(f"coderx-runner: bad request line: {exc}\n")
+        return None
+    return req
+
+
+def _error_reply(rid: Any, exc: Exception) -> dict[str, Any]:
+    if isinstance(exc, RunnerError):
+        return {"id": rid, "ok": False, "error": {
+            "type": exc.kind, "message": str(exc), "details": exc.details}}
+    if isinstance(exc, (KeyError, TypeError, ValueError)):
+        return {"id": rid, "ok": False, "error": {
+            "type": "BadRequest", "message": f"bad request: {type(exc).__name__}: {exc}"}}
+    if isinstance(exc, OSError):
+        return {"id": rid, "ok": False, "error": {
+            "type": "OSError", "message": f"{exc.strerror or exc} ({exc.errno})",
+            "details": {"errno": exc.errno}}}
+    return {"id": rid, "ok": False, "error": {  # never let one request kill the runner
+        "type": "RunnerError", "message": f"{type(exc).__name__}: {exc}"}}
+
+
+class LinkChannel:
+    """Replies on the host's link socket, written whole under one lock: the link thread
+    answers quick requests itself while the event loop answers the others."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self._sock = sock
+        self._lock = threading.Lock()
+
+    def send_now(self, msg: dict[str, Any]) -> None:
+        """Write one reply line, blocking until the socket took it."""
+        data = _line(msg)
+        with self._lock:
+            self._sock.sendall(data)
 
     async def send(self, msg: dict[str, Any]) -> None:
-        async with self._lock:
-            self._writer.write(_line(msg))
-            await self._writer.drain()
+        data = _line(msg)
+        if len(data) > (1 << 16):  # the host reads it as it comes: keep the loop serving
+            await asyncio.to_thread(self._send, data)
+        else:
+            self._send(data)
+
+    def _send(self, data: bytes) -> None:
+        with self._lock:
+            self._sock.sendall(data)
 
 
 class Runner:
@@ -80,14 +125,58 @@ class Runner:
             line = await requests.readline()
             if not line:
                 return  # the host went away (or closed this channel)
-            try:
-                req = json.loads(line)
-                if not isinstance(req, dict) or not isinstance(req.get("id"), int):
-                    raise ValueError("request must be an object with an integer id")
-            except ValueError as exc:
-                sys.stderr.write(f"coderx-runner: bad request line: {exc}\n")
+            req = _parse(line)
+            if req is None:
                 continue
-            self.tasks[req["id"]] = asyncio.ensure_future(self.handle(req, channel))
+            body = self.quick(req)
+            if body is not None:
+                with contextlib.suppress(OSError):
+                    await channel.send(self.answer(req, body))
+            else:
+                self.dispatch(req, channel)
+
+    def serve_link(self, sock: socket.socket, loop: asyncio.AbstractEventLoop) -> None:
+        """The link thread: read requests with blocking I/O (no event-loop turn between
+        the socket and the answer: on a VM each turn is a wake-up), answer quick ones here,
+        hand the rest to the loop. Ends when the host closes the link."""
+        channel = LinkChannel(sock)
+        with contextlib.suppress(OSError, RuntimeError), sock.makefile("rb") as requests:
+            for line in requests:
+                req = _parse(line)
+                if req is None:
+                    continue
+                body = self.quick(req)
+                if body is not None:
+                    channel.send_now(self.answer(req, body))
+                else:  # RuntimeError once the loop is closed: the runner is exiting
+                    loop.call_soon_threadsafe(self.dispatch, req, channel)
+
+    def quick(self, req: dict[str, Any]) -> Callable[[], dict[str, Any]] | None:
+        """The body of a request answered at once where it is read (no process, no wait,
+        at most ``QUICK_BYTES`` of file data; thread-safe: no runner state), else None."""
+        op = req.get("op")
+        if op == "hello":
+            return self._hello
+        if op == "stat":
+            return lambda: file_stat(self.paths, req)
+        if op == "read" and not self._big_read(req):
+            return lambda: file_read(self.paths, req)
+        data = req.get("data")
+        if op == "write" and isinstance(data, str) and len(data) <= QUICK_BYTES:
+            return lambda: file_write(self.paths, req)
+        return None
+
+    @staticmethod
+    def answer(req: dict[str, Any], body: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+        """The reply to a quick request (see :meth:`quick`)."""
+        try:
+            return {"id": req.get("id"), "ok": True, "result": body()}
+        except Exception as exc:
+            return _error_reply(req.get("id"), exc)
+
+    def dispatch(self, req: dict[str, Any], channel: Channel) -> None:
+        """Start answering a request on the event loop."""
+        self.tasks[req["id"]] = asyncio.ensure_future(self.handle(req, channel))
 
     async def handle(self, req: dict[str, Any], channel: Channel) -> None:
         rid = req.get("id")
@@ -101,19 +190,8 @@ class Runner:
         except asyncio.CancelledError:
             msg = {"id": rid, "ok": False,
                    "error": {"type": "Cancelled", "message": "request cancelled"}}
-        except RunnerError as exc:
-            msg = {"id": rid, "ok": False, "error": {
-                "type": exc.kind, "message": str(exc), "details": exc.details}}
-        except (KeyError, TypeError, ValueError) as exc:
-            msg = {"id": rid, "ok": False, "error": {
-                "type": "BadRequest", "message": f"bad request: {type(exc).__name__}: {exc}"}}
-        except OSError as exc:
-            msg = {"id": rid, "ok": False, "error": {
-                "type": "OSError", "message": f"{exc.strerror or exc} ({exc.errno})",
-                "details": {"errno": exc.errno}}}
-        except Exception as exc:  # never let one request kill the runner
-            msg = {"id": rid, "ok": False, "error": {
-                "type": "RunnerError", "message": f"{type(exc).__name__}: {exc}"}}
+        except Exception as exc:
+            msg = _error_reply(rid, exc)
         finally:
             self.tasks.pop(rid, None)
         with contextlib.suppress(OSError):  # the host hung up: no one to tell
@@ -132,16 +210,24 @@ class Runner:
         if not isinstance(path, str) or not isinstance(token, str) or "\n" in token:
             raise BadRequest("link needs a socket path and a one-line token")
         # Python sockets are close-on-exec: no command the runner starts inherits this one.
-        reader, writer = await asyncio.open_unix_connection(path, limit=1 << 30)
-        writer.write(token.encode() + b"\n")
-        await writer.drain()
-        link = asyncio.ensure_future(self.serve(reader, SocketChannel(writer)))
-        self.background.add(link)
-        link.add_done_callback(self.background.discard)
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.settimeout(10)  # a local listener accepts at once; never hang the loop
+            sock.connect(path)
+            sock.sendall(token.encode() + b"\n")
+            sock.settimeout(None)
+        except OSError:
+            sock.close()
+            raise
+        threading.Thread(target=self.serve_link, args=(sock, asyncio.get_running_loop()),
+                         name="coderx-link", daemon=True).start()
         return {"linked": True}
 
     # -- simple ops ----------------------------------------------------------
     async def op_hello(self, req: dict[str, Any]) -> dict[str, Any]:
+        return self._hello()
+
+    def _hello(self) -> dict[str, Any]:
         return {"protocol": PROTOCOL_VERSION, "pid": os.getpid(), "uid": os.getuid(),
                 "gid": os.getgid(), "root": self.paths.root, "python": sys.version.split()[0],
                 "undumpable": self.undumpable}
@@ -160,14 +246,18 @@ class Runner:
         return fn(self.paths, req)  # type: ignore[no-any-return]
 
     async def op_read(self, req: dict[str, Any]) -> dict[str, Any]:
+        return await self._file_op(file_read, req, self._big_read(req))
+
+    def _big_read(self, req: dict[str, Any]) -> bool:
+        if req.get("big"):
+            return True
         try:
-            big = os.stat(self.paths.resolve(req["path"])).st_size > (1 << 20)
-        except OSError:
-            big = False  # the read itself reports the problem
-        return await self._file_op(file_read, req, big or bool(req.get("big")))
+            return os.stat(self.paths.resolve(req["path"])).st_size > QUICK_BYTES
+        except (OSError, RunnerError, KeyError, TypeError):
+            return False  # the read itself reports the problem
 
     async def op_write(self, req: dict[str, Any]) -> dict[str, Any]:
-        return await self._file_op(file_write, req, len(req.get("data", "")) > (1 << 20))
+        return await self._file_op(file_write, req, len(req.get("data", "")) > QUICK_BYTES)
 
     async def op_stat(self, req: dict[str, Any]) -> dict[str, Any]:
         return file_stat(self.paths, req)
