@@ -488,9 +488,13 @@ def targets(by: dict[tuple[str, str], Op]) -> list[tuple[Op, str, bool | None]]:
     noop, read = get("noop", "coderx"), get("read_file 10 KB", "coderx")
     edit, run = get("edit_file", "coderx"), get('run_command "echo hi"', "coderx")
     node_read, shell = get("read_file 10 KB", "node-fs"), get('run_command "echo hi"', "py-shell")
+    plain = get("noop", "fastmcp")
     if read and noop:
         out.append((read, f"p50 <= noop p50 + 0.6 = {noop.p50 + 0.6:.2f}",
                     read.p50 <= noop.p50 + 0.6))
+    if read and plain:  # the issue's own words: do-nothing FastMCP + 0.6 ms
+        out.append((read, f"p50 <= fastmcp noop p50 + 0.6 = {plain.p50 + 0.6:.2f}",
+                    read.p50 <= plain.p50 + 0.6))
     if read and node_read:
         out.append((read, f"p50 <= 3x node-fs read p50 = {3 * node_read.p50:.2f}",
                     read.p50 <= 3 * node_read.p50))
