@@ -120,11 +120,23 @@ def open_regular(real: str, display: str) -> tuple[int, os.stat_result]:
     return fd, st
 
 
-def file_read(paths: Paths, req: dict[str, Any]) -> dict[str, Any]:
+class NotQuick(Exception):
+    """The file is larger than a quick read takes (the caller reads it another way)."""
+
+
+def file_read(paths: Paths, req: dict[str, Any], quick_limit: int | None = None
+              ) -> dict[str, Any]:
+    """Read a file: whole up to ``max_bytes``, else a window of lines.
+
+    Raises:
+        NotQuick: It is larger than ``quick_limit`` (when given); nothing was read.
+    """
     real = paths.resolve(req["path"])
     max_bytes = int(req.get("max_bytes", 16 << 20))
     fd, st = open_regular(real, req["path"])
     try:
+        if quick_limit is not None and st.st_size > quick_limit:
+            raise NotQuick
         if st.st_size <= max_bytes:
             data = b""
             while True:

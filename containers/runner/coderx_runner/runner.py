@@ -15,7 +15,7 @@ from typing import Any, BinaryIO, Protocol
 
 from . import PROTOCOL_VERSION
 from .errors import BadRequest, RunnerError, UnknownProcess
-from .files import Paths, file_list, file_read, file_stat, file_write
+from .files import NotQuick, Paths, file_list, file_read, file_stat, file_write
 from .procs import Proc, ProcTable, group_members, unsettled, utf8_whole
 from .shell import Shell
 
@@ -128,10 +128,10 @@ class Runner:
             req = _parse(line)
             if req is None:
                 continue
-            body = self.quick(req)
-            if body is not None:
+            msg = self.quick_answer(req)
+            if msg is not None:
                 with contextlib.suppress(OSError):
-                    await channel.send(self.answer(req, body))
+                    await channel.send(msg)
             else:
                 self.dispatch(req, channel)
 
@@ -145,11 +145,22 @@ class Runner:
                 req = _parse(line)
                 if req is None:
                     continue
-                body = self.quick(req)
-                if body is not None:
-                    channel.send_now(self.answer(req, body))
+                msg = self.quick_answer(req)
+                if msg is not None:
+                    channel.send_now(msg)
                 else:  # RuntimeError once the loop is closed: the runner is exiting
                     loop.call_soon_threadsafe(self.dispatch, req, channel)
+
+    def quick_answer(self, req: dict[str, Any]) -> dict[str, Any] | None:
+        """The reply to a request answered at once where it is read, or None when the
+        event loop must answer it (see :meth:`quick`)."""
+        body = self.quick(req)
+        if body is None:
+            return None
+        try:
+            return self.answer(req, body)
+        except NotQuick:  # a read of a file past QUICK_BYTES: the loop's worker thread
+            return None
 
     def quick(self, req: dict[str, Any]) -> Callable[[], dict[str, Any]] | None:
         """The body of a request answered at once where it is read (no process, no wait,
@@ -159,8 +170,8 @@ class Runner:
             return self._hello
         if op == "stat":
             return lambda: file_stat(self.paths, req)
-        if op == "read" and not self._big_read(req):
-            return lambda: file_read(self.paths, req)
+        if op == "read" and not req.get("big"):
+            return lambda: file_read(self.paths, req, QUICK_BYTES)
         data = req.get("data")
         if op == "write" and isinstance(data, str) and len(data) <= QUICK_BYTES:
             return lambda: file_write(self.paths, req)
@@ -171,6 +182,8 @@ class Runner:
         """The reply to a quick request (see :meth:`quick`)."""
         try:
             return {"id": req.get("id"), "ok": True, "result": body()}
+        except NotQuick:
+            raise
         except Exception as exc:
             return _error_reply(req.get("id"), exc)
 
