@@ -83,9 +83,7 @@ class LinkChannel:
 
     def send_now(self, msg: dict[str, Any]) -> None:
         """Write one reply line, blocking until the socket took it."""
-        data = _line(msg)
-        with self._lock:
-            self._sock.sendall(data)
+        self._send(_line(msg))
 
     async def send(self, msg: dict[str, Any]) -> None:
         data = _line(msg)
@@ -158,9 +156,11 @@ class Runner:
         if body is None:
             return None
         try:
-            return self.answer(req, body)
+            return {"id": req.get("id"), "ok": True, "result": body()}
         except NotQuick:  # a read of a file past QUICK_BYTES: the loop's worker thread
             return None
+        except Exception as exc:
+            return _error_reply(req.get("id"), exc)
 
     def quick(self, req: dict[str, Any]) -> Callable[[], dict[str, Any]] | None:
         """The body of a request answered at once where it is read (no process, no wait,
@@ -176,16 +176,6 @@ class Runner:
         if op == "write" and isinstance(data, str) and len(data) <= QUICK_BYTES:
             return lambda: file_write(self.paths, req)
         return None
-
-    @staticmethod
-    def answer(req: dict[str, Any], body: Callable[[], dict[str, Any]]) -> dict[str, Any]:
-        """The reply to a quick request (see :meth:`quick`)."""
-        try:
-            return {"id": req.get("id"), "ok": True, "result": body()}
-        except NotQuick:
-            raise
-        except Exception as exc:
-            return _error_reply(req.get("id"), exc)
 
     def dispatch(self, req: dict[str, Any], channel: Channel) -> None:
         """Start answering a request on the event loop."""
@@ -251,32 +241,20 @@ class Runner:
             task.cancel()
         return {"cancelled": task is not None}
 
-    async def _file_op(self, fn: Any, req: dict[str, Any], big: bool) -> dict[str, Any]:
-        # Small file work inline keeps the round trip under a millisecond; big work
-        # goes to a thread so cancel and other requests are still served.
-        if big:
-            return await asyncio.to_thread(fn, self.paths, req)
-        return fn(self.paths, req)  # type: ignore[no-any-return]
-
+    # Reads and writes of at most QUICK_BYTES, and stats, are answered where their request
+    # is read (quick_answer); what reaches these ops is big work, done in a worker thread so
+    # cancel and other requests are still served.
     async def op_read(self, req: dict[str, Any]) -> dict[str, Any]:
-        return await self._file_op(file_read, req, self._big_read(req))
-
-    def _big_read(self, req: dict[str, Any]) -> bool:
-        if req.get("big"):
-            return True
-        try:
-            return os.stat(self.paths.resolve(req["path"])).st_size > QUICK_BYTES
-        except (OSError, RunnerError, KeyError, TypeError):
-            return False  # the read itself reports the problem
+        return await asyncio.to_thread(file_read, self.paths, req)
 
     async def op_write(self, req: dict[str, Any]) -> dict[str, Any]:
-        return await self._file_op(file_write, req, len(req.get("data", "")) > QUICK_BYTES)
+        return await asyncio.to_thread(file_write, self.paths, req)
 
     async def op_stat(self, req: dict[str, Any]) -> dict[str, Any]:
         return file_stat(self.paths, req)
 
     async def op_list(self, req: dict[str, Any]) -> dict[str, Any]:
-        return await self._file_op(file_list, req, True)
+        return await asyncio.to_thread(file_list, self.paths, req)
 
     # -- processes -----------------------------------------------------------
     async def op_exec(self, req: dict[str, Any]) -> dict[str, Any]:
